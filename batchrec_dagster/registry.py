@@ -1,0 +1,84 @@
+"""The model registry: one document per trained model in the MongoDB `models` collection.
+
+Selection rule (used by the pipeline and by the serving API alike): among models of the wanted
+kind whose training data is no older than `max_age` (their `data_end`, the end of the partition's
+data window, is at least `now - max_age`), the highest `score` wins and a tie goes to the newest
+`created_at`. Stale models are never candidates, so a stale vocabulary is never served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pymongo
+from pymongo.database import Database
+
+MODELS = "models"
+DEFAULT_MAX_AGE = timedelta(hours=24)
+REQUIRED_FIELDS = ("run_id", "partition_key", "model_kind", "score", "file_name", "bucket",
+                   "sha256", "size_bytes", "data_end")
+
+
+class RegistryError(ValueError):
+    """A registry entry is missing fields or has ill-typed ones."""
+
+
+def ensure_indexes(db: Database) -> None:
+    models = db[MODELS]
+    # one entry per (run, partition): re-writing it for the same run updates, never duplicates
+    models.create_index([("run_id", pymongo.ASCENDING), ("partition_key", pymongo.ASCENDING)],
+                        unique=True, name="run_partition_unique")
+    models.create_index([("model_kind", pymongo.ASCENDING), ("score", pymongo.DESCENDING),
+                         ("created_at", pymongo.DESCENDING)], name="selection")
+    models.create_index([("data_end", pymongo.DESCENDING)], name="data_end")
+    models.create_index([("partition_key", pymongo.ASCENDING)], name="partition_key")
+
+
+def _validate(entry: Mapping[str, Any]) -> None:
+    missing = [f for f in REQUIRED_FIELDS if entry.get(f) is None]
+    if missing:
+        raise RegistryError(f"registry entry lacks {', '.join(missing)}")
+    if not isinstance(entry["score"], int | float):
+        raise RegistryError(f"score must be a number, got {type(entry['score']).__name__}")
+    for field in ("data_end", "created_at"):
+        value = entry.get(field)
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise RegistryError(f"{field} must be a timezone-aware datetime")
+
+
+def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Insert the entry, or update the one already written by the same run for the same partition.
+
+    Returns the stored document. `created_at` is set on first insert (UTC) unless given.
+    """
+    _validate(entry)
+    fields = {k: v for k, v in entry.items() if k not in ("_id", "created_at")}
+    created_at = entry.get("created_at") or datetime.now(UTC)
+    key = {"run_id": entry["run_id"], "partition_key": entry["partition_key"]}
+    # update_one + find_one rather than find_one_and_update: nx-27017 drops $setOnInsert there
+    db[MODELS].update_one(key, {"$set": fields, "$setOnInsert": {"created_at": created_at}},
+                          upsert=True)
+    return db[MODELS].find_one(key)
+
+
+def select_best(db: Database, *, now: datetime | None = None,
+                max_age: timedelta = DEFAULT_MAX_AGE, model_kind: str = "recvae"
+                ) -> dict[str, Any] | None:
+    """The model to serve under the documented rule, or None when no fresh model exists."""
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    cursor = (db[MODELS]
+              .find({"model_kind": model_kind, "data_end": {"$gte": now - max_age}})
+              .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)])
+              .limit(1))
+    return next(iter(cursor), None)
+
+
+def latest_entry(db: Database, *, model_kind: str = "recvae") -> dict[str, Any] | None:
+    """The most recently registered model, fresh or not (for the freshness check and the CLI)."""
+    cursor = (db[MODELS].find({"model_kind": model_kind})
+              .sort([("created_at", pymongo.DESCENDING)]).limit(1))
+    return next(iter(cursor), None)

@@ -1,0 +1,118 @@
+"""Blob stores for model artifacts: a GCS bucket (prod) or a local folder (local deployment).
+
+Artifacts are write-once: `put_new` refuses to replace an existing object. On GCS that is an
+`if_generation_match=0` precondition, checked by the server; the emulator used in tests ignores
+preconditions, so an existence check runs first as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from google.api_core import exceptions as gcs_exceptions
+from google.cloud import storage as gcs
+
+
+class BlobExistsError(FileExistsError):
+    """The object already exists; artifacts are never overwritten."""
+
+
+class BlobNotFoundError(FileNotFoundError):
+    """No object under that name."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    name: str
+    uri: str
+    size_bytes: int
+    sha256: str
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore(Protocol):
+    location: str  # bucket name, or the local folder
+
+    def put_new(self, name: str, data: bytes) -> StoredBlob: ...
+    def read(self, name: str) -> bytes: ...
+    def exists(self, name: str) -> bool: ...
+    def uri(self, name: str) -> str: ...
+
+
+class LocalBlobStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.location = str(self.root)
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"blob name {name!r} escapes the store")
+        return path
+
+    def uri(self, name: str) -> str:
+        return self._path(name).as_uri()
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def put_new(self, name: str, data: bytes) -> StoredBlob:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        tmp.write_bytes(data)
+        try:
+            # link() fails if the target exists: the write-once check and the publish are one step
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise BlobExistsError(f"{self.uri(name)} already exists") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredBlob(name, self.uri(name), len(data), sha256_hex(data))
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
+
+class GCSBlobStore:
+    def __init__(self, client: gcs.Client, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = client.bucket(bucket)
+        self.prefix = prefix.strip("/")
+        self.location = bucket
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def uri(self, name: str) -> str:
+        return f"gs://{self.bucket.name}/{self._key(name)}"
+
+    def exists(self, name: str) -> bool:
+        return self.bucket.blob(self._key(name)).exists()
+
+    def put_new(self, name: str, data: bytes) -> StoredBlob:
+        if self.exists(name):
+            raise BlobExistsError(f"{self.uri(name)} already exists")
+        blob = self.bucket.blob(self._key(name))
+        try:
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    if_generation_match=0)
+        except gcs_exceptions.PreconditionFailed as exc:
+            raise BlobExistsError(f"{self.uri(name)} already exists") from exc
+        return StoredBlob(name, self.uri(name), len(data), sha256_hex(data))
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self.bucket.blob(self._key(name)).download_as_bytes()
+        except gcs_exceptions.NotFound as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc

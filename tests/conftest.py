@@ -1,0 +1,85 @@
+"""Shared fixtures: a MongoDB-wire server and a GCS emulator, started for real once per session.
+
+`BATCHREC_TEST_MONGODB_URI` points the tests at a real MongoDB instead of the embedded server.
+Each test gets its own database and its own bucket, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage as gcs
+
+from batchrec_dagster.mongo import connect
+from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
+from tests.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
+
+SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
+
+
+@pytest.fixture(scope="session")
+def mongo_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = external_mongo_uri()
+    if uri:
+        yield uri
+        return
+    uri, process = start_mongo(tmp_path_factory.mktemp("mongo"))
+    yield uri
+    stop(process)
+
+
+@pytest.fixture
+def mongo_db(mongo_server_uri: str) -> Iterator[pymongo.database.Database]:
+    client = connect(mongo_server_uri)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    host, process = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    yield host
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    stop(process)
+
+
+@pytest.fixture
+def gcs_client(gcs_emulator_host: str) -> gcs.Client:
+    return gcs.Client(project="batchrec-test", credentials=AnonymousCredentials())
+
+
+@pytest.fixture
+def gcs_bucket(gcs_client: gcs.Client) -> str:
+    name = f"batchrec-test-{uuid.uuid4().hex[:10]}"
+    gcs_client.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def gcs_store(gcs_client: gcs.Client, gcs_bucket: str) -> GCSBlobStore:
+    return GCSBlobStore(gcs_client, gcs_bucket, prefix="models")
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "store")
+
+
+@pytest.fixture
+def shared_dataset() -> Path:
+    if not (SHARED_DATASET / "stars.csv").is_file():
+        pytest.skip(f"shared dataset not found at {SHARED_DATASET}")
+    return SHARED_DATASET
