@@ -27,13 +27,14 @@ class RegistryError(ValueError):
 
 def ensure_indexes(db: Database) -> None:
     models = db[MODELS]
-    # one entry per (run, partition): re-writing it for the same run updates, never duplicates
-    models.create_index([("run_id", pymongo.ASCENDING), ("partition_key", pymongo.ASCENDING)],
+    # one entry per (run, partition): re-writing it for the same run updates, never duplicates.
+    # The partition is identified by its data_end datetime, not the key string: nx-27017's find()
+    # fails to match equality on strings shaped like "2026-03-01-20:00".
+    models.create_index([("run_id", pymongo.ASCENDING), ("data_end", pymongo.ASCENDING)],
                         unique=True, name="run_partition_unique")
     models.create_index([("model_kind", pymongo.ASCENDING), ("score", pymongo.DESCENDING),
                          ("created_at", pymongo.DESCENDING)], name="selection")
     models.create_index([("data_end", pymongo.DESCENDING)], name="data_end")
-    models.create_index([("partition_key", pymongo.ASCENDING)], name="partition_key")
 
 
 def _validate(entry: Mapping[str, Any]) -> None:
@@ -56,7 +57,7 @@ def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
     _validate(entry)
     fields = {k: v for k, v in entry.items() if k not in ("_id", "created_at")}
     created_at = entry.get("created_at") or datetime.now(UTC)
-    key = {"run_id": entry["run_id"], "partition_key": entry["partition_key"]}
+    key = {"run_id": entry["run_id"], "data_end": entry["data_end"]}
     # update_one + find_one rather than find_one_and_update: nx-27017 drops $setOnInsert there
     db[MODELS].update_one(key, {"$set": fields, "$setOnInsert": {"created_at": created_at}},
                           upsert=True)
@@ -75,6 +76,11 @@ def select_best(db: Database, *, now: datetime | None = None,
               .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)])
               .limit(1))
     return next(iter(cursor), None)
+
+
+def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, Any]]:
+    """Every model registered for the partition whose data window ends at `data_end`, oldest first."""
+    return list(db[MODELS].find({"data_end": data_end}).sort([("created_at", pymongo.ASCENDING)]))
 
 
 def latest_entry(db: Database, *, model_kind: str = "recvae") -> dict[str, Any] | None:
