@@ -1,0 +1,30 @@
+# The two commands a new user runs (see README): `make demo` and `make test`.
+# Both create .venv and install the project on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test lint dev serve
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/batchrec demo
+
+test: install
+	$(PY) -m pytest -ra
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+dev: install
+	$(VENV)/bin/batchrec dev
+
+serve: install
+	$(VENV)/bin/batchrec serve
