@@ -83,9 +83,7 @@ class DeviceCSR:
             size=len(rows),
         )
 
-    def iterate(
-        self, order: np.ndarray, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, SparseBatch]]:
+    def iterate(self, order: np.ndarray, batch_size: int) -> Iterator[tuple[torch.Tensor, SparseBatch]]:
         """Yield (row ids on device, batch) for consecutive chunks of `order`."""
         order = np.asarray(order, dtype=np.int64)
         starts = np.arange(0, len(order), batch_size)

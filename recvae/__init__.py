@@ -1,0 +1,44 @@
+"""RecVAE (Shenbin et al., WSDM 2020) in plain PyTorch + NumPy/SciPy, with data preparation,
+metrics, baselines, inference and safe artifacts. No Dagster, MongoDB or GCS needed."""
+
+from recvae.artifact import FORMAT_VERSION, Artifact, ArtifactError, dump_artifact, load_artifact
+from recvae.baselines import EASE, Popularity, choose_ease_lambda
+from recvae.data import (
+    HeldOut,
+    Interactions,
+    Split,
+    build_interactions,
+    filter_min_counts,
+    split_users,
+)
+from recvae.inference import Recommender
+from recvae.metrics import Scorer, evaluate, ndcg_at_k, recall_at_k
+from recvae.model import RecVAE, RecVAEConfig
+from recvae.train import EpochReport, TrainResult, train_recvae
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EASE",
+    "Artifact",
+    "ArtifactError",
+    "EpochReport",
+    "HeldOut",
+    "Interactions",
+    "Popularity",
+    "RecVAE",
+    "RecVAEConfig",
+    "Recommender",
+    "Scorer",
+    "Split",
+    "TrainResult",
+    "build_interactions",
+    "choose_ease_lambda",
+    "dump_artifact",
+    "evaluate",
+    "filter_min_counts",
+    "load_artifact",
+    "ndcg_at_k",
+    "recall_at_k",
+    "split_users",
+    "train_recvae",
+]

@@ -1,0 +1,151 @@
+"""One-file model artifacts: safetensors tensors + JSON metadata, never pickle.
+
+Layout: tensors `model.<state_dict key>`, `item_popularity` (float32) and, for integer item ids,
+`item_ids` (int64). String item ids travel as a JSON list in the metadata. The metadata also
+holds the format version, hyper-parameters, metrics, `extra`, and a sha256 over the canonical
+metadata and every tensor's name, dtype, shape and bytes, so truncation and tampering are caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from recvae.inference import Recommender
+from recvae.model import RecVAE, RecVAEConfig
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "batchrec-recvae"
+_MODEL_PREFIX = "model."
+
+
+class ArtifactError(ValueError):
+    """The bytes are not a loadable artifact: truncated, tampered, mismatched or unknown version."""
+
+
+@dataclass
+class Artifact:
+    recommender: Recommender
+    config: RecVAEConfig
+    metrics: dict[str, float]
+    extra: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def _digest(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def dump_artifact(
+    recommender: Recommender,
+    *,
+    config: RecVAEConfig,
+    metrics: dict[str, float],
+    extra: dict | None = None,
+) -> bytes:
+    """Serialize a recommender with its config, metrics and `extra` (must be JSON-serializable)."""
+    tensors = {
+        _MODEL_PREFIX + k: v.detach().cpu().contiguous() for k, v in recommender.model.state_dict().items()
+    }
+    tensors["item_popularity"] = torch.from_numpy(
+        np.ascontiguousarray(recommender.item_popularity, dtype=np.float32)
+    )
+    item_ids = recommender.item_ids
+    if item_ids.dtype.kind == "i":
+        tensors["item_ids"] = torch.from_numpy(np.ascontiguousarray(item_ids, dtype=np.int64))
+        id_dtype, ids_json = "int64", None
+    else:
+        id_dtype, ids_json = "str", [str(x) for x in item_ids.tolist()]
+    meta: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "n_items": recommender.n_items,
+        "config": config.to_dict(),
+        "metrics": {str(k): float(v) for k, v in metrics.items()},
+        "extra": extra or {},
+        "item_id_dtype": id_dtype,
+        "item_ids": ids_json,
+    }
+    try:
+        json.dumps(meta, allow_nan=True)
+    except TypeError as exc:
+        raise TypeError(f"metrics and extra must be JSON-serializable: {exc}") from exc
+    header = {"meta": json.dumps(meta, sort_keys=True), "sha256": _digest(meta, tensors)}
+    return safetensors.torch.save(tensors, metadata=header)
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    if len(data) < 8:
+        raise ArtifactError("artifact is truncated (no header)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if 8 + header_len > len(data):
+        raise ArtifactError("artifact is truncated (header runs past the end)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"artifact header is not valid JSON: {exc}") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or "meta" not in meta or "sha256" not in meta:
+        raise ArtifactError("not a batchrec RecVAE artifact (metadata missing)")
+    return meta
+
+
+def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
+    """Parse and verify an artifact; raises ArtifactError for anything it cannot trust."""
+    raw_meta = _read_metadata(bytes(data))
+    try:
+        meta = json.loads(raw_meta["meta"])
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"artifact metadata is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ArtifactError("not a batchrec RecVAE artifact (wrong format name)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"unsupported artifact format version {meta.get('format_version')!r} "
+            f"(this library reads version {FORMAT_VERSION})"
+        )
+    try:
+        tensors = safetensors.torch.load(bytes(data))
+    except Exception as exc:  # safetensors raises its own error types for corrupt buffers
+        raise ArtifactError(f"artifact tensors cannot be read (truncated or corrupt): {exc}") from exc
+    if _digest(meta, tensors) != raw_meta["sha256"]:
+        raise ArtifactError("artifact checksum mismatch: the file was modified or corrupted")
+
+    try:
+        config = RecVAEConfig.from_dict(meta["config"])
+        n_items = int(meta["n_items"])
+        if meta["item_id_dtype"] == "int64":
+            item_ids = tensors["item_ids"].numpy()
+        elif meta["item_id_dtype"] == "str":
+            item_ids = np.asarray(meta["item_ids"], dtype=str)
+        else:
+            raise ArtifactError(f"unknown item id dtype {meta['item_id_dtype']!r}")
+        popularity = tensors["item_popularity"].numpy()
+        model = RecVAE(n_items, config)
+        state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+        model.load_state_dict(state, strict=True)
+        recommender = Recommender(model, item_ids, popularity, device=device)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"artifact contents do not match its metadata: {exc}") from exc
+    return Artifact(
+        recommender=recommender,
+        config=config,
+        metrics=dict(meta["metrics"]),
+        extra=dict(meta["extra"]),
+        format_version=int(meta["format_version"]),
+    )
