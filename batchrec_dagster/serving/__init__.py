@@ -1,0 +1,1 @@
+"""The serving API: the best registered model behind FastAPI, hot-swapped without downtime."""

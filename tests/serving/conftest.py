@@ -1,0 +1,24 @@
+"""Serving fixtures: the API served by uvicorn on a free loopback port, with the registry in
+MongoDB over the wire and artifacts in the GCS emulator (session servers from tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from batchrec_dagster.serving.app import create_app
+from batchrec_dagster.serving.model_manager import ModelManager
+from batchrec_dagster.storage import BlobStore
+from tests.serving.helpers import ServerThread, Serving
+
+
+@pytest.fixture
+def serving(mongo_db: Any, gcs_store: BlobStore) -> Iterator[Serving]:
+    """The API with no poller: tests trigger polls with `manager.refresh_now()`."""
+    manager = ModelManager(mongo_db, gcs_store, poll_seconds=None)
+    app = create_app(manager, mongo_db)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        yield Serving(server.url, http, manager, mongo_db, gcs_store)
