@@ -35,6 +35,8 @@ class UserItemMatrix:
     item_ids: np.ndarray          # int64, column vocabulary (repo ids)
     dropped: dict[str, int] = field(default_factory=dict)  # what each filter dropped
     window_end: datetime | None = None
+    item_names: np.ndarray | None = None  # str, full_name per column (same order as item_ids)
+    window_start: datetime | None = None
 
 
 @dataclass
@@ -47,6 +49,8 @@ class VaeInput:
     validation_target: sp.csr_matrix    # the other 20%, scored
     seed: int = 0
     window_end: datetime | None = None
+    item_names: np.ndarray | None = None  # str, full_name per column (same order as item_ids)
+    window_start: datetime | None = None
 
 
 @dataclass
@@ -67,3 +71,10 @@ class TrainedModel:
     training_seconds: float
     epochs: int
     window_end: datetime | None = None
+    model_kind: str = "recvae"
+    run_id: str = ""
+    partition_key: str = ""
+    window_start: datetime | None = None
+    best_epoch: int = 0
+    stop_reason: str = ""         # "epochs" | "patience" | "time_budget"
+    code_version: str = ""

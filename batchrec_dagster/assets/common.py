@@ -1,0 +1,37 @@
+"""What every asset of the lineage shares: partitions, backfill policy, group."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+
+from batchrec_dagster.partitions import hourly_partitions
+
+GROUP = "recommender"
+# one model per hour: a backfill launches one run per partition, never a multi-hour run
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+PARTITIONS = hourly_partitions
+
+
+def partition_seed(partition_key: str) -> int:
+    """A stable 32-bit seed per partition, so re-running a partition reproduces its split."""
+    return int.from_bytes(hashlib.sha256(partition_key.encode()).digest()[:4], "big")
+
+
+def code_version() -> str:
+    """batchrec's version plus the git commit when the code runs from a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    from batchrec_dagster import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if dirty else ''}" if commit else __version__

@@ -1,0 +1,70 @@
+"""model_registry_entry: the trained model's document in the MongoDB `models` collection."""
+
+# no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
+from typing import Any
+
+import dagster as dg
+
+from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS
+from batchrec_dagster.assets.metadata import window_metadata
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.resources import ArtifactStoreResource
+from batchrec_dagster.storage import sha256_hex
+from batchrec_dagster.types import TrainedModel
+
+
+def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> dict[str, Any]:
+    """The document registry.register_model stores (created_at is set there, in UTC)."""
+    data_start, data_end = partition_window(partition_key)
+    return {
+        "run_id": run_id,
+        "partition_key": partition_key,
+        "model_kind": model.model_kind,
+        "score": float(model.score),
+        "file_name": model.file_name,
+        "bucket": model.bucket,
+        "uri": model.uri,
+        "sha256": model.sha256,
+        "size_bytes": int(model.size_bytes),
+        "data_start": data_start,
+        "data_end": data_end,
+        "metrics": dict(model.metrics),
+        "popularity_metrics": dict(model.popularity_metrics),
+        "data_sizes": dict(model.data_sizes),
+        "config": dict(model.config),
+        "code_version": model.code_version,
+        "training_seconds": float(model.training_seconds),
+        "epochs": int(model.epochs),
+        "best_epoch": int(model.best_epoch),
+        "stop_reason": model.stop_reason,
+    }
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    group_name=GROUP,
+    kinds={"mongodb"},
+    io_manager_key="registry_io_manager",
+    description="The model's entry in the MongoDB `models` registry (one per run and partition). The "
+                "served model is the highest score among fresh entries, a tie going to the newest.",
+)
+def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: TrainedModel,
+                         artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+    store = artifact_store.get_store()
+    # register only what can be served: the artifact must exist and be the bytes that were scored
+    stored = store.read(recvae_model.file_name)
+    if sha256_hex(stored) != recvae_model.sha256 or len(stored) != recvae_model.size_bytes:
+        raise dg.Failure(description=f"artifact {recvae_model.uri} does not match the trained model's "
+                                     f"checksum; refusing to register it")
+    entry = registry_entry(recvae_model, partition_key=context.partition_key, run_id=context.run.run_id)
+    context.log.info(f"registering {entry['file_name']} (score {entry['score']:.4f})")
+    return dg.MaterializeResult(value=entry, metadata={
+        "score": entry["score"],
+        "model_kind": entry["model_kind"],
+        "file_name": entry["file_name"],
+        "artifact": (dg.MetadataValue.url(entry["uri"]) if entry["uri"].startswith("gs://")
+                     else dg.MetadataValue.path(entry["uri"].removeprefix("file://"))),
+        "run_id": entry["run_id"],
+        **window_metadata(entry["data_start"], entry["data_end"]),
+    })

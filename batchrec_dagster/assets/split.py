@@ -1,0 +1,62 @@
+"""vae_input: training users and held-out validation users (80/20 fold-in), fixed per partition."""
+
+# no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
+import dagster as dg
+import numpy as np
+
+from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS, partition_seed
+from batchrec_dagster.assets.config import SplitConfig
+from batchrec_dagster.assets.metadata import window_metadata
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.types import UserItemMatrix, VaeInput
+from recvae import Interactions, split_users
+
+
+def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> VaeInput:
+    n_users = matrix.matrix.shape[0]
+    n_validation = min(config.validation_users, int(n_users * config.max_validation_fraction))
+    if n_validation < 1:
+        raise dg.Failure(description=f"{n_users} users are too few to hold any out for validation "
+                                     f"(max_validation_fraction={config.max_validation_fraction})")
+    split = split_users(Interactions(matrix.matrix, matrix.user_ids, matrix.item_ids),
+                        n_validation=n_validation, holdout_fraction=config.holdout_fraction,
+                        min_heldout_items=config.min_heldout_items, seed=seed)
+    if split.validation.n_users == 0:
+        raise dg.Failure(description=f"none of the {n_validation} held-out users has "
+                                     f"{config.min_heldout_items} repositories; nothing to validate on")
+    # split_users keeps the columns the training users have; carry the names along with them
+    # (item_ids are sorted: build_interactions orders columns by id and the filters keep that order)
+    names = None
+    if matrix.item_names is not None:
+        names = matrix.item_names[np.searchsorted(matrix.item_ids, split.item_ids)]
+    return VaeInput(train=split.train, train_user_ids=split.train_user_ids, item_ids=split.item_ids,
+                    validation_user_ids=split.validation.user_ids,
+                    validation_fold_in=split.validation.fold_in,
+                    validation_target=split.validation.target, seed=seed,
+                    window_end=matrix.window_end, item_names=names, window_start=matrix.window_start)
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    group_name=GROUP,
+    kinds={"scipy"},
+    description="The training matrix plus held-out validation users, each split 80/20 into fold-in and "
+                "scored items. Deterministic for a partition: the seed is derived from its key.",
+)
+def vae_input(context: dg.AssetExecutionContext, config: SplitConfig,
+              user_item_matrix: UserItemMatrix) -> dg.MaterializeResult:
+    seed = config.seed if config.seed is not None else partition_seed(context.partition_key)
+    result = build_vae_input(user_item_matrix, config, seed)
+    context.log.info(f"{result.train.shape[0]} training users, {len(result.validation_user_ids)} validation "
+                     f"users, {result.train.shape[1]} repositories (seed {seed})")
+    return dg.MaterializeResult(value=result, metadata={
+        "train_users": int(result.train.shape[0]),
+        "validation_users": int(len(result.validation_user_ids)),
+        "items": int(result.train.shape[1]),
+        "train_nonzeros": int(result.train.nnz),
+        "validation_fold_in_nonzeros": int(result.validation_fold_in.nnz),
+        "validation_target_nonzeros": int(result.validation_target.nnz),
+        "seed": seed,
+        **window_metadata(*partition_window(context.partition_key)),
+    })

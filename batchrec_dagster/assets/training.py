@@ -1,0 +1,173 @@
+"""recvae_model: train RecVAE, score it against popularity, write the artifact (write-once)."""
+
+# no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import scipy.sparse as sp
+
+from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS, code_version
+from batchrec_dagster.assets.config import TrainingConfig
+from batchrec_dagster.assets.metadata import md_table, window_metadata
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.resources import ArtifactStoreResource
+from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob
+from batchrec_dagster.types import TrainedModel, VaeInput
+from recvae import HeldOut, Popularity, Recommender, RecVAEConfig, dump_artifact, evaluate, train_recvae
+
+MODEL_KIND = "recvae"
+
+
+def artifact_name(score: float, partition_key: str, run_id: str, attempt: int = 0) -> str:
+    """`recvae_<score>_<partition>_<run>.pt`, as the original system named its models, plus the
+    partition and run so that every run writes its own object."""
+    hour = partition_key.replace(":", "")
+    suffix = f"_{attempt}" if attempt else ""
+    return f"{MODEL_KIND}_{score:.4f}_{hour}_{run_id[:8]}{suffix}.pt"
+
+
+def put_artifact(store: BlobStore, data: bytes, score: float, partition_key: str, run_id: str) -> StoredBlob:
+    """Write under a fresh name; a retried step of the same run gets a suffix, never an overwrite."""
+    for attempt in range(100):
+        try:
+            return store.put_new(artifact_name(score, partition_key, run_id, attempt), data)
+        except BlobExistsError:
+            continue
+    raise BlobExistsError(f"100 artifacts already exist for run {run_id} and partition {partition_key}")
+
+
+def recvae_config(config: TrainingConfig) -> RecVAEConfig:
+    return RecVAEConfig(
+        hidden_dim=config.hidden_dim, latent_dim=config.latent_dim, input_dropout=config.input_dropout,
+        gamma=config.gamma, learning_rate=config.learning_rate, batch_size=config.batch_size,
+        epochs=config.epochs, encoder_passes=config.encoder_passes, decoder_passes=config.decoder_passes,
+        seed=config.seed, patience=config.patience, time_budget_s=config.time_budget_s,
+    )
+
+
+def preview_table(recommender: Recommender, data: VaeInput, k: int) -> dg.MetadataValue:
+    """Top-k repositories for the first validation user, marking the held-out ones it found."""
+    fold_in = data.validation_fold_in[:1]
+    target = set(data.validation_target[:1].indices.tolist())
+    indices, scores = recommender.recommend(fold_in, k)
+    names = data.item_names if data.item_names is not None else data.item_ids.astype(str)
+    rows = [(rank + 1, names[i], float(s), "yes" if int(i) in target else "")
+            for rank, (i, s) in enumerate(zip(indices[0], scores[0], strict=True)) if i >= 0]
+    starred = ", ".join(str(names[i]) for i in fold_in.indices[:5])
+    table = md_table(["rank", "repository", "score", "held-out star"], rows)
+    return dg.MetadataValue.md(
+        f"Validation user {int(data.validation_user_ids[0])} starred {fold_in.nnz} repositories "
+        f"fed to the model (e.g. {starred}); {len(target)} more were held out.\n\n{table.value}")
+
+
+def data_sizes(data: VaeInput) -> dict[str, int]:
+    return {
+        "users": int(data.train.shape[0] + len(data.validation_user_ids)),
+        "items": int(data.train.shape[1]),
+        "nonzeros": int(data.train.nnz + data.validation_fold_in.nnz + data.validation_target.nnz),
+        "train_users": int(data.train.shape[0]),
+        "validation_users": int(len(data.validation_user_ids)),
+    }
+
+
+def _plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    group_name=GROUP,
+    kinds={"pytorch", "gcs"},
+    pool="training",
+    description="RecVAE trained on vae_input, scored on the held-out users (score = NDCG@100) next to "
+                "the popularity baseline, written once to the artifact store as recvae_<score>_...pt.",
+)
+def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
+                 artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+    data = vae_input
+    partition_key, run_id = context.partition_key, context.run.run_id
+    window_start, window_end = partition_window(partition_key)
+
+    popularity = Popularity().fit(data.train)
+    popularity_metrics = _plain_metrics(evaluate(popularity, data.validation_fold_in, data.validation_target))
+    context.log.info(f"popularity baseline: ndcg@100={popularity_metrics['ndcg@100']:.4f}")
+
+    def on_epoch(report: Any) -> None:
+        context.log.info(f"epoch {report.epoch}: loss={report.loss:.3f} ndcg@100={report.ndcg_at_100:.4f} "
+                         f"recall@20={report.recall_at_20:.4f} recall@50={report.recall_at_50:.4f} "
+                         f"({report.seconds:.1f}s){' best' if report.best else ''}")
+
+    started = time.perf_counter()
+    validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
+                         target=data.validation_target)
+    result = train_recvae(sp.csr_matrix(data.train), validation, recvae_config(config),
+                          device=config.device, on_epoch=on_epoch)
+    training_seconds = time.perf_counter() - started
+    metrics = _plain_metrics(result.best_metrics)
+    score = metrics["ndcg@100"]
+    context.log.info(f"best epoch {result.best_epoch}/{len(result.history)} ({result.stop_reason}): "
+                     f"ndcg@100={score:.4f} vs popularity {popularity_metrics['ndcg@100']:.4f}")
+
+    recommender = Recommender(result.model, data.item_ids, popularity.popularity.astype(np.float32))
+    names = data.item_names if data.item_names is not None else data.item_ids.astype(str)
+    version = code_version()
+    artifact = dump_artifact(recommender, config=result.config, metrics=metrics, extra={
+        "model_kind": MODEL_KIND,
+        "item_names": [str(n) for n in names],
+        "partition_key": partition_key,
+        "run_id": run_id,
+        "data_start": window_start.isoformat(),
+        "data_end": window_end.isoformat(),
+        "popularity_metrics": popularity_metrics,
+        "code_version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+    })
+    store = artifact_store.get_store()
+    stored = put_artifact(store, artifact, score, partition_key, run_id)
+    context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
+
+    history = [{"epoch": r.epoch, "seconds": r.seconds, "loss": r.loss, "ndcg@100": r.ndcg_at_100,
+                "recall@20": r.recall_at_20, "recall@50": r.recall_at_50, "best": float(r.best)}
+               for r in result.history]
+    model = TrainedModel(
+        file_name=stored.name, bucket=store.location, uri=stored.uri, sha256=stored.sha256,
+        size_bytes=stored.size_bytes, score=score, metrics=metrics, popularity_metrics=popularity_metrics,
+        config={**result.config.to_dict(), "device": result.device}, history=history,
+        data_sizes=data_sizes(data), training_seconds=training_seconds, epochs=len(result.history),
+        window_end=window_end, model_kind=MODEL_KIND, run_id=run_id, partition_key=partition_key,
+        window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
+        code_version=version,
+    )
+    curve = md_table(["epoch", "seconds", "loss", "ndcg@100", "recall@20", "recall@50", "best"],
+                     [(r.epoch, r.seconds, r.loss, r.ndcg_at_100, r.recall_at_20, r.recall_at_50,
+                       "*" if r.best else "") for r in result.history])
+    return dg.MaterializeResult(value=model, metadata={
+        "score": score,
+        "ndcg@100": score,
+        "recall@20": metrics["recall@20"],
+        "recall@50": metrics["recall@50"],
+        "popularity_score": popularity_metrics["ndcg@100"],
+        "popularity_recall@20": popularity_metrics["recall@20"],
+        "popularity_recall@50": popularity_metrics["recall@50"],
+        "score_minus_popularity": score - popularity_metrics["ndcg@100"],
+        "validation_users_scored": int(metrics.get("users", 0)),
+        "training_seconds": float(training_seconds),
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
+        "device": result.device,
+        "learning_curve": curve,
+        "top_repositories_preview": preview_table(recommender, data, config.preview_k),
+        "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")
+                     else dg.MetadataValue.path(stored.uri.removeprefix("file://"))),
+        "artifact_file_name": stored.name,
+        "artifact_sha256": stored.sha256,
+        "artifact_bytes": stored.size_bytes,
+        "code_version": version,
+        **window_metadata(window_start, window_end),
+    })
+

@@ -1,0 +1,174 @@
+"""IO managers: typed asset values in a local folder or a GCS bucket, registry entries in MongoDB.
+
+The first four assets are stored with codec.py (npz + JSON, no pickle) at
+`<prefix>/<asset key>/<partition key>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager` are
+twins that differ only in where the bytes go, so a local run and a prod run store the same files.
+Re-materializing a partition replaces its file (unlike model artifacts, which are write-once).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_gcp import GCSResource
+from google.api_core import exceptions as gcs_exceptions
+from pydantic import PrivateAttr
+
+from batchrec_dagster import codec
+from batchrec_dagster.mongo import MongoResource
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.registry import (
+    MODELS,
+    ensure_indexes,
+    entries_for_partition,
+    register_model,
+    select_best,
+)
+
+
+class StoredValueNotFoundError(FileNotFoundError):
+    """An asset partition was never materialized into this storage."""
+
+
+def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
+    asset = "/".join(context.asset_key.path)
+    return f"{asset}/{partition_key}.npz" if partition_key else f"{asset}.npz"
+
+
+def _partition_keys(context: dg.InputContext) -> list[str]:
+    """The partitions to load. An unpartitioned consumer (e.g. an asset check declared without
+    partitions_def) sees every partition of its input; inside a partitioned run it means the run's."""
+    keys = list(context.asset_partition_keys)
+    if len(keys) > 1 and context.has_partition_key and context.partition_key in keys:
+        return [context.partition_key]
+    return keys
+
+
+class _TypedIOManager(dg.ConfigurableIOManager):
+    """Shared logic; subclasses implement _write, _read and _uri for one backend."""
+
+    def _write(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _read(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def _uri(self, path: str) -> str:
+        raise NotImplementedError
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        path = _relative_path(context, key)
+        data = codec.encode(obj)
+        self._write(path, data)
+        uri = self._uri(path)
+        context.add_output_metadata({
+            "stored_at": dg.MetadataValue.url(uri) if uri.startswith("gs://") else dg.MetadataValue.path(uri),
+            "stored_bytes": len(data),
+        })
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        if not context.has_asset_partitions:
+            return self._load(_relative_path(context, None))
+        keys = _partition_keys(context)
+        if len(keys) == 1:
+            return self._load(_relative_path(context, keys[0]))
+        return {key: self._load(_relative_path(context, key)) for key in keys}
+
+    def _load(self, path: str) -> Any:
+        return codec.decode(self._read(path))
+
+
+class LocalTypedIOManager(_TypedIOManager):
+    """Asset values under a local folder (the local deployment's twin of GCSTypedIOManager)."""
+
+    base_dir: str
+
+    def _path(self, path: str) -> Path:
+        return Path(self.base_dir) / path
+
+    def _uri(self, path: str) -> str:
+        return str(self._path(path).resolve())
+
+    def _write(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # readers never see a half-written file
+
+    def _read(self, path: str) -> bytes:
+        target = self._path(path)
+        if not target.is_file():
+            raise StoredValueNotFoundError(f"{target} does not exist: materialize that partition first")
+        return target.read_bytes()
+
+
+class GCSTypedIOManager(_TypedIOManager):
+    """Asset values in a GCS bucket through dagster-gcp's GCSResource client."""
+
+    gcs: GCSResource
+    bucket: str
+    prefix: str = "batchrec/assets"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def _blob(self, path: str) -> Any:
+        if self._client is None:
+            self._client = self.gcs.get_client()
+        return self._client.bucket(self.bucket).blob(self._key(path))
+
+    def _key(self, path: str) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/{path}" if prefix else path
+
+    def _uri(self, path: str) -> str:
+        return f"gs://{self.bucket}/{self._key(path)}"
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._blob(path).upload_from_string(data, content_type="application/octet-stream")
+
+    def _read(self, path: str) -> bytes:
+        try:
+            return self._blob(path).download_as_bytes()
+        except gcs_exceptions.NotFound as exc:
+            raise StoredValueNotFoundError(f"{self._uri(path)} does not exist: materialize that "
+                                           f"partition first") from exc
+
+
+class MongoRegistryIOManager(dg.ConfigurableIOManager):
+    """Stores `model_registry_entry` as a document in the `models` collection (registry.py)."""
+
+    mongo: MongoResource
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        db = self.mongo.get_database()
+        ensure_indexes(db)
+        stored = register_model(db, obj)
+        filter_ = {"run_id": stored["run_id"], "data_end": stored["data_end"].isoformat()}
+        best = select_best(db)
+        context.add_output_metadata({
+            "registry_id": str(stored["_id"]),
+            "registry_collection": f"{db.name}.{MODELS}",
+            "registry_filter": dg.MetadataValue.json(filter_),
+            "registry_created_at": dg.MetadataValue.timestamp(stored["created_at"]),
+            # the documented rule applied right after registering: is this the model to serve now?
+            "selected_for_serving": bool(best is not None and best["_id"] == stored["_id"]),
+        })
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any] | None:
+        """The newest entry registered for the input's partition (None if there is none)."""
+        if not context.has_asset_partitions:
+            raise dg.Failure("model_registry_entry is partitioned; load it for one partition")
+        keys = _partition_keys(context)
+        db = self.mongo.get_database()
+        entries = {}
+        for key in keys:
+            found = entries_for_partition(db, partition_window(key)[1])
+            entries[key] = found[-1] if found else None
+        return entries[keys[0]] if len(keys) == 1 else entries
