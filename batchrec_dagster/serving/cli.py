@@ -54,7 +54,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="models trained on data older than this are not served (default: %(default)s)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads for inference (default: %(default)s; see docs/serving.md)")
-    parser.add_argument("--inference", choices=("batched", "inline"), default="batched",
+    parser.add_argument("--inference", choices=("coalesced", "batched", "inline"), default="batched",
                         help="micro-batch concurrent requests on a worker thread, or run each on the "
                              "event loop (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=32,

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,14 +32,31 @@ class Inference(Protocol):
                         ) -> tuple[np.ndarray, np.ndarray]: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
 
 
-class InlineInference:
+class _Counted:
+    mode = ""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.jobs = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": self.mode, "batches": self.batches, "requests": self.jobs,
+                "mean_batch": round(self.jobs / self.batches, 2) if self.batches else None}
+
+
+class InlineInference(_Counted):
     """The forward pass on the event loop thread: no hand-off, but requests run one at a time."""
+
+    mode = "inline"
 
     async def recommend(self, model: LoadedModel, columns: np.ndarray, k: int
                         ) -> tuple[np.ndarray, np.ndarray]:
         indices, scores = recommend_batch(model, [columns], k)
+        self.batches += 1
+        self.jobs += 1
         return indices[0], scores[0]
 
     def start(self) -> None:
@@ -67,17 +84,18 @@ def _resolve(future: asyncio.Future, result: object, error: BaseException | None
         future.set_result(result)
 
 
-class BatchedInference:
+class BatchedInference(_Counted):
     """One worker thread draining a queue into batches of at most `max_batch` users."""
 
+    mode = "batched"
+
     def __init__(self, max_batch: int = 32):
+        super().__init__()
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self.batches = 0
-        self.jobs = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -139,9 +157,67 @@ class BatchedInference:
                 job.loop.call_soon_threadsafe(_resolve, job.future, result, None)
 
 
+class CoalescedInference(_Counted):
+    """Micro-batching on the event loop thread: requests that reach the model in the same loop
+    iteration share one forward pass. No hand-off between threads, so no GIL contention."""
+
+    mode = "coalesced"
+
+    def __init__(self, max_batch: int = 32):
+        super().__init__()
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self._pending: list[tuple[LoadedModel, np.ndarray, int, asyncio.Future]] = []
+        self._scheduled = False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    async def recommend(self, model: LoadedModel, columns: np.ndarray, k: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((model, columns, k, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        groups: dict[int, list[tuple[LoadedModel, np.ndarray, int, asyncio.Future]]] = {}
+        for job in pending:
+            groups.setdefault(id(job[0]), []).append(job)
+        for group in groups.values():
+            for start in range(0, len(group), self.max_batch):
+                chunk = group[start:start + self.max_batch]
+                k = max(job[2] for job in chunk)
+                try:
+                    indices, scores = recommend_batch(chunk[0][0], [job[1] for job in chunk], k)
+                except Exception as exc:
+                    log.exception("inference failed for a batch of %d", len(chunk))
+                    for job in chunk:
+                        _resolve(job[3], None, exc)
+                    continue
+                self.batches += 1
+                self.jobs += len(chunk)
+                for row, job in enumerate(chunk):
+                    _resolve(job[3], (indices[row, :job[2]], scores[row, :job[2]]), None)
+
+
+INFERENCE_MODES = ("coalesced", "batched", "inline")
+
+
 def make_inference(mode: str, max_batch: int = 32) -> Inference:
     if mode == "batched":
         return BatchedInference(max_batch)
+    if mode == "coalesced":
+        return CoalescedInference(max_batch)
     if mode == "inline":
         return InlineInference()
-    raise ValueError(f"inference mode must be 'batched' or 'inline', not {mode!r}")
+    raise ValueError(f"inference mode must be one of {', '.join(INFERENCE_MODES)}, not {mode!r}")

@@ -22,11 +22,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import torch
 from bson import ObjectId
 from pymongo.database import Database
 
 from batchrec_dagster.registry import DEFAULT_MAX_AGE, select_best
+from batchrec_dagster.serving.scoring import BatchScorer
 from batchrec_dagster.storage import BlobStore, sha256_hex
 from recvae import ArtifactError, Recommender, load_artifact
 
@@ -73,7 +73,8 @@ def entry_key(entry: Mapping[str, Any]) -> str:
 class LoadedModel:
     """A model ready to answer: never mutated after construction, so it can be shared freely."""
 
-    recommender: Recommender
+    recommender: Recommender       # vocabulary (item_ids, index_of) and the model
+    scorer: BatchScorer            # the model's top-k for request batches
     entry: dict[str, Any]          # the registry document, JSON-safe
     names: np.ndarray              # object array: repository full_name per column (None if unknown)
     names_source: str              # "artifact", "mongodb" or "none"
@@ -109,8 +110,7 @@ class RefreshResult:
 def recommend_batch(model: LoadedModel, columns: list[np.ndarray], k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k column indices and scores for several users at once (one forward pass)."""
-    with torch.inference_mode():
-        return model.recommender.recommend(columns, k)
+    return model.scorer.recommend(columns, k)
 
 
 def _item_names(db: Database | None, item_ids: np.ndarray, extra: Mapping[str, Any]
@@ -136,17 +136,15 @@ def _item_names(db: Database | None, item_ids: np.ndarray, extra: Mapping[str, A
     return names, "mongodb" if found else "none"
 
 
-def _warm_up(recommender: Recommender) -> None:
+def _warm_up(scorer: BatchScorer) -> None:
     """Run the shapes requests will use (first calls allocate) and reject non-finite models."""
-    n = recommender.n_items
+    n = scorer.n_items
     rng = np.random.default_rng(0)
     inputs = [np.zeros(0, dtype=np.int64), np.array([0], dtype=np.int64)]
     inputs += [rng.choice(n, size=min(n, 10), replace=False) for _ in range(14)]
-    for batch in (inputs[:1], inputs[1:2], inputs):
-        with torch.inference_mode():
-            _, scores = recommender.recommend(batch, min(20, n))
-        finite = scores[np.isfinite(scores) | np.isneginf(scores)]
-        if finite.size != scores.size:
+    for batch in (inputs[:1], inputs[1:2], inputs, inputs + inputs):
+        _, scores = scorer.recommend(batch, min(20, n))
+        if not (np.isfinite(scores) | np.isneginf(scores)).all():
             raise ArtifactRejected("model produces NaN or +inf scores on warm-up input")
 
 
@@ -280,7 +278,8 @@ class ModelManager:
             raise ArtifactRejected(f"{file_name}: not a loadable artifact: {exc}") from exc
         recommender = artifact.recommender
         try:
-            _warm_up(recommender)
+            scorer = BatchScorer(recommender)
+            _warm_up(scorer)
         except Exception as exc:
             raise ArtifactRejected(f"{file_name}: warm-up failed: {type(exc).__name__}: {exc}") from exc
         try:
@@ -291,7 +290,7 @@ class ModelManager:
         safe_entry = json_safe(entry)
         summary = {k: safe_entry.get(k) for k in ("run_id", "partition_key", "score", "file_name")}
         summary = {"id": safe_entry.get("_id"), **summary}
-        return LoadedModel(recommender=recommender, entry=safe_entry, names=names,
+        return LoadedModel(recommender=recommender, scorer=scorer, entry=safe_entry, names=names,
                            names_source=names_source, loaded_at=datetime.now(UTC),
                            load_seconds=time.perf_counter() - started, key=entry_key(entry),
                            summary=summary)

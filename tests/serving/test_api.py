@@ -164,3 +164,19 @@ def test_unknown_routes_and_methods(serving: Serving) -> None:
     assert serving.http.get("/recommendations").status_code == 405
     assert serving.http.get("/nope").status_code == 404
     assert isinstance(serving.http, httpx.Client)
+
+
+def test_the_fastapi_route_answers_like_the_fast_path(ready: Serving) -> None:
+    """`POST /recommendations` is served by a pure-ASGI fast path; the FastAPI route it shadows
+    (the documented one, used with fast_path=False) must give the same answers."""
+    from batchrec_dagster.serving.app import create_app
+    from tests.serving.helpers import ServerThread
+
+    plain = create_app(ready.manager, ready.db, manage_lifecycle=False, fast_path=False)
+    cases = [b'{"repo_ids": [1000, 1000, 7], "k": 4}', b'{"repo_ids": []}', b'{"repo_ids": ["x"]}',
+             b"{", b'{"repo_ids": [1], "k": 0}', b" " * (MAX_BODY_BYTES + 1)]
+    with ServerThread(plain) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for content in cases:
+            fast = ready.http.post("/recommendations", content=content)
+            slow = http.post("/recommendations", content=content)
+            assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), content[:40]
