@@ -1,0 +1,98 @@
+"""Decoder + multinomial negative log-likelihood as one autograd function with reusable buffers.
+
+The [batch, n_items] logits are the only large tensors in a training step. Composed from stock
+ops, one step allocates half a dozen of them (logits, exp, softmax, the scattered target
+gradient, their sum...); each fresh multi-MB allocation is page-faulted in by the kernel, which on
+a 2-core CPU costs more than the matmuls themselves. Here forward and backward run in two
+buffers owned by the caller, so a step touches no new large memory, and the dense input matrix
+never exists: the target term is a gather/scatter on the user's non-zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from recvae.sparse import SparseBatch
+
+
+def accumulate_grad(param: torch.Tensor, add: Callable[[torch.Tensor], object]) -> None:
+    """Apply `add` to param.grad in place, creating a zero .grad first if there is none."""
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    add(param.grad)
+
+
+class LogitsWorkspace:
+    """Two [max_batch, n_items] float buffers reused by every training step."""
+
+    def __init__(self, max_batch: int, n_items: int, device: torch.device) -> None:
+        self.logits = torch.empty(max_batch, n_items, device=device)
+        self.log_probs = torch.empty(max_batch, n_items, device=device)
+
+    def views(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.logits[:batch], self.log_probs[:batch]
+
+
+class _DecoderNLL(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        rows: torch.Tensor,
+        indices: torch.Tensor,
+        values: torch.Tensor,
+        counts: torch.Tensor,
+        workspace: LogitsWorkspace,
+    ) -> torch.Tensor:
+        logits, log_probs = workspace.views(z.shape[0])
+        torch.addmm(bias, z, weight.t(), out=logits)
+        torch.ops.aten._log_softmax.out(logits, 1, False, out=log_probs)
+        picked = log_probs[rows, indices] * values
+        nll = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype).index_add_(0, rows, -picked)
+        ctx.save_for_backward(z, weight, rows, indices, values, counts)
+        ctx.log_probs = log_probs
+        ctx.weight, ctx.bias = weight, bias
+        return nll
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_nll: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        z, weight, rows, indices, values, counts = ctx.saved_tensors
+        # d nll_u / d logit_ui = counts_u * softmax_ui - x_ui, computed in place.
+        grad = ctx.log_probs.exp_()
+        grad.mul_((grad_nll * counts)[:, None])
+        grad.index_put_((rows, indices), -(grad_nll[rows] * values), accumulate=True)
+        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+        # Weight and bias gradients are added straight into their .grad buffers (what autograd's
+        # accumulation would do) so no n_items x latent gradient is allocated per step.
+        if ctx.needs_input_grad[1]:
+            accumulate_grad(ctx.weight, lambda g: torch.addmm(g, grad.t(), z, out=g))
+        if ctx.needs_input_grad[2]:
+            accumulate_grad(ctx.bias, lambda g: g.add_(grad.sum(0)))
+        ctx.log_probs = ctx.weight = ctx.bias = None
+        return grad_z, None, None, None, None, None, None, None
+
+
+def decoder_nll(
+    z: torch.Tensor,
+    decoder: torch.nn.Linear,
+    batch: SparseBatch,
+    workspace: LogitsWorkspace,
+) -> torch.Tensor:
+    """Per-user -sum_i x_ui log softmax(decoder(z_u))_i. Call backward before the next call
+    that shares `workspace`: the backward pass reads the buffers the forward pass filled."""
+    return _DecoderNLL.apply(
+        z,
+        decoder.weight,
+        decoder.bias,
+        batch.rows,
+        batch.indices,
+        batch.values,
+        batch.counts,
+        workspace,
+    )
