@@ -58,9 +58,15 @@ def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in entry.items() if k not in ("_id", "created_at")}
     created_at = entry.get("created_at") or datetime.now(UTC)
     key = {"run_id": entry["run_id"], "data_end": entry["data_end"]}
-    # update_one + find_one rather than find_one_and_update: nx-27017 drops $setOnInsert there
-    db[MODELS].update_one(key, {"$set": fields, "$setOnInsert": {"created_at": created_at}},
-                          upsert=True)
+    existing = db[MODELS].find_one(key, {"created_at": 1})
+    if existing is None:
+        # update_one + find_one rather than find_one_and_update: nx-27017 drops $setOnInsert there
+        db[MODELS].update_one(key, {"$set": fields, "$setOnInsert": {"created_at": created_at}},
+                              upsert=True)
+    else:
+        # a whole-document replace rather than $set: nx-27017 stores a datetime $set on an
+        # existing document as a string, which would drop the entry out of select_best
+        db[MODELS].replace_one(key, {**fields, "created_at": existing["created_at"]})
     return db[MODELS].find_one(key)
 
 
