@@ -98,7 +98,7 @@ def decode(data: bytes) -> Any:
             raise CodecError("not a stored asset value: no __meta__ member")
         try:
             meta = json.loads(npz[_META].tobytes().decode(), object_hook=_json_hook)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # also: an object (pickled) member refused
             raise CodecError(f"unreadable metadata: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise CodecError(f"wrong format {meta.get('format')!r}")

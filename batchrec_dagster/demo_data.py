@@ -160,7 +160,7 @@ def write_source(db: Database, data: SourceData, *, layout: str = "stars", chunk
                  for u, r, t in zip(data.star_user_ids[part].tolist(), data.star_repo_ids[part].tolist(),
                                     times, strict=True)],
                 ordered=False)
-    ensure_source_indexes(db)
+    ensure_source_indexes(db, stars=layout == "stars")
 
 
 def loaded_dataset(db: Database) -> dict[str, Any] | None:

@@ -59,18 +59,20 @@ def resolve_layout(layout: str | None) -> str:
     return value
 
 
-def ensure_source_indexes(db: Database, *, unique: bool = True) -> list[str]:
+def ensure_source_indexes(db: Database, *, unique: bool = True, stars: bool = True) -> list[str]:
     """The indexes the pipeline's queries use. Returns what could not be created (and why).
 
     `stars.starred_at` serves the partition's range query; the unique (user_id, repo_id) index
     keeps star events de-duplicated at write time (the reader de-duplicates anyway, so a
     collection that already holds duplicates is still readable). `users.login` serves look-ups.
+    `stars=False` (the embedded layout) leaves the stars collection alone.
     """
     wanted: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
-        (STARS, [("starred_at", pymongo.ASCENDING)], {"name": "starred_at"}),
         (USERS, [("login", pymongo.ASCENDING)], {"name": "login"}),
     ]
-    if unique:
+    if stars:
+        wanted.append((STARS, [("starred_at", pymongo.ASCENDING)], {"name": "starred_at"}))
+    if stars and unique:
         wanted.append((STARS, [("user_id", pymongo.ASCENDING), ("repo_id", pymongo.ASCENDING)],
                        {"name": "user_repo_unique", "unique": True}))
     problems = []

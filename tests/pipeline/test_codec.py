@@ -1,0 +1,72 @@
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from batchrec_dagster.codec import CodecError, decode, encode
+from batchrec_dagster.types import RawRepositories, TrainedModel, UserItemMatrix, VaeInput
+
+END = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def csr(rows, cols, shape):
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+
+
+def test_every_asset_type_round_trips():
+    raw = RawRepositories(
+        repo_ids=np.array([1, 2], np.int64), full_names=np.array(["a/x", "b/ü"]), repo_stars=np.array([5, 9]),
+        languages=np.array(["Go", ""]), star_user_ids=np.array([7, 8]), star_repo_ids=np.array([1, 2]),
+        starred_at=np.array(["2026-03-01T10:00", "NaT"], dtype="datetime64[us]"),
+        window_start=END.replace(hour=11), window_end=END, layout="stars", skipped={"star_unknown_repo": 3})
+    matrix = UserItemMatrix(matrix=csr([0, 1], [1, 0], (2, 2)), user_ids=np.array([7, 8]),
+                            item_ids=np.array([1, 2]), dropped={"sparse_users": 1}, window_end=END)
+    vae = VaeInput(train=csr([0], [1], (1, 2)), train_user_ids=np.array([7]), item_ids=np.array([1, 2]),
+                   validation_user_ids=np.array([8]), validation_fold_in=csr([0], [0], (1, 2)),
+                   validation_target=csr([0], [1], (1, 2)), seed=42, window_end=END,
+                   item_names=np.array(["a/x", "b/ü"]))
+    model = TrainedModel(file_name="recvae_0.1.pt", bucket="b", uri="gs://b/recvae_0.1.pt", sha256="0" * 64,
+                         size_bytes=10, score=0.1, metrics={"ndcg@100": 0.1}, popularity_metrics={"ndcg@100": 0.05},
+                         config={"mixture_weights": [0.15, 0.75, 0.1], "patience": None},
+                         history=[{"epoch": 1, "loss": float("nan")}], data_sizes={"users": 2},
+                         training_seconds=1.5, epochs=1, window_end=END)
+    for value in (raw, matrix, vae, model):
+        back = decode(encode(value))
+        assert type(back) is type(value)
+        for name, original in vars(value).items():
+            stored = getattr(back, name)
+            if sp.issparse(original):
+                assert (stored != original).nnz == 0 and stored.shape == original.shape
+            elif isinstance(original, np.ndarray):
+                np.testing.assert_array_equal(stored, original)
+                assert stored.dtype == original.dtype
+            elif name == "history":
+                assert stored[0]["epoch"] == 1 and np.isnan(stored[0]["loss"])
+            else:
+                assert stored == original, name
+    assert decode(encode(raw)).window_end.tzinfo is not None
+
+
+def test_object_arrays_become_strings_not_pickles():
+    matrix = UserItemMatrix(matrix=csr([0], [0], (1, 1)), user_ids=np.array([1]), item_ids=np.array([2]),
+                            item_names=np.array(["a/b"], dtype=object))
+    data = encode(matrix)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:  # every member loads without pickle
+        assert npz["item_names"].dtype.kind == "U"
+    assert decode(data).item_names.tolist() == ["a/b"]
+
+
+def test_refuses_what_it_cannot_store_or_read():
+    with pytest.raises(CodecError, match="cannot store"):
+        encode({"a": 1})
+    with pytest.raises(CodecError, match="naive"):
+        encode(UserItemMatrix(matrix=csr([0], [0], (1, 1)), user_ids=np.array([1]), item_ids=np.array([2]),
+                              window_end=datetime(2026, 1, 1)))
+    with pytest.raises(CodecError):
+        decode(b"not an npz")
+    pickled = io.BytesIO()
+    np.savez(pickled, __meta__=np.array([{"type": "UserItemMatrix"}], dtype=object))
+    with pytest.raises(CodecError):
+        decode(pickled.getvalue())

@@ -1,0 +1,108 @@
+"""The five assets end to end, in-process, against real MongoDB and real storage (folder or GCS)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from recvae import load_artifact
+
+from batchrec_dagster.cli import materialize_partition
+from batchrec_dagster.codec import decode
+from batchrec_dagster.demo_data import generate_demo, load_demo
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.registry import entries_for_partition
+from batchrec_dagster.storage import sha256_hex
+from tests.pipeline.conftest import TINY_DEMO, tiny_run_config
+
+KEY = "2026-03-01-20:00"           # Asia/Seoul: the UTC hour [11:00, 12:00) on 2026-03-01
+START, END = partition_window(KEY)
+DEMO_END = END + timedelta(hours=12)  # some demo stars fall after the partition
+
+
+def load_tiny_demo(db) -> int:
+    """Demo data plus malformed documents; returns how many valid stars the partition must see."""
+    load_demo(db, TINY_DEMO, end=DEMO_END)
+    db.repositories.insert_many([{"_id": "bad", "full_name": "x/y", "stars": 50},
+                                 {"_id": 1, "full_name": "x/no-stars-field"}])
+    db.stars.insert_many([{"user_id": 1, "repo_id": 999_999, "starred_at": START},
+                          {"user_id": "someone", "repo_id": 10_000_000, "starred_at": START},
+                          {"user_id": 2, "repo_id": 10_000_000, "starred_at": "last tuesday"}])
+    data = generate_demo(TINY_DEMO, DEMO_END)
+    return int((data.starred_at < np.datetime64(END.replace(tzinfo=None), "us")).sum())
+
+
+def materialization(result, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey(asset):
+            return event.materialization.metadata
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dict:
+    assert result.success
+    # partition H sees every star before its end and none after
+    raw = decode(read_asset("raw_repositories"))
+    assert len(raw.star_user_ids) == expected_stars
+    assert raw.starred_at.max() < np.datetime64(END.replace(tzinfo=None), "us")
+    raw_meta = materialization(result, "raw_repositories")
+    assert raw_meta["skipped_repository_bad_id"].value == 1
+    assert raw_meta["skipped_repository_bad_stars"].value == 1
+    assert raw_meta["skipped_star_unknown_repo"].value == 1
+    assert raw_meta["skipped_star_bad_user_id"].value == 1
+    assert raw_meta["skipped_star_bad_starred_at"].value == 1
+    assert raw_meta["window_end"].value == END.timestamp()
+
+    matrix_meta = materialization(result, "user_item_matrix")
+    assert matrix_meta["users"].value > 200 and 0 < matrix_meta["density"].value < 1
+    model_meta = materialization(result, "recvae_model")
+    for key in ("score", "recall@20", "recall@50", "popularity_score", "training_seconds", "epochs"):
+        assert isinstance(model_meta[key].value, int | float), key
+    assert "| epoch |" in model_meta["learning_curve"].value
+    assert "demo-" in model_meta["top_repositories_preview"].value
+
+    # the registry entry points at the artifact, whose bytes match its checksum
+    entries = entries_for_partition(db, END)
+    assert [e["run_id"] for e in entries] == [result.run_id]
+    entry = entries[0]
+    assert entry["partition_key"] == KEY and entry["data_start"] == START and entry["data_end"] == END
+    assert entry["file_name"].startswith(f"recvae_{entry['score']:.4f}_") and entry["file_name"].endswith(".pt")
+    assert entry["score"] == entry["metrics"]["ndcg@100"] > entry["popularity_metrics"]["ndcg@100"]
+    assert entry["data_sizes"]["users"] == matrix_meta["users"].value
+    assert entry["created_at"].tzinfo is not None and entry["code_version"]
+    data = read_artifact(entry["file_name"])
+    assert sha256_hex(data) == entry["sha256"] and len(data) == entry["size_bytes"]
+    artifact = load_artifact(data)
+    assert artifact.extra["run_id"] == result.run_id and artifact.extra["partition_key"] == KEY
+    assert artifact.extra["data_end"] == END.isoformat()
+    assert len(artifact.extra["item_names"]) == artifact.recommender.n_items
+    registry_meta = materialization(result, "model_registry_entry")
+    assert registry_meta["registry_id"].value == str(entry["_id"])
+    return entry
+
+
+def test_whole_graph_local_deployment(local_env: Path, mongo_db):
+    expected = load_tiny_demo(mongo_db)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
+    storage = local_env / "storage"
+    entry = check_run(result, mongo_db, expected,
+                      read_asset=lambda a: (storage / "assets" / a / f"{KEY}.npz").read_bytes(),
+                      read_artifact=lambda name: (storage / "models" / name).read_bytes())
+    assert entry["bucket"] == str((storage / "models").resolve())
+
+
+@pytest.mark.slow
+def test_whole_graph_prod_deployment_on_gcs(prod_env: str, gcs_client, mongo_db):
+    expected = load_tiny_demo(mongo_db)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
+    bucket = gcs_client.bucket(prod_env)
+    entry = check_run(result, mongo_db, expected,
+                      read_asset=lambda a: bucket.blob(f"batchrec/assets/{a}/{KEY}.npz").download_as_bytes(),
+                      read_artifact=lambda name: bucket.blob(f"batchrec/models/{name}").download_as_bytes())
+    assert entry["bucket"] == prod_env and entry["uri"] == f"gs://{prod_env}/batchrec/models/{entry['file_name']}"
+    stored = {b.name for b in gcs_client.list_blobs(prod_env)}
+    assert {f"batchrec/assets/{a}/{KEY}.npz"
+            for a in ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model")} <= stored
