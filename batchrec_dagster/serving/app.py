@@ -7,6 +7,7 @@ Every request reads the served model once (`manager.current`) and uses that obje
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -150,20 +151,15 @@ class RecommendationService:
         indices, scores = await self.engine.recommend(model, columns[known], k)
         keep = indices >= 0  # fewer candidates than k: padding
         indices, scores = indices[keep], scores[keep]
-        ids = model.recommender.item_ids[indices].tolist()
-        names = model.names[indices].tolist()
-        body = {
-            "model": model.summary,
-            "k": k,
-            "recommendations": [{"repo_id": i, "name": n, "score": s}
-                                for i, n, s in zip(ids, names, scores.tolist(), strict=True)],
-            "popularity_fallback": not bool(known.any()),
-            "unknown_repo_ids": repo_ids[~known].tolist(),
-            "duplicates_ignored": duplicates,
-        }
-        if login is not None:
-            body["login"] = login
-        return _json(body)
+        # hand-assembled JSON from fragments encoded at load time (json.dumps of the whole body
+        # costs more than the rest of the handler); same document as RecommendationResponse
+        recs = ",".join(p + (repr(s) if math.isfinite(s) else "null") + "}"
+                        for p, s in zip(model.json_prefix[indices].tolist(), scores.tolist(), strict=True))
+        unknown = json.dumps(repo_ids[~known].tolist())
+        login_part = f',"login":{json.dumps(login)}' if login is not None else ""
+        return (f'{{"model":{model.summary_json},"k":{k},"recommendations":[{recs}],'
+                f'"popularity_fallback":{"false" if known.any() else "true"},'
+                f'"unknown_repo_ids":{unknown},"duplicates_ignored":{duplicates}{login_part}}}').encode()
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]

@@ -13,6 +13,7 @@ then swapped in. Any failure leaves the current model serving and is kept for `G
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -82,6 +83,10 @@ class LoadedModel:
     load_seconds: float
     key: str
     summary: dict[str, Any] = field(default_factory=dict)  # what each response says about the model
+    # per column, the start of its JSON object in a response ('{"repo_id":1,"name":"a/b","score":'),
+    # encoded once at load so a response costs a join, not a json.dumps per item
+    json_prefix: np.ndarray | None = None
+    summary_json: str = "null"
 
     @property
     def n_items(self) -> int:
@@ -290,7 +295,12 @@ class ModelManager:
         safe_entry = json_safe(entry)
         summary = {k: safe_entry.get(k) for k in ("run_id", "partition_key", "score", "file_name")}
         summary = {"id": safe_entry.get("_id"), **summary}
-        return LoadedModel(recommender=recommender, scorer=scorer, entry=safe_entry, names=names,
+        prefixes = np.empty(recommender.n_items, dtype=object)
+        prefixes[:] = [f'{{"repo_id":{json.dumps(i)},"name":{json.dumps(n)},"score":'
+                       for i, n in zip(recommender.item_ids.tolist(), names.tolist(), strict=True)]
+        return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes,
+                           summary_json=json.dumps(summary, separators=(",", ":")),
+                           entry=safe_entry, names=names,
                            names_source=names_source, loaded_at=datetime.now(UTC),
                            load_seconds=time.perf_counter() - started, key=entry_key(entry),
                            summary=summary)

@@ -180,3 +180,18 @@ def test_the_fastapi_route_answers_like_the_fast_path(ready: Serving) -> None:
             fast = ready.http.post("/recommendations", content=content)
             slow = http.post("/recommendations", content=content)
             assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), content[:40]
+
+
+def test_responses_are_valid_json_of_the_documented_schema(serving: Serving) -> None:
+    from batchrec_dagster.serving.app import RecommendationResponse
+
+    odd = ['quo"te/back\\slash', "유니코드/repo", "tab\tname/x"] + [f"o/r{i}" for i in range(N_ITEMS - 3)]
+    serving.publish(score=0.3, data=build_artifact(names=odd))
+    serving.manager.refresh_now()
+    response = serving.recommend([1003, 5], k=N_ITEMS)
+    parsed = RecommendationResponse.model_validate_json(response.content)
+    assert {r.name for r in parsed.recommendations} >= set(odd[:3])
+    assert parsed.unknown_repo_ids == [5] and parsed.model.score == 0.3
+    assert response.headers["content-type"] == "application/json"
+    by_login = serving.http.get("/users/x/recommendations")
+    assert by_login.status_code == 404

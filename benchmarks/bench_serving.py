@@ -1,0 +1,432 @@
+"""Serving benchmark: `batchrec serve` driven over HTTP on loopback by concurrent clients.
+
+For a model of 5,000 and of 50,000 items (RecVAE at the paper's size: hidden 600, latent 200;
+weights untrained, which costs exactly what trained ones cost) it measures p50/p99 latency and
+requests per second of `POST /recommendations` (50 starred repositories in, k=20 out) at 1 and
+16 concurrent clients, next to the floor: the bare forward pass of the same model on the same
+inputs in this process, and the full `Recommender.recommend` call. A last phase keeps 16 clients
+running while the server's poller swaps in new models, and counts errors.
+
+Everything is real: embedded MongoDB (nx-27017) holds the registry, artifacts sit in a local
+store, the server is the `batchrec serve` entry point in its own process. The load generator is a
+small asyncio HTTP/1.1 keep-alive client (one process, so its cost on the shared cores is low),
+bounded in requests and seconds, and it only ever connects to 127.0.0.1.
+
+    python benchmarks/bench_serving.py                # full run, writes benchmarks/results/serving.*
+    python benchmarks/bench_serving.py --quick        # a short smoke run, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
+from batchrec_dagster.mongo import connect  # noqa: E402
+from batchrec_dagster.registry import ensure_indexes, register_model  # noqa: E402
+from batchrec_dagster.storage import LocalBlobStore  # noqa: E402
+
+HOST = "127.0.0.1"  # the load generator targets loopback only
+STARRED_PER_REQUEST = 50
+K = 20
+MAX_REQUESTS_PER_PHASE = 200_000
+TARGET_P99_MS = 10.0
+TARGET_OVERHEAD = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- artifacts and registry ------------------------------------------------------------------------
+
+def make_artifact(n_items: int, seed: int) -> tuple[bytes, np.ndarray]:
+    from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
+
+    rng = np.random.default_rng(seed)
+    item_ids = np.sort(rng.choice(10**8, size=n_items, replace=False)).astype(np.int64)
+    config = RecVAEConfig(seed=seed)
+    recommender = Recommender(RecVAE(n_items, config), item_ids,
+                              rng.zipf(1.5, n_items).clip(max=10**6).astype(np.float32))
+    names = [f"owner{i % 997}/repo-{i}" for i in item_ids.tolist()]
+    data = dump_artifact(recommender, config=config, metrics={"ndcg@100": 0.0},
+                         extra={"item_names": names})
+    return data, item_ids
+
+
+def register(db: Any, store: LocalBlobStore, data: bytes, score: float) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex
+    data_end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    blob = store.put_new(f"bench_{run_id}.safetensors", data)
+    return register_model(db, {
+        "run_id": run_id, "partition_key": "bench", "model_kind": "recvae", "score": score,
+        "file_name": blob.name, "bucket": store.location, "uri": blob.uri, "sha256": blob.sha256,
+        "size_bytes": blob.size_bytes, "data_start": data_end - timedelta(days=30),
+        "data_end": data_end, "metrics": {}, "config": {}, "code_version": "bench", "epochs": 0,
+    })
+
+
+def make_inputs(item_ids: np.ndarray, n: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.choice(item_ids, STARRED_PER_REQUEST, replace=False).tolist() for _ in range(n)]
+
+
+# -- the floor: the model alone, in this process ---------------------------------------------------
+
+def floor_times(data: bytes, inputs: list[list[int]], threads: int) -> dict[str, float]:
+    import torch
+
+    from batchrec_dagster.serving.scoring import BatchScorer
+    from recvae import load_artifact
+    from recvae.sparse import SparseBatch
+
+    torch.set_num_threads(threads)
+    recommender = load_artifact(data).recommender
+    columns = [recommender.index_of(np.asarray(ids)) for ids in inputs]
+    batches = []
+    for cols in columns:
+        cols = np.sort(cols)
+        batches.append(SparseBatch(
+            indices=torch.from_numpy(cols), offsets=torch.zeros(1, dtype=torch.int64),
+            rows=torch.zeros(len(cols), dtype=torch.int64), values=torch.ones(len(cols)),
+            counts=torch.tensor([float(len(cols))]), size=1))
+
+    def timed(fn: Any, items: list) -> np.ndarray:
+        for item in items[:20]:
+            fn(item)
+        out = []
+        for item in items:
+            start = time.perf_counter_ns()
+            fn(item)
+            out.append(time.perf_counter_ns() - start)
+        return np.asarray(out) / 1e6
+
+    scorer = BatchScorer(recommender)
+    with torch.inference_mode():
+        forward = timed(recommender.model, batches)
+        full = timed(lambda c: recommender.recommend([c], K), columns)
+        served = timed(lambda c: scorer.recommend([c], K), columns)
+        start = time.perf_counter()
+        for i in range(0, len(columns), 16):
+            scorer.recommend(columns[i:i + 16], K)
+        batched16 = (time.perf_counter() - start) * 1e3 / len(columns)
+    return {"forward_p50_ms": round(float(np.percentile(forward, 50)), 3),
+            "forward_p99_ms": round(float(np.percentile(forward, 99)), 3),
+            "recommend_p50_ms": round(float(np.percentile(full, 50)), 3),
+            "scorer_p50_ms": round(float(np.percentile(served, 50)), 3),
+            "scorer_batch16_per_user_ms": round(batched16, 3)}
+
+
+# -- the load generator ----------------------------------------------------------------------------
+
+@dataclass
+class PhaseResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    models: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {"requests": len(self.latencies_ms), "errors": len(self.errors),
+                "error_samples": self.errors[:5], "seconds": round(self.seconds, 2),
+                "rps": round(len(self.latencies_ms) / self.seconds, 1) if self.seconds else 0.0,
+                "p50_ms": round(float(np.percentile(lat, 50)), 3),
+                "p90_ms": round(float(np.percentile(lat, 90)), 3),
+                "p99_ms": round(float(np.percentile(lat, 99)), 3),
+                "max_ms": round(float(lat.max()), 3), "models_seen": dict(self.models)}
+
+
+async def _client(port: int, bodies: list[bytes], deadline: float, result: PhaseResult,
+                  budget: list[int], offset: int) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        i = offset
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            body = bodies[i % len(bodies)]
+            i += 1
+            request = (b"POST /recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: "
+                       + str(len(body)).encode() + b"\r\n\r\n" + body)
+            start = time.perf_counter_ns()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            payload = await reader.readexactly(length)
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+            status = head[9:12]
+            if status != b"200":
+                result.errors.append(f"{status.decode()} {payload[:200]!r}")
+                continue
+            answer = json.loads(payload)
+            if len(answer["recommendations"]) != K:
+                result.errors.append(f"{len(answer['recommendations'])} recommendations, wanted {K}")
+                continue
+            result.latencies_ms.append(elapsed)
+            model = answer["model"]["id"]
+            result.models[model] = result.models.get(model, 0) + 1
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        result.errors.append(f"connection: {exc!r}")
+    finally:
+        writer.close()
+
+
+async def drive(port: int, inputs: list[list[int]], clients: int, seconds: float,
+                during: Any = None) -> PhaseResult:
+    bodies = [json.dumps({"repo_ids": ids, "k": K}).encode() for ids in inputs]
+    result = PhaseResult()
+    budget = [MAX_REQUESTS_PER_PHASE]
+    start = time.perf_counter()
+    deadline = start + seconds
+    tasks = [asyncio.create_task(_client(port, bodies, deadline, result, budget, c * 97))
+             for c in range(clients)]
+    if during is not None:
+        await asyncio.get_running_loop().run_in_executor(None, during)
+    await asyncio.gather(*tasks)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, env: dict[str, str], *, threads: int, inference: str, poll_seconds: float,
+                 log: Path):
+        self.port = free_port()
+        self.log = log
+        self.command = [sys.executable, "-m", "batchrec_dagster.serving.cli", "serve",
+                        "--host", HOST, "--port", str(self.port), "--poll-seconds", str(poll_seconds),
+                        "--torch-threads", str(threads), "--inference", inference,
+                        "--log-level", "warning"]
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=ROOT)
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}{path}", timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_for_model(self, model_id: str, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                status, body = self.get("/model")
+                if status == 200 and (body.get("model") or {}).get("id") == model_id:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)  # waiting for a subprocess to load a model: polled with a deadline
+        raise RuntimeError(f"model {model_id} not served after {timeout_s}s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    mongo_port = free_port()
+    mongo = start_server(work / "mongo", mongo_port)
+    uri = mongo_uri(HOST, mongo_port)
+    wait_until_serving(uri, mongo)
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    db = connect(uri)[database]
+    ensure_indexes(db)
+    store = LocalBlobStore(work / "home" / "storage" / "models")
+    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
+           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local"}
+    results: dict[str, Any] = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_before": load_average()},
+        "settings": {"starred_per_request": STARRED_PER_REQUEST, "k": K, "seconds": args.seconds,
+                     "hidden_dim": 600, "latent_dim": 200},
+        "runs": [], "swap": None,
+    }
+    score = 0.0
+    try:
+        for n_items in args.items:
+            data, item_ids = make_artifact(n_items, seed=n_items)
+            inputs = make_inputs(item_ids, 400, seed=1)
+            for threads in args.threads:
+                floor = floor_times(data, inputs, threads)
+                print(f"[{n_items} items, {threads} thread(s)] floor {floor}", flush=True)
+                for inference in args.inference:
+                    score += 1.0
+                    entry = register(db, store, data, score)
+                    server = Server(env, threads=threads, inference=inference, poll_seconds=1.0,
+                                    log=work / "server.log")
+                    try:
+                        server.wait_for_model(str(entry["_id"]))
+                        asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
+                        for clients in args.clients:
+                            load = load_average()
+                            before = server.get("/model")[1]["inference"]
+                            phase = asyncio.run(drive(server.port, inputs, clients, args.seconds))
+                            after = server.get("/model")[1]["inference"]
+                            batches = after["batches"] - before["batches"]
+                            mean_batch = (after["requests"] - before["requests"]) / max(batches, 1)
+                            row = {"items": n_items, "threads": threads, "inference": inference,
+                                   "clients": clients, "load_avg": load, **phase.summary(), **floor,
+                                   "mean_batch": round(mean_batch, 2)}
+                            row["overhead_vs_forward"] = round(row["p50_ms"] / floor["forward_p50_ms"], 2)
+                            results["runs"].append(row)
+                            print(f"  {inference:7s} clients={clients:2d} rps={row['rps']:8.1f} "
+                                  f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms "
+                                  f"batch={row['mean_batch']} "
+                                  f"errors={row['errors']} load={load}", flush=True)
+                    finally:
+                        server.stop()
+        results["swap"] = swap_phase(args, db, store, env, work, score)
+    finally:
+        mongo.terminate()
+        mongo.wait(30)
+    results["machine"]["load_after"] = load_average()
+    return results
+
+
+def swap_phase(args: argparse.Namespace, db: Any, store: LocalBlobStore, env: dict[str, str],
+               work: Path, score: float) -> dict[str, Any]:
+    """16 clients against the 5,000-item model while the poller swaps in `swaps` better models."""
+    n_items = min(args.items)
+    models = [make_artifact(n_items, seed=100 + i)[0] for i in range(args.swaps + 1)]
+    _, item_ids = make_artifact(n_items, seed=100)
+    inputs = make_inputs(item_ids, 400, seed=2)
+    # same vocabulary for every model (seeded ids), different weights
+    first = register(db, store, models[0], score + 1)
+    server = Server(env, threads=min(args.threads), inference=args.inference[0], poll_seconds=0.5,
+                    log=work / "server.log")
+    swapped: list[str] = [str(first["_id"])]
+    try:
+        server.wait_for_model(swapped[0])
+
+        def publish_during_load() -> None:
+            for i, data in enumerate(models[1:], start=2):
+                time.sleep(args.seconds * 2 / (args.swaps + 1))  # spread the swaps over the phase
+                entry = register(db, store, data, score + i)
+                server.wait_for_model(str(entry["_id"]), timeout_s=60)
+                swapped.append(str(entry["_id"]))
+
+        phase = asyncio.run(drive(server.port, inputs, 16, args.seconds * 2 + 2,
+                                  during=publish_during_load))
+        _, status = server.get("/model")
+    finally:
+        server.stop()
+    summary = phase.summary()
+    summary.update(items=n_items, clients=16, swaps_done=len(swapped) - 1,
+                   models_answering=len(summary["models_seen"]), server_swaps=status.get("swaps"),
+                   last_swap_error=status.get("last_swap_error"))
+    print(f"[swap] {summary['swaps_done']} swaps under load: {summary['requests']} requests, "
+          f"{summary['errors']} errors, p99 {summary['p99_ms']}ms, models answering "
+          f"{summary['models_answering']}", flush=True)
+    return summary
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Serving benchmark", "",
+        f"Command: `{results['command']}`  ",
+        f"Started {results['started_at']} on {results['machine']['cpus']} CPUs "
+        f"({results['machine']['cpu']}), torch {results['machine']['torch']}; "
+        f"load average before {results['machine']['load_before']}, after "
+        f"{results['machine']['load_after']} (the cores are shared with other work).", "",
+        f"`POST /recommendations`, {STARRED_PER_REQUEST} starred repositories in, k={K}; "
+        f"RecVAE hidden 600 / latent 200; closed-loop clients on 127.0.0.1 over keep-alive HTTP/1.1, "
+        f"{results['settings']['seconds']}s per row. Floor = the bare model forward pass (batch 1) in "
+        f"the benchmark process; scorer = the server's top-k call for one user (forward, exclusion of "
+        f"the user's items, top-k). Overhead = server p50 / forward p50. Mean batch = requests per "
+        f"forward pass (micro-batching).", "",
+        "| items | torch threads | inference | clients | req/s | p50 ms | p99 ms | errors | mean batch "
+        "| forward p50 ms | scorer p50 ms | overhead | load avg |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results["runs"]:
+        lines.append(
+            f"| {r['items']:,} | {r['threads']} | {r['inference']} | {r['clients']} | {r['rps']:,.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['mean_batch']:.1f} "
+            f"| {r['forward_p50_ms']:.2f} | {r['scorer_p50_ms']:.2f} | {r['overhead_vs_forward']:.2f}x "
+            f"| {r['load_avg']} |")
+    s = results.get("swap")
+    if s:
+        lines += ["", f"Swaps under load ({s['items']:,} items, 16 clients, {s['seconds']}s): "
+                  f"{s['swaps_done']} models swapped in by the poller while serving; {s['requests']:,} "
+                  f"requests, **{s['errors']} errors**, p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+                  f"max {s['max_ms']} ms; {s['models_answering']} different models answered."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--inference", nargs="+", default=["batched", "inline"],
+                        choices=["coalesced", "batched", "inline"])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measured row (at most 60)")
+    parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny run, results not written")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.quick:
+        args.items, args.threads, args.seconds, args.swaps = [2000], [1], 1.0, 1
+    args.seconds = min(args.seconds, 60.0)
+    if max(args.clients) > 64:
+        parser.error("at most 64 clients")
+    results = run(args)
+    if not args.quick:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "serving.md").write_text(markdown(results))
+        print(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
