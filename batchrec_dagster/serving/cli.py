@@ -1,8 +1,9 @@
 """`batchrec serve`: the recommendation API for the deployment in the environment.
 
 local: registry and users in the embedded MongoDB (or MONGODB_URI), artifacts under
-BATCHREC_HOME/storage/models. prod: MONGODB_URI, artifacts in GCS_BUCKET (Application Default
-Credentials). One uvicorn process: the model lives in its memory and is swapped there.
+BATCHREC_HOME/storage/models. prod: MONGODB_URI, artifacts in GCS_BUCKET under
+GCS_PREFIX/models (Application Default Credentials), the same store the pipeline writes to.
+One uvicorn process: the model lives in its memory and is swapped there.
 """
 
 from __future__ import annotations
@@ -23,13 +24,10 @@ log = logging.getLogger("batchrec.serving")
 
 
 def build_store(settings: Settings) -> Any:
-    from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
+    """The artifact store the pipeline writes to (local folder, or GCS bucket + prefix in prod)."""
+    from batchrec_dagster.resources import artifact_store_for
 
-    if settings.deployment == "prod":
-        from google.cloud import storage as gcs
-
-        return GCSBlobStore(gcs.Client(), settings.gcs_bucket, settings.gcs_prefix)
-    return LocalBlobStore(settings.artifacts_dir / "models")
+    return artifact_store_for(settings)
 
 
 def build_database(settings: Settings) -> Any:

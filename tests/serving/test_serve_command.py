@@ -11,21 +11,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
+from batchrec_dagster.resources import artifact_store_for
+from batchrec_dagster.settings import load_settings
 from tests.servers import free_port, stop
 from tests.serving.helpers import publish, wait_for
 
 
 @pytest.mark.parametrize("deployment", ["local", "prod"])
-def test_serve_command_answers_for_a_user(deployment: str, mongo_server_uri: str, mongo_db, gcs_client,
+def test_serve_command_answers_for_a_user(deployment: str, mongo_server_uri: str, mongo_db, gcs_emulator_host,
                                           gcs_bucket: str, tmp_path: Path) -> None:
     env = {**os.environ, "MONGODB_URI": mongo_server_uri, "MONGODB_DATABASE": mongo_db.name,
            "BATCHREC_HOME": str(tmp_path / "home"), "BATCHREC_DEPLOYMENT": deployment}
     if deployment == "prod":
-        env.update(GCS_BUCKET=gcs_bucket, GCS_PREFIX="models")
-        store = GCSBlobStore(gcs_client, gcs_bucket, "models")
-    else:
-        store = LocalBlobStore(tmp_path / "home" / "storage" / "models")
+        env.update(GCS_BUCKET=gcs_bucket, GCS_PREFIX="team-a")
+    # the store the pipeline writes to for these settings (GCS: <bucket>/team-a/models/...)
+    store = artifact_store_for(load_settings(env))
+    local_root = str(tmp_path / "home" / "storage" / "models")
+    assert store.location == (gcs_bucket if deployment == "prod" else local_root)
     entry = publish(mongo_db, store, score=0.4)
     mongo_db["users"].insert_one({"_id": 10, "login": "demo-user-0"})
     mongo_db["stars"].insert_one({"user_id": 10, "repo_id": 1002, "starred_at": entry["data_end"]})
