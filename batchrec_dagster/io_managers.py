@@ -38,12 +38,29 @@ def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: s
     return f"{asset}/{partition_key}.npz" if partition_key else f"{asset}.npz"
 
 
+def _run_partition_keys(context: dg.InputContext) -> set[str] | None:
+    """The partitions of the run: its `dagster/partition` tag, or the partition range that asset
+    backfills tag their runs with (even a one-partition run carries a range, not the tag)."""
+    if context.has_partition_key:
+        return {context.partition_key}
+    try:
+        step = context.step_context
+    except Exception:  # noqa: BLE001 - a context built outside a run has no step
+        return None
+    if not step.has_partition_key_range:
+        return None
+    return set(context.asset_partitions_def.get_partition_keys_in_range(step.partition_key_range))
+
+
 def _partition_keys(context: dg.InputContext) -> list[str]:
     """The partitions to load. An unpartitioned consumer (e.g. an asset check declared without
     partitions_def) sees every partition of its input; inside a partitioned run it means the run's."""
     keys = list(context.asset_partition_keys)
-    if len(keys) > 1 and context.has_partition_key and context.partition_key in keys:
-        return [context.partition_key]
+    if len(keys) > 1:
+        in_run = _run_partition_keys(context)
+        narrowed = [key for key in keys if in_run is not None and key in in_run]
+        if narrowed:
+            return narrowed
     return keys
 
 

@@ -52,6 +52,9 @@ RUN_FAILURE_SENSOR_NAME = "run_failure_recorder"
 DEFAULT_NEW_STARS_THRESHOLD = 1000
 DEFAULT_SENSOR_INTERVAL_S = 60
 RUN_KEY_PREFIX = "new-stars-"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # runs that will register (or are registering) a model for their partition
 _ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -168,12 +171,16 @@ def count_stars(db: Database, since: datetime | None, until: datetime, limit: in
 
 
 def active_runs_for_partition(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
-    """Ids of queued or in-progress runs of the training job for the partition (any trigger)."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={"dagster/partition": partition_key}, statuses=_ACTIVE_STATUSES),
-        limit=5,
-    )
-    return [record.dagster_run.run_id for record in records]
+    """Ids of queued or in-progress runs for the partition (any trigger, backfills included)."""
+    by_tag = [{PARTITION_TAG: partition_key},
+              # asset backfills tag their runs with a range, even a one-partition one
+              {RANGE_START_TAG: partition_key, RANGE_END_TAG: partition_key}]
+    run_ids: list[str] = []
+    for tags in by_tag:
+        records = instance.get_run_records(filters=dg.RunsFilter(tags=tags, statuses=_ACTIVE_STATUSES),
+                                           limit=5)
+        run_ids += [record.dagster_run.run_id for record in records]
+    return run_ids
 
 
 def decide_new_stars(db: Database, instance: dg.DagsterInstance, cursor: NewStarsCursor, *,
@@ -264,6 +271,16 @@ def _planned_assets(context: dg.RunFailureSensorContext) -> list[str]:
                    if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.asset_key})
 
 
+def run_partition(tags: dict[str, str]) -> str | None:
+    """The run's partition: its partition tag, or the range a backfill run carries ("a...b")."""
+    if tags.get(PARTITION_TAG):
+        return tags[PARTITION_TAG]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if start and end:
+        return start if start == end else f"{start}...{end}"
+    return None
+
+
 def failure_document(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     """What an operator needs to see about one failed run."""
     run = context.dagster_run
@@ -280,7 +297,7 @@ def failure_document(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "job_name": run.job_name,
-        "partition_key": context.partition_key or tags.get("dagster/partition"),
+        "partition_key": run_partition(tags),
         "assets": _planned_assets(context),
         "failed_at": datetime.fromtimestamp(entry_time, UTC) if entry_time else datetime.now(UTC),
         "error": (context.failure_event.message or "").strip()[:4000],

@@ -126,6 +126,13 @@ def test_a_run_already_in_progress_for_the_hour_is_not_doubled(mongo_db, instanc
     assert blocked.run_request is None and running.run_id in blocked.skip_reason
     # the cursor does not remember the skip: if that run fails, the next tick looks again
     instance.report_run_failed(running)
+    backfill_run = dg.DagsterRun(job_name="__ASSET_JOB", run_id=uuid.uuid4().hex,
+                                 status=dg.DagsterRunStatus.STARTED,
+                                 tags={"dagster/asset_partition_range_start": CLOSED_KEY,
+                                       "dagster/asset_partition_range_end": CLOSED_KEY})
+    instance.add_run(backfill_run)
+    assert backfill_run.run_id in decide(mongo_db, instance, blocked.cursor).skip_reason
+    instance.report_run_failed(backfill_run)
     retried = decide(mongo_db, instance, blocked.cursor)
     assert retried.run_request is not None and retried.run_request.partition_key == CLOSED_KEY
 

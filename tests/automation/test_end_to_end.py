@@ -1,0 +1,169 @@
+"""End to end, the way a user drives it: dagster-webserver + dagster-daemon against the project.
+
+Everything goes through the webserver's GraphQL API, as Dagit sends it: stop the schedule, launch
+a partitioned run of all five assets, launch an asset backfill of three hours, start the new-stars
+sensor. The instance is a temporary DAGSTER_HOME holding the shipped dagster.yaml, MongoDB is the
+test's nx-27017 server, artifacts go to a temporary BATCHREC_HOME. Training is kept tiny by run
+config; the model-quality gate is lowered by run config too (it is tested on its own elsewhere),
+except in the run that must fail it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
+from batchrec_dagster.jobs import ASSET_NAMES
+from batchrec_dagster.mongo import connect
+from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.registry import MODELS, entries_for_partition
+from batchrec_dagster.schedules import SCHEDULE_NAME
+from batchrec_dagster.sensors import (
+    NEW_STARS_SENSOR_NAME,
+    RUN_FAILURES,
+    latest_closed_partition,
+    run_partition,
+)
+from batchrec_dagster.settings import PROJECT_ROOT
+from batchrec_dagster.storage import LocalBlobStore
+from tests.automation.dagster_services import DagsterServices, wait_for
+
+pytestmark = pytest.mark.slow
+
+BEATS_POPULARITY = "recvae_model_recvae_model_beats_popularity"
+TINY = {"epochs": 3, "hidden_dim": 32, "latent_dim": 16, "batch_size": 128, "patience": None}
+
+
+def run_config(min_margin: float = -1.0) -> dict:
+    return {
+        # one process per run instead of one per step: the steps form a chain anyway
+        "execution": {"config": {"in_process": {}}},
+        "ops": {"recvae_model": {"config": TINY},
+                "vae_input": {"config": {"validation_users": 50}},
+                BEATS_POPULARITY: {"config": {"min_margin": min_margin}}},
+    }
+
+
+def hour_before(key: str, hours: int) -> str:
+    start, _ = partition_window(key)
+    return latest_closed_partition(start - timedelta(hours=hours - 1))[0]
+
+
+@pytest.fixture
+def services(tmp_path: Path, mongo_server_uri: str):
+    database = f"e2e_{uuid.uuid4().hex[:10]}"
+    db = connect(mongo_server_uri)[database]
+    # stars spread over the last 12 hours: every hour sees a longer prefix than the one before
+    write_source(db, generate_demo(DemoSpec(users=300, repos=120, days=0.5), datetime.now(UTC)))
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    far_minute = (datetime.now(UTC).minute + 30) % 60  # the schedule must not fire during the test
+    env = {
+        "DAGSTER_HOME": str(dagster_home),
+        "BATCHREC_HOME": str(tmp_path / "batchrec_home"),
+        "BATCHREC_DEPLOYMENT": "local",
+        "MONGODB_URI": mongo_server_uri,
+        "MONGODB_DATABASE": database,
+        "BATCHREC_SCHEDULE_MINUTE_OFFSET": str(far_minute),
+        "BATCHREC_SENSOR_INTERVAL_SECONDS": "5",
+        "BATCHREC_NEW_STARS_THRESHOLD": "50",
+    }
+    services = DagsterServices(tmp_path, env)
+    try:
+        services.start()
+        yield services, db, tmp_path / "batchrec_home"
+    finally:
+        services.stop()
+        db.client.drop_database(database)
+        db.client.close()
+
+
+def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
+    dagster, db, home = services
+    store = LocalBlobStore(home / "storage" / "models")
+    latest = latest_closed_partition(datetime.now(UTC))[0]
+    backfill_keys = [hour_before(latest, n) for n in (3, 2, 1)]  # three consecutive closed hours
+    single_key, failing_key = backfill_keys[0], hour_before(latest, 4)
+
+    # the schedule runs by default once the code location loads; stop it as a user would
+    assert dagster.instigator("schedule", SCHEDULE_NAME)["status"] == "RUNNING"
+    assert dagster.stop_schedule(SCHEDULE_NAME) == "STOPPED"
+
+    # 1. "Materialize all" for one partition
+    run_id = dagster.launch_run("hourly_training_job", single_key, run_config())
+    run = dagster.wait_run(run_id, timeout_s=300)
+    assert run["status"] == "SUCCESS", dagster.run_errors(run_id)
+    [first] = entries_for_partition(db, partition_window(single_key)[1])
+    assert (first["run_id"], first["partition_key"]) == (run_id, single_key)
+    assert store.exists(first["file_name"])
+
+    # 2. an asset backfill of three consecutive hours, one run per hour, training one at a time
+    backfill_id = dagster.launch_backfill(list(ASSET_NAMES), backfill_keys, run_config())
+    backfill = wait_for("the backfill to complete",
+                        lambda: (b := dagster.backfill(backfill_id))["status"] in
+                        ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED") and b,
+                        timeout_s=600, interval_s=2, on_timeout=dagster.logs)
+    runs = backfill["runs"]
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), \
+        "\n".join(dagster.run_errors(r["runId"]) for r in runs)
+    assert sorted(r["status"] for r in runs) == ["SUCCESS"] * 3
+    # backfill runs carry their partition as a one-partition range
+    assert sorted(run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in runs) == backfill_keys
+    spans = sorted((r["startTime"], r["endTime"]) for r in runs)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), \
+        f"training runs overlapped: {spans}"
+
+    backfill_run_ids = {r["runId"] for r in runs}
+    entries = [e for e in db[MODELS].find({"run_id": {"$in": sorted(backfill_run_ids)}})]
+    entries.sort(key=lambda e: e["data_end"])
+    assert [e["partition_key"] for e in entries] == backfill_keys
+    # nested data windows: each model saw every star before its hour's end, so each sees more
+    assert [e["data_end"] for e in entries] == [partition_window(k)[1] for k in backfill_keys]
+    nonzeros = [e["data_sizes"]["nonzeros"] for e in entries]
+    assert nonzeros[0] < nonzeros[1] < nonzeros[2], nonzeros
+    # the re-run hour kept its first model and gained a second, under another name
+    rerun = entries_for_partition(db, partition_window(single_key)[1])
+    assert [e["run_id"] for e in rerun][0] == run_id and len(rerun) == 2
+    assert rerun[0]["file_name"] != rerun[1]["file_name"]
+    assert all(store.exists(e["file_name"]) for e in rerun)
+
+    # 3. a model that fails a blocking check is not registered; the failure is recorded
+    failing = dagster.launch_run("hourly_training_job", failing_key, run_config(min_margin=1.0))
+    assert dagster.wait_run(failing, timeout_s=300)["status"] == "FAILURE"
+    assert entries_for_partition(db, partition_window(failing_key)[1]) == []
+    record = wait_for("the run-failure sensor to record the run",
+                      lambda: db[RUN_FAILURES].find_one({"run_id": failing}), timeout_s=120,
+                      on_timeout=dagster.logs)
+    assert record["partition_key"] == failing_key
+    assert any(s["step_key"] == BEATS_POPULARITY for s in record["step_failures"]), record
+
+    # 4. the freshness policy sees the registrations
+    assert wait_for("model_registry_entry to be fresh", lambda: dagster.freshness("model_registry_entry")
+                    == "HEALTHY", timeout_s=120, interval_s=2)
+
+    # 5. turn on the new-stars sensor: the latest closed hour has >= 50 stars the newest model
+    # has not seen, so it requests that hour once, with its run key
+    assert dagster.start_sensor(NEW_STARS_SENSOR_NAME) == "RUNNING"
+    tick = wait_for("a sensor tick that requested a run",
+                    lambda: next((t for t in dagster.instigator("sensor", NEW_STARS_SENSOR_NAME)["ticks"]
+                                  if t["runIds"]), None),
+                    timeout_s=120, interval_s=2, on_timeout=dagster.logs)
+    [sensor_run_id] = tick["runIds"]
+    sensor_run = dagster.run(sensor_run_id)
+    tags = {t["key"]: t["value"] for t in sensor_run["tags"]}
+    assert tags["dagster/partition"] == latest
+    assert tags["dagster/run_key"] == f"new-stars-{latest}"
+    assert tags["batchrec/trigger"] == "new_stars"
+    # later ticks stay quiet: that hour is requested already
+    wait_for("a later skipped tick", lambda: next(
+        (t for t in dagster.instigator("sensor", NEW_STARS_SENSOR_NAME)["ticks"]
+         if t["status"] == "SKIPPED" and t["timestamp"] > tick["timestamp"]), None),
+        timeout_s=60, interval_s=2)
+    ticks = dagster.instigator("sensor", NEW_STARS_SENSOR_NAME)["ticks"]
+    assert sum(1 for t in ticks if t["runIds"]) == 1, ticks
