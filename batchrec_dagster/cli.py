@@ -221,7 +221,7 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
 
 def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     training: dict[str, Any] = {}
-    for name in ("epochs", "time_budget_s", "hidden_dim", "latent_dim", "patience"):
+    for name in ("epochs", "time_budget_s", "hidden_dim", "latent_dim", "patience", "learning_rate"):
         value = getattr(args, name, None)
         if value is not None:
             training[name] = value
@@ -360,6 +360,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     group.add_argument("--hidden-dim", type=int)
     group.add_argument("--latent-dim", type=int)
+    group.add_argument("--learning-rate", type=float)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,8 @@ def test_every_asset_type_round_trips():
                    validation_target=csr([0], [1], (1, 2)), seed=42, window_end=END,
                    item_names=np.array(["a/x", "b/ü"]))
     model = TrainedModel(file_name="recvae_0.1.pt", bucket="b", uri="gs://b/recvae_0.1.pt", sha256="0" * 64,
-                         size_bytes=10, score=0.1, metrics={"ndcg@100": 0.1}, popularity_metrics={"ndcg@100": 0.05},
+                         size_bytes=10, score=0.1, metrics={"ndcg@100": 0.1},
+                         popularity_metrics={"ndcg@100": 0.05},
                          config={"mixture_weights": [0.15, 0.75, 0.1], "patience": None},
                          history=[{"epoch": 1, "loss": float("nan")}], data_sizes={"users": 2},
                          training_seconds=1.5, epochs=1, window_end=END)

@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from recvae import load_artifact
 
 from batchrec_dagster.cli import materialize_partition
 from batchrec_dagster.codec import decode
@@ -14,6 +13,7 @@ from batchrec_dagster.demo_data import generate_demo, load_demo
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.storage import sha256_hex
+from recvae import load_artifact
 from tests.pipeline.conftest import TINY_DEMO, tiny_run_config
 
 KEY = "2026-03-01-20:00"           # Asia/Seoul: the UTC hour [11:00, 12:00) on 2026-03-01
@@ -67,7 +67,8 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     assert [e["run_id"] for e in entries] == [result.run_id]
     entry = entries[0]
     assert entry["partition_key"] == KEY and entry["data_start"] == START and entry["data_end"] == END
-    assert entry["file_name"].startswith(f"recvae_{entry['score']:.4f}_") and entry["file_name"].endswith(".pt")
+    assert entry["file_name"].startswith(f"recvae_{entry['score']:.4f}_")
+    assert entry["file_name"].endswith(".pt")
     assert entry["score"] == entry["metrics"]["ndcg@100"] > entry["popularity_metrics"]["ndcg@100"]
     assert entry["data_sizes"]["users"] == matrix_meta["users"].value
     assert entry["created_at"].tzinfo is not None and entry["code_version"]

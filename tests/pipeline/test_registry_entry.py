@@ -40,7 +40,8 @@ def test_writing_the_entry_twice_in_one_run_keeps_one_document(io_manager, mongo
     assert mongo_db[MODELS].count_documents({}) == 2
     again = mongo_db[MODELS].find_one({"run_id": "run-1"})
     assert isinstance(again["data_end"], datetime) and isinstance(again["data_start"], datetime)
-    loaded = io_manager.load_input(dg.build_input_context(asset_key="model_registry_entry", partition_key=KEY))
+    context = dg.build_input_context(asset_key="model_registry_entry", partition_key=KEY)
+    loaded = io_manager.load_input(context)
     assert loaded["run_id"] == "run-2"  # the newest entry of the partition
 
 

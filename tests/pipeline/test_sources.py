@@ -14,6 +14,10 @@ def repos(db, *docs):
                                  for i, d in docs])
 
 
+def pairs(raw):
+    return sorted(zip(raw.star_user_ids.tolist(), raw.star_repo_ids.tolist(), strict=True))
+
+
 def test_partition_sees_only_stars_before_its_end(mongo_db):
     repos(mongo_db, (1, {}), (2, {}))
     mongo_db.stars.insert_many([
@@ -24,7 +28,7 @@ def test_partition_sees_only_stars_before_its_end(mongo_db):
     ])
     ensure_source_indexes(mongo_db)
     raw = read_raw_repositories(mongo_db, START, END)
-    assert sorted(zip(raw.star_user_ids.tolist(), raw.star_repo_ids.tolist(), strict=True)) == [(10, 1), (10, 2)]
+    assert pairs(raw) == [(10, 1), (10, 2)]
     assert raw.starred_at.max() < np.datetime64(END.replace(tzinfo=None), "us")
     assert raw.skipped == {}
     assert raw.layout == "stars" and raw.window_end == END
@@ -57,7 +61,7 @@ def test_malformed_documents_are_skipped_and_counted(mongo_db):
     raw = read_raw_repositories(mongo_db, START, END, batch_size=2)
     assert sorted(raw.repo_ids.tolist()) == [1, 2]
     assert raw.languages[raw.repo_ids == 2][0] == ""
-    assert sorted(zip(raw.star_user_ids.tolist(), raw.star_repo_ids.tolist(), strict=True)) == [(1, 1), (8, 2)]
+    assert pairs(raw) == [(1, 1), (8, 2)]
     assert raw.skipped == {
         "repository_bad_full_name": 1, "repository_bad_id": 1, "repository_bad_language": 1,
         "repository_bad_stars": 2, "star_bad_repo_id": 1, "star_bad_starred_at": 4,
@@ -72,8 +76,7 @@ def test_embedded_layout_reads_the_current_state(mongo_db):
           (3, {"star_user_list": "nope"}), (4, {}))
     raw = read_raw_repositories(mongo_db, START, END, layout="embedded")
     assert raw.layout == "embedded"
-    assert sorted(zip(raw.star_user_ids.tolist(), raw.star_repo_ids.tolist(), strict=True)) == [
-        (10, 1), (10, 2), (11, 1)]
+    assert pairs(raw) == [(10, 1), (10, 2), (11, 1)]
     assert np.isnat(raw.starred_at).all()
     assert raw.skipped == {"repository_bad_star_user_list": 1, "star_bad_user_id": 1, "star_duplicate": 1}
     assert len(raw.repo_ids) == 4

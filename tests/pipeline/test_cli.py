@@ -1,0 +1,69 @@
+"""`batchrec` commands in-process, local deployment, against the test MongoDB."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchrec_dagster.cli import build_parser, main, prepare_dagster_home
+from batchrec_dagster.settings import PROJECT_ROOT, load_settings
+
+TINY = ["--users", "300", "--repos", "300"]
+TINY_TRAINING = ["--epochs", "6", "--hidden-dim", "128", "--latent-dim", "32", "--learning-rate", "2e-3"]
+
+
+@pytest.mark.slow
+def test_demo_then_registry_and_recommend(local_env: Path, mongo_db, capsys):
+    assert main(["demo", *TINY, *TINY_TRAINING]) == 0
+    out = capsys.readouterr().out
+    assert "demo data loaded: 300 repositories, 300 users" in out
+    assert "Registered model:" in out and "score (NDCG@100)" in out
+    assert "Top-10 for user demo-user-0" in out and " 10. demo-" in out
+    artifacts = list((local_env / "storage" / "models").glob("recvae_*.pt"))
+    assert len(artifacts) == 1
+    copied = (local_env / "dagster_home" / "dagster.yaml").is_file()
+    assert copied == (PROJECT_ROOT / "dagster.yaml").is_file()
+
+    assert main(["load-demo", *TINY]) == 0
+    assert "already loaded" in capsys.readouterr().out
+
+    assert main(["registry"]) == 0
+    listing = capsys.readouterr().out
+    assert "* " in listing and artifacts[0].name in listing
+
+    assert main(["recommend", "--user", "demo-user-3"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:3].strip(". ").isdigit()]
+    assert len(lines) == 10 and all("demo-" in line for line in lines)
+
+    repo = mongo_db.repositories.find_one({}, sort=[("stars", -1)])
+    assert main(["recommend", "--repos", f"{repo['_id']},{repo['full_name']}", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 starred repositories known" in out and repo["full_name"] not in out.split("):", 1)[1]
+
+    assert main(["recommend", "--user", "nobody-here"]) == 1
+    assert "no user with login 'nobody-here'" in capsys.readouterr().err
+
+
+def test_recommend_without_a_fresh_model_is_a_clear_error(local_env: Path, mongo_db, capsys):
+    assert main(["recommend", "--user", "demo-user-0"]) == 1
+    assert "no model trained on data from the last" in capsys.readouterr().err
+
+
+def test_prod_without_its_settings_is_a_clear_error(local_env: Path, monkeypatch, capsys):
+    monkeypatch.delenv("GCS_BUCKET", raising=False)
+    assert main(["--deployment", "prod", "registry"]) == 1
+    assert "GCS_BUCKET" in capsys.readouterr().err
+
+
+def test_dagster_home_gets_the_repository_dagster_yaml(local_env: Path):
+    home = prepare_dagster_home(load_settings())
+    assert home == local_env / "dagster_home" and os.environ["DAGSTER_HOME"] == str(home)
+    if (PROJECT_ROOT / "dagster.yaml").is_file():
+        assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+
+
+def test_every_command_is_wired():
+    parser = build_parser()
+    for argv in (["demo"], ["load-demo"], ["import-csv", "x.csv"], ["materialize", "--partition", "k"],
+                 ["registry"], ["recommend", "--user", "u"], ["dev"], ["serve"]):
+        assert callable(parser.parse_args(argv).func), argv

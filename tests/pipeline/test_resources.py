@@ -1,0 +1,54 @@
+import dagster as dg
+import pytest
+
+from batchrec_dagster.assets import ASSETS
+from batchrec_dagster.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
+from batchrec_dagster.jobs import ASSET_NAMES
+from batchrec_dagster.partitions import hourly_partitions
+from batchrec_dagster.resources import GCSArtifactStore, LocalArtifactStore, build_resources
+from batchrec_dagster.settings import SettingsError
+
+KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager"}
+
+
+def test_local_resources_need_no_cloud(local_env):
+    resources = build_resources()
+    assert set(resources) == KEYS
+    assert isinstance(resources["io_manager"], LocalTypedIOManager)
+    assert isinstance(resources["artifact_store"], LocalArtifactStore)
+    assert isinstance(resources["registry_io_manager"], MongoRegistryIOManager)
+    assert resources["artifact_store"].root == str(local_env.resolve() / "storage" / "models")
+
+
+def test_prod_resources_read_the_environment(prod_env, monkeypatch):
+    resources = build_resources()
+    assert isinstance(resources["io_manager"], GCSTypedIOManager)
+    assert isinstance(resources["artifact_store"], GCSArtifactStore)
+    # secrets and deployment values stay environment references until a run starts
+    assert isinstance(resources["mongo"].uri, dg.EnvVar)
+    assert resources["mongo"].uri.env_var_name == "MONGODB_URI"
+    assert isinstance(resources["artifact_store"].bucket, dg.EnvVar)
+    assert resources["artifact_store"].bucket.get_value() == prod_env
+    monkeypatch.delenv("GCS_BUCKET")
+    with pytest.raises(SettingsError, match="GCS_BUCKET"):
+        build_resources()
+    assert isinstance(build_resources("local")["io_manager"], LocalTypedIOManager)
+
+
+def test_assets_share_one_lineage_on_hourly_partitions():
+    assert [a.key.to_user_string() for a in ASSETS] == list(ASSET_NAMES)
+    for asset in ASSETS:
+        assert asset.partitions_def == hourly_partitions
+        assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+        assert asset.group_names_by_key[asset.key] == "recommender"
+    training = next(a for a in ASSETS if a.key.to_user_string() == "recvae_model")
+    assert training.op.pool == "training"
+    registry = next(a for a in ASSETS if a.key.to_user_string() == "model_registry_entry")
+    assert registry.get_io_manager_key_for_asset_key(registry.key) == "registry_io_manager"
+
+
+def test_code_location_loads(local_env):
+    from batchrec_dagster.definitions import defs
+
+    job = defs.resolve_job_def("hourly_training_job")
+    assert {n.split(".")[0] for n in job.graph.node_dict} >= set(ASSET_NAMES)
