@@ -281,6 +281,20 @@ def run_partition(tags: dict[str, str]) -> str | None:
     return None
 
 
+def _failed_checks(context: dg.RunFailureSensorContext) -> list[dict[str, Any]]:
+    """Checks that did not pass in the run, with their reason (the step error only says "failed")."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100).records
+    failed = []
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            failed.append({"asset": evaluation.asset_key.to_user_string(), "check": evaluation.check_name,
+                           "severity": evaluation.severity.value,
+                           "description": (evaluation.description or "")[:4000]})
+    return failed
+
+
 def failure_document(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     """What an operator needs to see about one failed run."""
     run = context.dagster_run
@@ -302,6 +316,7 @@ def failure_document(context: dg.RunFailureSensorContext) -> dict[str, Any]:
         "failed_at": datetime.fromtimestamp(entry_time, UTC) if entry_time else datetime.now(UTC),
         "error": (context.failure_event.message or "").strip()[:4000],
         "step_failures": steps,
+        "failed_checks": _failed_checks(context),
         "trigger": {k: v for k, v in tags.items()
                     if k in ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill",
                              "batchrec/trigger")},
@@ -335,10 +350,13 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, mongo: MongoResour
     if not record_failure(mongo.get_database(), document):
         context.log.info(f"run {document['run_id']} was already recorded")
         return
-    steps = document["step_failures"]
-    first_error = (steps[0]["message"] if steps else document["error"]) or "no error message"
+    checks, steps = document["failed_checks"], document["step_failures"]
+    if checks:
+        reason = "; ".join(f"check {c['check']} on {c['asset']}: {c['description']}" for c in checks)
+    else:
+        reason = ((steps[0]["message"] if steps else document["error"]) or "no error message").splitlines()[0]
     context.log.error(f"run {document['run_id']} of {document['job_name']} failed "
-                      f"(partition {document['partition_key']}): {first_error.splitlines()[0]}")
+                      f"(partition {document['partition_key']}): {reason}")
 
 
 SENSORS = [new_stars_sensor, run_failure_recorder]

@@ -11,6 +11,7 @@ except in the run that must fail it.
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,16 @@ def run_config(min_margin: float = -1.0) -> dict:
     }
 
 
+class Clock:
+    """Prints how long each phase took (shown with -s, and by pytest when the test fails)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        print(f"[e2e +{time.monotonic() - self.start:6.1f}s] {what}", flush=True)
+
+
 def hour_before(key: str, hours: int) -> str:
     start, _ = partition_window(key)
     return latest_closed_partition(start - timedelta(hours=hours - 1))[0]
@@ -75,9 +86,11 @@ def services(tmp_path: Path, mongo_server_uri: str):
         "BATCHREC_NEW_STARS_THRESHOLD": "50",
     }
     services = DagsterServices(tmp_path, env)
+    clock = Clock()
     try:
         services.start()
-        yield services, db, tmp_path / "batchrec_home"
+        clock("webserver loaded the code location, daemons healthy")
+        yield services, db, tmp_path / "batchrec_home", clock
     finally:
         services.stop()
         db.client.drop_database(database)
@@ -85,7 +98,7 @@ def services(tmp_path: Path, mongo_server_uri: str):
 
 
 def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
-    dagster, db, home = services
+    dagster, db, home, clock = services
     store = LocalBlobStore(home / "storage" / "models")
     latest = latest_closed_partition(datetime.now(UTC))[0]
     backfill_keys = [hour_before(latest, n) for n in (3, 2, 1)]  # three consecutive closed hours
@@ -99,6 +112,7 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     run_id = dagster.launch_run("hourly_training_job", single_key, run_config())
     run = dagster.wait_run(run_id, timeout_s=300)
     assert run["status"] == "SUCCESS", dagster.run_errors(run_id)
+    clock(f"launchRun {single_key}: {run['status']} in {run['endTime'] - run['startTime']:.1f}s")
     [first] = entries_for_partition(db, partition_window(single_key)[1])
     assert (first["run_id"], first["partition_key"]) == (run_id, single_key)
     assert store.exists(first["file_name"])
@@ -110,6 +124,8 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
                         ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED") and b,
                         timeout_s=600, interval_s=2, on_timeout=dagster.logs)
     runs = backfill["runs"]
+    clock(f"backfill {backfill_id} {backfill_keys}: {backfill['status']}, runs "
+          + ", ".join(f"{r['status']} {r['endTime'] - r['startTime']:.1f}s" for r in runs))
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), \
         "\n".join(dagster.run_errors(r["runId"]) for r in runs)
     assert sorted(r["status"] for r in runs) == ["SUCCESS"] * 3
@@ -136,16 +152,22 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     # 3. a model that fails a blocking check is not registered; the failure is recorded
     failing = dagster.launch_run("hourly_training_job", failing_key, run_config(min_margin=1.0))
     assert dagster.wait_run(failing, timeout_s=300)["status"] == "FAILURE"
+    clock(f"run {failing_key} with an unreachable margin: FAILURE")
     assert entries_for_partition(db, partition_window(failing_key)[1]) == []
     record = wait_for("the run-failure sensor to record the run",
                       lambda: db[RUN_FAILURES].find_one({"run_id": failing}), timeout_s=120,
                       on_timeout=dagster.logs)
     assert record["partition_key"] == failing_key
     assert any(s["step_key"] == BEATS_POPULARITY for s in record["step_failures"]), record
+    [check] = record["failed_checks"]
+    assert check["check"] == "recvae_model_beats_popularity"
+    assert "does not beat popularity" in check["description"]
+    clock(f"run_failures: {check['check']}: {check['description']}")
 
     # 4. the freshness policy sees the registrations
     assert wait_for("model_registry_entry to be fresh", lambda: dagster.freshness("model_registry_entry")
                     == "HEALTHY", timeout_s=120, interval_s=2)
+    clock("freshness of model_registry_entry: HEALTHY")
 
     # 5. turn on the new-stars sensor: the latest closed hour has >= 50 stars the newest model
     # has not seen, so it requests that hour once, with its run key
@@ -155,6 +177,7 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
                                   if t["runIds"]), None),
                     timeout_s=120, interval_s=2, on_timeout=dagster.logs)
     [sensor_run_id] = tick["runIds"]
+    clock(f"new_stars_sensor requested run {sensor_run_id}")
     sensor_run = dagster.run(sensor_run_id)
     tags = {t["key"]: t["value"] for t in sensor_run["tags"]}
     assert tags["dagster/partition"] == latest
@@ -167,3 +190,4 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
         timeout_s=60, interval_s=2)
     ticks = dagster.instigator("sensor", NEW_STARS_SENSOR_NAME)["ticks"]
     assert sum(1 for t in ticks if t["runIds"]) == 1, ticks
+    clock("next tick skipped: " + next(t["skipReason"] for t in ticks if t["status"] == "SKIPPED"))

@@ -6,7 +6,12 @@ import dagster as dg
 
 from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import hourly_partitions
-from batchrec_dagster.sensors import RUN_FAILURE_SENSOR_NAME, RUN_FAILURES, run_failure_recorder
+from batchrec_dagster.sensors import (
+    RUN_FAILURE_SENSOR_NAME,
+    RUN_FAILURES,
+    run_failure_recorder,
+    run_partition,
+)
 from tests.automation.test_sensors import _uri
 
 PARTITION = "2026-03-01-14:00"
@@ -45,3 +50,14 @@ def test_failed_run_is_recorded_with_partition_and_error(mongo_db) -> None:
     assert "CUDA out of memory (simulated)" in doc["step_failures"][0]["message"]
     assert doc["step_failures"][0]["error_class"] == "RuntimeError"
     assert "recvae_model" in doc["error"]
+    assert doc["failed_checks"] == []
+
+
+def test_backfill_runs_name_their_partition_range() -> None:
+    assert run_partition({"dagster/partition": "2026-03-01-14:00"}) == "2026-03-01-14:00"
+    one = {"dagster/asset_partition_range_start": "2026-03-01-14:00",
+           "dagster/asset_partition_range_end": "2026-03-01-14:00"}
+    assert run_partition(one) == "2026-03-01-14:00"
+    assert run_partition({**one, "dagster/asset_partition_range_end": "2026-03-01-16:00"}) \
+        == "2026-03-01-14:00...2026-03-01-16:00"
+    assert run_partition({}) is None
