@@ -242,6 +242,10 @@ def train_recvae(
     model = trainer.model
     if best_state is not None:
         model.load_state_dict(best_state)
+    # Hand back a plain inference model: no gradient buffers, stock first-layer backward.
+    model.encoder.fast_input_grad = False
+    for p in model.parameters():
+        p.grad = None
     model.eval()
     return TrainResult(
         model=model,

@@ -32,6 +32,7 @@ def test_training_reports_each_epoch_and_restores_the_best(small_split: Split) -
     assert result.best_epoch == best.epoch and best.best
     assert result.best_metrics["ndcg@100"] == pytest.approx(best.ndcg_at_100)
     assert result.device == "cpu" and not result.model.training
+    assert all(p.grad is None for p in result.model.parameters())
     # The returned weights are the best epoch's: re-evaluating reproduces its score.
     pop = Popularity().fit(small_split.train)
     rec = Recommender(result.model, small_split.item_ids, pop.popularity)
