@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("dev", help="start `dagster dev` (Dagit + daemon) with the embedded services")
-    p.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to `dagster dev`")
+    p.add_argument("dagster_args", nargs="*", help="passed on to `dagster dev` (e.g. -p 3001)")
     p.set_defaults(func=cmd_dev)
 
     try:
@@ -445,7 +445,12 @@ def _quiet_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # only `dev` takes options of its own: they go to `dagster dev` (e.g. -p 3001)
+        if args.command != "dev":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.dagster_args = [*unknown, *args.dagster_args]
     _quiet_warnings()
     if args.deployment:
         os.environ["BATCHREC_DEPLOYMENT"] = args.deployment

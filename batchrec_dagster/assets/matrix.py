@@ -52,7 +52,10 @@ def user_item_matrix(context: dg.AssetExecutionContext, config: MatrixFilterConf
         raise dg.Failure(
             description=f"no user and repository is left after filtering "
                         f"{len(raw_repositories.star_user_ids)} stars with {config.model_dump()}; "
-                        f"dropped: {result.dropped}. Load data or lower the thresholds.",
+                        f"dropped: {result.dropped}. "
+                        + ("No star was read: load data (`batchrec load-demo`) or check the source "
+                           "layout (BATCHREC_SOURCE_LAYOUT)." if len(raw_repositories.star_user_ids) == 0
+                           else "Lower the thresholds or load more data."),
             metadata=prefixed_counts("dropped", result.dropped))
     density = result.matrix.nnz / float(users * items)
     context.log.info(f"{users} users x {items} repositories, {result.matrix.nnz} stars; "
