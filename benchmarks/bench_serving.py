@@ -59,6 +59,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one by default), all threads."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -316,19 +322,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         for clients in args.clients:
                             load = load_average()
                             before = server.get("/model")[1]["inference"]
+                            cpu = cpu_seconds(server.process.pid), cpu_seconds()
                             phase = asyncio.run(drive(server.port, inputs, clients, args.seconds))
+                            server_cpu = cpu_seconds(server.process.pid) - cpu[0]
+                            client_cpu = cpu_seconds() - cpu[1]
                             after = server.get("/model")[1]["inference"]
                             batches = after["batches"] - before["batches"]
                             mean_batch = (after["requests"] - before["requests"]) / max(batches, 1)
                             row = {"items": n_items, "threads": threads, "inference": inference,
                                    "clients": clients, "load_avg": load, **phase.summary(), **floor,
-                                   "mean_batch": round(mean_batch, 2)}
+                                   "mean_batch": round(mean_batch, 2),
+                                   "server_cpu_ms_per_request": round(
+                                       server_cpu * 1e3 / max(len(phase.latencies_ms), 1), 3),
+                                   "client_cpu_ms_per_request": round(
+                                       client_cpu * 1e3 / max(len(phase.latencies_ms), 1), 3)}
                             row["floor_ms"] = floor["forward_batch_p50_ms"][clients]
                             row["overhead_vs_floor"] = round(row["p50_ms"] / row["floor_ms"], 2)
                             results["runs"].append(row)
                             print(f"  {inference:7s} clients={clients:2d} rps={row['rps']:8.1f} "
                                   f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms "
                                   f"batch={row['mean_batch']} "
+                                  f"cpu/req server={row['server_cpu_ms_per_request']}ms "
+                                  f"client={row['client_cpu_ms_per_request']}ms "
                                   f"errors={row['errors']} load={load}", flush=True)
                     finally:
                         server.stop()
@@ -390,18 +405,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['settings']['seconds']}s per row. Floor = p50 of the bare model forward pass in "
         f"the benchmark process, same thread count, over a batch of as many users as there are "
         f"clients (1 client: one user; 16 concurrent requests can at best share one pass over 16 "
-        f"users). Overhead = server p50 / floor. Scorer = the server's own top-k call for one user "
-        f"(forward, exclusion of the user's items, top-k), in process. Mean batch = requests per "
-        f"forward pass in the server (micro-batching).", "",
+        f"users). Overhead = server p50 / floor. Mean batch = requests per forward pass in the server "
+        f"(micro-batching). CPU ms/req = CPU time the server process (all threads) and the load "
+        f"generator spent per request: unlike latency, hardly affected by other work on the "
+        f"machine; 2 cores / (server + client CPU per request) bounds the throughput of a quiet "
+        f"2-core machine.", "",
         "| items | torch threads | inference | clients | req/s | p50 ms | p99 ms | errors | mean batch "
-        "| floor ms | overhead | scorer p50 ms | load avg |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| floor ms | overhead | server CPU ms/req | client CPU ms/req | load avg |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results["runs"]:
         lines.append(
             f"| {r['items']:,} | {r['threads']} | {r['inference']} | {r['clients']} | {r['rps']:,.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['mean_batch']:.1f} "
-            f"| {r['floor_ms']:.2f} | {r['overhead_vs_floor']:.2f}x | {r['scorer_p50_ms']:.2f} "
+            f"| {r['floor_ms']:.2f} | {r['overhead_vs_floor']:.2f}x | {r['server_cpu_ms_per_request']:.2f} "
+            f"| {r['client_cpu_ms_per_request']:.2f} "
             f"| {r['load_avg']} |")
     s = results.get("swap")
     if s:

@@ -269,7 +269,11 @@ class ModelManager:
         try:
             data = self.store.read(file_name)
         except Exception as exc:  # not found, network, permissions: may be fixed by a retry
-            raise ModelLoadError(f"download of {file_name} failed: {type(exc).__name__}: {exc}") from exc
+            where = getattr(self.store, "location", None)
+            hint = (f" (the registry says it is in {entry.get('bucket')!r}, this server reads {where!r})"
+                    if entry.get("bucket") and where and entry.get("bucket") != where else "")
+            raise ModelLoadError(f"download of {file_name} failed: {type(exc).__name__}: {exc}{hint}"
+                                 ) from exc
         expected_size, expected_sha = entry.get("size_bytes"), entry.get("sha256")
         if len(data) != expected_size:
             raise ArtifactRejected(f"{file_name}: size {len(data)} bytes, registry says {expected_size}")
