@@ -81,7 +81,9 @@ def test_invalid_input_gets_422_with_the_reason(ready: Serving, payload: dict, w
     assert any(where in error["loc"] for error in response.json()["detail"])
 
 
-@pytest.mark.parametrize("content", [b"", b"{", b"[1, 2]", b"null", b"\xff\xfe", b'{"repo_ids": [1,]}'])
+@pytest.mark.parametrize("content", [b"", b"{", b"[1, 2]", b"null", b"\xff\xfe", b'{"repo_ids": [1,]}',
+                                     b"[" * 100_000 + b"]" * 100_000, b'{"repo_ids": [1e400]}',
+                                     b'{"repo_ids": [' + b"9" * 5000 + b"]}", b'{"repo_ids": {"$gt": 1}}'])
 def test_malformed_json_gets_422(ready: Serving, content: bytes) -> None:
     response = ready.http.post("/recommendations", content=content,
                                headers={"content-type": "application/json"})
