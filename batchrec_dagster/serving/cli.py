@@ -53,8 +53,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads for inference (default: %(default)s; see docs/serving.md)")
     parser.add_argument("--inference", choices=("coalesced", "batched", "inline"), default="batched",
-                        help="micro-batch concurrent requests on a worker thread, or run each on the "
-                             "event loop (default: %(default)s)")
+                        help="batched: micro-batch concurrent requests on an inference thread; "
+                             "coalesced: micro-batch on the event loop; inline: one request per "
+                             "forward pass (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=32,
                         help="largest micro-batch (default: %(default)s)")
     parser.add_argument("--show", metavar="LOGIN",
