@@ -141,6 +141,8 @@ class BatchedInference(_Counted):
         groups: dict[int, list[_Job]] = {}
         for job in jobs:
             groups.setdefault(id(job.model), []).append(job)
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object, BaseException | None]]]
+        answers = {}
         for group in groups.values():
             k = max(job.k for job in group)
             try:
@@ -148,13 +150,21 @@ class BatchedInference(_Counted):
             except Exception as exc:  # answer every waiting request; the worker keeps running
                 log.exception("inference failed for a batch of %d", len(group))
                 for job in group:
-                    job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+                    answers.setdefault(job.loop, []).append((job.future, None, exc))
                 continue
             self.batches += 1
             self.jobs += len(group)
             for row, job in enumerate(group):
                 result = (indices[row, :job.k], scores[row, :job.k])
-                job.loop.call_soon_threadsafe(_resolve, job.future, result, None)
+                answers.setdefault(job.loop, []).append((job.future, result, None))
+        # one wake-up of the event loop per batch, not one per request
+        for loop, items in answers.items():
+            loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _resolve_all(items: list[tuple[asyncio.Future, object, BaseException | None]]) -> None:
+    for future, result, error in items:
+        _resolve(future, result, error)
 
 
 class CoalescedInference(_Counted):
