@@ -325,6 +325,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=PROJECT_ROOT)
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from batchrec_dagster.embedded_mongo import stop_embedded_mongo
+
+    settings = load_settings()
+    stopped = stop_embedded_mongo(settings.mongo_data_dir)
+    print("stopped the embedded MongoDB" if stopped
+          else f"no embedded MongoDB runs from {settings.mongo_data_dir}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from batchrec_dagster.demo_data import DemoSpec, load_demo
     from batchrec_dagster.resources import artifact_store_for
@@ -421,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="start `dagster dev` (Dagit + daemon) with the embedded services")
     p.add_argument("dagster_args", nargs="*", help="passed on to `dagster dev` (e.g. -p 3001)")
     p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("stop", help="stop the embedded MongoDB that local commands start in the background")
+    p.set_defaults(func=cmd_stop)
 
     try:
         from batchrec_dagster.serving.cli import add_serve_command
