@@ -3,7 +3,8 @@
 Two source layouts (see docs/pipeline.md):
 
 - "stars" (default): `repositories` (one document per repository) plus `stars` (one document per
-  star event with `starred_at`). A partition sees the stars with `starred_at < window_end`.
+  star event with `starred_at`). A partition sees the stars with `starred_at < window_end`;
+  later ones are counted (`stars_after_window`) and left out.
 - "embedded" (the older layout): each repository document embeds its stargazers as
   `star_user_list`. There are no per-star times, so a partition sees the current state.
 
@@ -33,16 +34,6 @@ LAYOUTS = ("stars", "embedded")
 DEFAULT_BATCH_SIZE = 5000
 _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Stars whose starred_at is missing or not a date never match `{"$lt": <date>}` (MongoDB compares
-# within a type), so they are found by a second query and counted. `$not`/`$type: [..]` would be
-# shorter but the embedded nx-27017 server does not implement them; this `$or` is valid on both.
-_BAD_TIME_TYPES = ("string", "int", "long", "double", "decimal", "bool", "object", "array",
-                   "timestamp", "objectId", "binData")
-BAD_STARRED_AT_QUERY: dict[str, Any] = {
-    "$or": [{"starred_at": None}] + [{"starred_at": {"$type": t}} for t in _BAD_TIME_TYPES]
-}
-
 
 class SourceError(ValueError):
     """The source settings are invalid (e.g. an unknown layout)."""
@@ -170,30 +161,34 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
                 else:
                     skipped["star_bad_user_id"] += 1
 
+    after_window = 0
     if layout == "stars":
+        # One pass over the whole collection, filtered here rather than with {"$lt": window_end}:
+        # a range query never returns stars whose starred_at is missing or not a date (MongoDB
+        # compares within a type), so they could not be counted; finding them with a second
+        # `$type` query costs a full scan on nx-27017. A partition reads nearly every star anyway
+        # (it sees all history before its end).
         known = catalogue.seen
         end_us = _micros(window_end)
-        cursor = db[STARS].find({"starred_at": {"$lt": window_end}},
-                                {"_id": 0, "user_id": 1, "repo_id": 1, "starred_at": 1},
+        cursor = db[STARS].find({}, {"_id": 0, "user_id": 1, "repo_id": 1, "starred_at": 1},
                                 batch_size=batch_size)
         for doc in cursor:
-            user_id, repo_id, starred_at = doc.get("user_id"), doc.get("repo_id"), doc.get("starred_at")
-            if not _is_int(user_id):
+            user_id, repo_id = doc.get("user_id"), doc.get("repo_id")
+            micros = _micros(doc.get("starred_at"))
+            if micros is None:
+                skipped["star_bad_starred_at"] += 1
+            elif micros >= end_us:
+                after_window += 1  # not malformed: a later partition's star
+            elif not _is_int(user_id):
                 skipped["star_bad_user_id"] += 1
             elif not _is_int(repo_id):
                 skipped["star_bad_repo_id"] += 1
             elif repo_id not in known:
                 skipped["star_unknown_repo"] += 1
             else:
-                micros = _micros(starred_at)
-                if micros is None or micros >= end_us:  # defensive: the server filtered already
-                    skipped["star_bad_starred_at"] += 1
-                    continue
                 star_users.append(user_id)
                 star_repos.append(repo_id)
                 star_times.append(micros)
-        for _ in db[STARS].find(BAD_STARRED_AT_QUERY, {"_id": 1}, batch_size=batch_size):
-            skipped["star_bad_starred_at"] += 1
 
     users, repos = _int64(star_users), _int64(star_repos)
     if layout == "stars":
@@ -216,6 +211,7 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
         window_end=window_end.astimezone(UTC),
         layout=layout,
         skipped=dict(sorted(skipped.items())),
+        stars_after_window=after_window,
     )
 
 

@@ -26,6 +26,7 @@ class RawRepositories:
     window_end: datetime          # UTC, exclusive: every star has starred_at < window_end
     layout: str                   # "stars" (event collection) or "embedded" (legacy star_user_list)
     skipped: dict[str, int] = field(default_factory=dict)  # malformed documents by reason
+    stars_after_window: int = 0   # well-formed stars left out because starred_at >= window_end
 
 
 @dataclass

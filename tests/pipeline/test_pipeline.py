@@ -53,6 +53,8 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     assert raw_meta["skipped_star_bad_user_id"].value == 1
     assert raw_meta["skipped_star_bad_starred_at"].value == 1
     assert raw_meta["window_end"].value == END.timestamp()
+    demo_stars = len(generate_demo(TINY_DEMO, DEMO_END).star_user_ids)
+    assert raw_meta["stars_after_window"].value == demo_stars - expected_stars > 0
 
     matrix_meta = materialization(result, "user_item_matrix")
     assert matrix_meta["users"].value > 200 and 0 < matrix_meta["density"].value < 1

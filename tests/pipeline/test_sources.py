@@ -30,7 +30,7 @@ def test_partition_sees_only_stars_before_its_end(mongo_db):
     raw = read_raw_repositories(mongo_db, START, END)
     assert pairs(raw) == [(10, 1), (10, 2)]
     assert raw.starred_at.max() < np.datetime64(END.replace(tzinfo=None), "us")
-    assert raw.skipped == {}
+    assert raw.skipped == {} and raw.stars_after_window == 2
     assert raw.layout == "stars" and raw.window_end == END
     later = read_raw_repositories(mongo_db, END, END + timedelta(days=2))
     assert len(later.star_user_ids) == 4
