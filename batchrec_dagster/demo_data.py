@@ -131,7 +131,7 @@ def clear_source(db: Database) -> None:
     db[META].delete_one({"_id": DATASET_DOC})
 
 
-def write_source(db: Database, data: SourceData, *, layout: str = "stars", chunk: int = 5000) -> None:
+def write_source(db: Database, data: SourceData, *, layout: str = "stars", chunk: int = 20000) -> None:
     """Write the data into the (empty) source collections in the given layout."""
     stargazers: dict[int, list[int]] = {}
     if layout == "embedded":
