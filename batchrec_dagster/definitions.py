@@ -19,4 +19,7 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=build_resources(),
+    # one process per run, not one per step: the steps form a chain, and each step process
+    # would pay torch's import again
+    executor=dg.in_process_executor,
 )

@@ -42,8 +42,6 @@ TINY = {"epochs": 3, "hidden_dim": 32, "latent_dim": 16, "batch_size": 128, "pat
 
 def run_config(min_margin: float = -1.0) -> dict:
     return {
-        # one process per run instead of one per step: the steps form a chain anyway
-        "execution": {"config": {"in_process": {}}},
         "ops": {"recvae_model": {"config": TINY},
                 "vae_input": {"config": {"validation_users": 50}},
                 BEATS_POPULARITY: {"config": {"min_margin": min_margin}}},
