@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -367,6 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         mongo.terminate()
         mongo.wait(30)
+        shutil.rmtree(work, ignore_errors=True)  # the 50,000-item artifacts are 160 MB each
     results["machine"]["load_after"] = load_average()
     return results
 
