@@ -27,4 +27,4 @@ dev: install
 	$(VENV)/bin/batchrec dev
 
 serve: install
-	$(VENV)/bin/batchrec serve
+	$(VENV)/bin/batchrec serve --show demo-user-0
