@@ -87,6 +87,8 @@ class LoadedModel:
     # encoded once at load so a response costs a join, not a json.dumps per item
     json_prefix: np.ndarray | None = None
     summary_json: str = "null"
+    # repository id -> column, for integer vocabularies (None otherwise: `recommender.index_of`)
+    column_of: dict[int, int] | None = None
 
     @property
     def n_items(self) -> int:
@@ -302,7 +304,11 @@ class ModelManager:
         prefixes = np.empty(recommender.n_items, dtype=object)
         prefixes[:] = [f'{{"repo_id":{json.dumps(i)},"name":{json.dumps(n)},"score":'
                        for i, n in zip(recommender.item_ids.tolist(), names.tolist(), strict=True)]
+        item_ids = recommender.item_ids
+        column_of = ({i: c for c, i in enumerate(item_ids.tolist())} if item_ids.dtype.kind in "iu"
+                     else None)
         return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes,
+                           column_of=column_of,
                            summary_json=json.dumps(summary, separators=(",", ":")),
                            entry=safe_entry, names=names,
                            names_source=names_source, loaded_at=datetime.now(UTC),
