@@ -70,18 +70,33 @@ def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
     return db[MODELS].find_one(key)
 
 
+def select_candidates(db: Database, *, now: datetime | None = None,
+                      max_age: timedelta = DEFAULT_MAX_AGE, model_kind: str = "recvae",
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """Fresh models in the order of the documented rule (best first), at most `limit` of them.
+
+    The first one is `select_best`'s answer; a consumer that cannot use it (e.g. a server whose
+    download of that artifact fails its checks) takes the next one by the same rule.
+    """
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be >= 1")
+    cursor = (db[MODELS]
+              .find({"model_kind": model_kind, "data_end": {"$gte": now - max_age}})
+              .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]))
+    if limit is not None:
+        cursor = cursor.limit(limit)
+    return list(cursor)
+
+
 def select_best(db: Database, *, now: datetime | None = None,
                 max_age: timedelta = DEFAULT_MAX_AGE, model_kind: str = "recvae"
                 ) -> dict[str, Any] | None:
     """The model to serve under the documented rule, or None when no fresh model exists."""
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    cursor = (db[MODELS]
-              .find({"model_kind": model_kind, "data_end": {"$gte": now - max_age}})
-              .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)])
-              .limit(1))
-    return next(iter(cursor), None)
+    candidates = select_candidates(db, now=now, max_age=max_age, model_kind=model_kind, limit=1)
+    return candidates[0] if candidates else None
 
 
 def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, Any]]:

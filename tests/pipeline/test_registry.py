@@ -9,6 +9,7 @@ from batchrec_dagster.registry import (
     latest_entry,
     register_model,
     select_best,
+    select_candidates,
 )
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -60,3 +61,19 @@ def test_bad_entries_are_rejected(mongo_db):
     with pytest.raises(RegistryError, match="timezone-aware"):
         register_model(mongo_db, {**entry("r", 0.1), "data_end": datetime(2026, 1, 1)})
     assert mongo_db[MODELS].count_documents({}) == 0
+
+
+def test_candidates_follow_the_selection_rule(mongo_db):
+    ensure_indexes(mongo_db)
+    register_model(mongo_db, entry("mid", 0.20, created_min=0))
+    register_model(mongo_db, entry("top-old", 0.30, created_min=10))
+    register_model(mongo_db, entry("top-new", 0.30, created_min=40))
+    register_model(mongo_db, entry("stale", 0.90, data_age_h=30))
+    register_model(mongo_db, {**entry("other-kind", 0.95), "model_kind": "ease"})
+    order = [e["run_id"] for e in select_candidates(mongo_db, now=NOW)]
+    assert order == ["top-new", "top-old", "mid"]
+    assert [e["run_id"] for e in select_candidates(mongo_db, now=NOW, limit=2)] == ["top-new", "top-old"]
+    assert select_best(mongo_db, now=NOW)["run_id"] == order[0]
+    assert select_candidates(mongo_db, now=NOW + timedelta(days=3)) == []
+    with pytest.raises(ValueError, match="limit"):
+        select_candidates(mongo_db, now=NOW, limit=0)
