@@ -4,11 +4,13 @@ The manager holds one reference to an immutable `LoadedModel`. A request reads t
 and keeps using the object it got, so a swap (one attribute assignment, atomic in CPython) never
 changes the model under a request in flight; the old model is freed when its last request ends.
 
-A refresh asks the registry's selection rule (`registry.select_best`, the same function the
-pipeline uses) for the model to serve. When it names a different model, the artifact is read from
-the blob store, its size and sha256 are checked against the registry entry, it is parsed by
-`recvae.load_artifact` (safetensors + JSON, never pickle), warmed up on a few inputs and only
-then swapped in. Any failure leaves the current model serving and is kept for `GET /model`.
+A refresh asks the registry for the fresh models in the order of its selection rule
+(`registry.select_candidates`; its first is `select_best`, the function the pipeline uses). When
+the best one is not the model serving, its artifact is read from the blob store, its size and
+sha256 are checked against the registry entry, it is parsed by `recvae.load_artifact`
+(safetensors + JSON, never pickle), warmed up on a few inputs and only then swapped in. If that
+fails, the next candidate by the same rule is tried, down to (never below) the model already
+serving; failures are kept for `GET /model` and the current model keeps serving.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from bson import ObjectId
 from pymongo.database import Database
 
-from batchrec_dagster.registry import DEFAULT_MAX_AGE, select_best
+from batchrec_dagster.registry import DEFAULT_MAX_AGE, select_candidates
 from batchrec_dagster.serving.scoring import BatchScorer
 from batchrec_dagster.storage import BlobStore, sha256_hex
 from recvae import ArtifactError, Recommender, load_artifact
@@ -164,7 +166,8 @@ class ModelManager:
 
     def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = DEFAULT_MAX_AGE,
                  poll_seconds: float | None = 60.0, model_kind: str = "recvae",
-                 clock: Callable[[], datetime] | None = None, names_db: Database | None = None):
+                 clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
+                 max_candidates: int = 5):
         self.db = db
         self.store = store
         self.max_age = max_age
@@ -180,6 +183,10 @@ class ModelManager:
         self.last_error: SwapError | None = None
         self.last_outcome: RefreshResult | None = None
         self.swaps = 0
+        # how far down the ranking one poll goes when better models fail to load
+        self.max_candidates = max_candidates
+        # candidates ranked above the served model that failed (this poll or, known bad, earlier)
+        self.rejected: list[SwapError] = []
         # entries that failed for a reason retrying cannot fix (bad checksum, bad artifact):
         # not downloaded again on every poll, but still reported until a good model is swapped in
         self._rejected: dict[str, SwapError] = {}
@@ -221,45 +228,73 @@ class ModelManager:
             return result
 
     def _refresh(self) -> RefreshResult:
+        """Walk the fresh models in selection-rule order, down to the one serving, and serve the
+        first that loads. A candidate that fails (download, checks, warm-up) is reported and the
+        next one is tried, so a corrupt best model neither keeps a cold server unready nor blocks
+        a good second-best that still ranks above the current model. Candidates ranked below the
+        current model are never loaded: the current one is the best working model."""
         now = self._clock()
         self.last_check_at = now
         try:
-            entry = select_best(self.db, now=now, max_age=self.max_age, model_kind=self.model_kind)
+            candidates = select_candidates(self.db, now=now, max_age=self.max_age,
+                                           model_kind=self.model_kind, limit=self.max_candidates)
         except Exception as exc:  # registry unreachable: keep serving what we have
             self._fail(None, f"registry query failed: {type(exc).__name__}: {exc}")
             return RefreshResult("failed", None, str(exc))
-        if entry is None:
+        if not candidates:
+            self.rejected = []
             return RefreshResult("no_model", None, "no fresh model in the registry")
-        key = entry_key(entry)
-        entry_id = str(entry.get("_id"))
         current = self._current
-        if current is not None and current.key == key:
-            return RefreshResult("unchanged", entry_id)
-        if key in self._rejected:
-            return RefreshResult("skipped_failed", entry_id, self._rejected[key].message)
-        try:
-            loaded = self._load(entry)
-        except Exception as exc:  # whatever went wrong, the current model keeps serving
-            message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-            error = self._fail(entry, message)
-            if isinstance(exc, ArtifactRejected):
-                self._rejected[key] = error
-            return RefreshResult("failed", entry_id, message)
-        previous = current.entry.get("_id") if current else None
-        self._current = loaded  # the swap: one reference assignment
-        self.swaps += 1
+        failed: list[SwapError] = []    # ranked above what ends up serving, failed in this poll
+        skipped: list[SwapError] = []   # ranked above it, known bad from an earlier poll
+        listed = {entry_key(entry) for entry in candidates}
+        # forget rejections of entries that are no longer candidates (bounded memory)
+        self._rejected = {k: v for k, v in self._rejected.items() if k in listed}
+        for entry in candidates:
+            key = entry_key(entry)
+            entry_id = str(entry.get("_id"))
+            if current is not None and current.key == key:
+                break  # everything below ranks lower than the model already serving
+            if key in self._rejected:
+                skipped.append(self._rejected[key])
+                continue
+            try:
+                loaded = self._load(entry)
+            except Exception as exc:  # whatever went wrong, try the next candidate
+                message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+                error = self._fail(entry, message)
+                if isinstance(exc, ArtifactRejected):
+                    self._rejected[key] = error
+                failed.append(error)
+                continue
+            previous = current.entry.get("_id") if current else None
+            self._current = loaded  # the swap: one reference assignment
+            self.swaps += 1
+            passed_over = failed + skipped
+            self.rejected = passed_over
+            self.last_error = passed_over[0] if passed_over else None
+            log.info("serving model %s (%s, score %.4f) in place of %s; loaded in %.2fs%s",
+                     entry_id, entry.get("file_name"), float(entry.get("score", float("nan"))),
+                     previous, loaded.load_seconds,
+                     f"; passed over {len(passed_over)} better-ranked model(s) that failed"
+                     if passed_over else "")
+            message = (f"fell back past {len(passed_over)} better-ranked model(s) that failed: "
+                       + "; ".join(f"{e.entry_id}: {e.message}" for e in passed_over)) if passed_over else ""
+            return RefreshResult("swapped", entry_id, message)
+        self.rejected = failed + skipped
+        if failed:
+            return RefreshResult("failed", failed[0].entry_id, failed[0].message)
+        if skipped:
+            self.last_error = skipped[0]
+            return RefreshResult("skipped_failed", skipped[0].entry_id, skipped[0].message)
         self.last_error = None
-        self._rejected.clear()
-        log.info("serving model %s (%s, score %.4f) in place of %s; loaded in %.2fs",
-                 entry_id, entry.get("file_name"), float(entry.get("score", float("nan"))),
-                 previous, loaded.load_seconds)
-        return RefreshResult("swapped", entry_id)
+        return RefreshResult("unchanged", str(current.entry.get("_id")) if current else None)
 
     def _fail(self, entry: Mapping[str, Any] | None, message: str) -> SwapError:
         error = SwapError(self._clock(), str(entry.get("_id")) if entry else None,
                           entry.get("file_name") if entry else None, message)
         self.last_error = error
-        log.error("model swap failed (%s): %s; keeping %s", error.entry_id, message,
+        log.error("model %s failed to load: %s (serving %s)", error.entry_id, message,
                   self._current.entry.get("_id") if self._current else "no model")
         return error
 
@@ -335,6 +370,7 @@ class ModelManager:
                 "outcome": self.last_outcome.outcome, "entry_id": self.last_outcome.entry_id,
                 "message": self.last_outcome.message},
             "last_swap_error": error.to_json() if error else None,
+            "rejected_candidates": [e.to_json() for e in self.rejected],
             "swaps": self.swaps,
             "poll_seconds": self.poll_seconds,
             "max_age_hours": self.max_age.total_seconds() / 3600,

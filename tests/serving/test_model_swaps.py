@@ -112,6 +112,50 @@ def test_cold_start_with_only_a_corrupt_model_stays_not_ready(serving: Serving) 
     assert serving.recommend([1000]).status_code == 503
 
 
+def test_cold_start_falls_back_past_a_corrupt_best_model(serving: Serving) -> None:
+    serving.publish(score=0.30, seed=2)  # ranks below `second`: never loaded
+    second = serving.publish(score=0.40, seed=3)
+    corrupt = serving.publish(score=0.50, data=tamper(build_artifact(1)))
+    result = serving.manager.refresh_now()
+    # the next one by the selection rule (score, then newest) serves; the corrupt one is reported
+    assert result.outcome == "swapped" and result.entry_id == str(second["_id"])
+    assert "not a loadable artifact" in result.message
+    assert serving.http.get("/readyz").status_code == 200
+    assert serving.recommend([1000]).json()["model"]["id"] == str(second["_id"])
+    status = serving.http.get("/model").json()
+    assert status["last_swap_error"]["entry_id"] == str(corrupt["_id"])
+    assert [e["entry_id"] for e in status["rejected_candidates"]] == [str(corrupt["_id"])]
+    # the next poll does not download the known-bad artifact again and keeps reporting it
+    assert serving.manager.refresh_now().outcome == "skipped_failed"
+    assert serving.http.get("/model").json()["rejected_candidates"][0]["entry_id"] == str(corrupt["_id"])
+    assert serving.recommend([1000]).json()["model"]["id"] == str(second["_id"])
+    # a good model above the corrupt one replaces both and clears the report
+    best = serving.publish(score=0.60, seed=4)
+    assert serving.manager.refresh_now().outcome == "swapped"
+    status = serving.http.get("/model").json()
+    assert status["model"]["id"] == str(best["_id"])
+    assert status["last_swap_error"] is None and status["rejected_candidates"] == []
+
+
+def test_a_loaded_server_falls_back_only_to_models_ranked_above_its_own(serving: Serving) -> None:
+    current = serving.publish(score=0.20, seed=1)
+    assert serving.manager.refresh_now().outcome == "swapped"
+    # the best is corrupt and the second-best is worse than the serving model: keep serving
+    serving.publish(score=0.10, seed=2)
+    corrupt = serving.publish(score=0.50, registered_sha256="0" * 64, seed=3)
+    result = serving.manager.refresh_now()
+    assert result.outcome == "failed" and result.entry_id == str(corrupt["_id"])
+    assert serving.recommend([1000]).json()["model"]["id"] == str(current["_id"])
+    # a good model between the corrupt best and the serving one: it replaces the serving one
+    between = serving.publish(score=0.30, seed=4)
+    result = serving.manager.refresh_now()
+    assert result.outcome == "swapped" and result.entry_id == str(between["_id"])
+    assert serving.recommend([1000]).json()["model"]["id"] == str(between["_id"])
+    status = serving.http.get("/model").json()
+    assert [e["entry_id"] for e in status["rejected_candidates"]] == [str(corrupt["_id"])]
+    assert "sha256" in status["last_swap_error"]["message"]
+
+
 def test_requests_in_flight_during_swaps_never_fail(serving: Serving) -> None:
     models = [serving.publish(score=0.1, seed=0)]
     serving.manager.refresh_now()
