@@ -243,6 +243,80 @@ async def drive(port: int, inputs: list[list[int]], clients: int, seconds: float
     return result
 
 
+# wrk (C, from Debian's `wrk` package) when it is installed: it spends a fraction of the Python
+# client's CPU per request, which matters when the load generator shares the server's 2 cores.
+# Same closed loop: each of `clients` keep-alive connections sends its next request when the
+# previous answer is in. The Lua script rotates through pre-formatted requests and stops the
+# thread after MAX_REQUESTS_PER_PHASE; wrk counts answers with status >= 400 as errors.
+WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local requests = {}
+local i = 0
+local n = 0
+function init(args)
+  for j, b in ipairs(bodies) do
+    requests[j] = wrk.format("POST", "/recommendations", {["Content-Type"] = "application/json"}, b)
+  end
+end
+function request()
+  n = n + 1
+  if n > %(max_requests)d then wrk.thread:stop() end
+  i = i %% #requests + 1
+  return requests[i]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,' ..
+    '"p99_us":%%d,"max_us":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+GENERATORS = {
+    "wrk": "wrk, one thread, a Lua script rotating 400 pre-formatted requests; errors = socket "
+           "errors + answers with status >= 400",
+    "python": "the asyncio keep-alive client in the benchmark process, which checks every answer",
+}
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def drive_wrk(port: int, inputs: list[list[int]], clients: int, seconds: float, work: Path
+              ) -> tuple[dict[str, Any], float]:
+    """One wrk run (one thread, `clients` connections) against 127.0.0.1; its summary in the
+    PhaseResult.summary() layout, and the CPU seconds wrk used."""
+    import resource
+
+    bodies = ",".join("'" + json.dumps({"repo_ids": ids, "k": K}, separators=(",", ":")) + "'"
+                      for ids in inputs)  # JSON of integers: no quote or backslash to escape
+    script = work / "bench.lua"
+    script.write_text(WRK_SCRIPT % {"bodies": bodies, "max_requests": MAX_REQUESTS_PER_PHASE})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                          "-s", str(script), f"http://{HOST}:{port}/recommendations"],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    w = json.loads(line[len("WRKJSON "):])
+    errors = w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"]
+    secs = w["duration_us"] / 1e6
+    ok = w["requests"] - w["status"]
+    return {"requests": w["requests"], "errors": errors,
+            "error_samples": [f"{k}={w[k]}" for k in ("connect", "read", "write", "status", "timeout")
+                              if w[k]],
+            "seconds": round(secs, 2), "rps": round(ok / secs, 1) if secs else 0.0,
+            "p50_ms": round(w["p50_us"] / 1e3, 3), "p90_ms": round(w["p90_us"] / 1e3, 3),
+            "p99_ms": round(w["p99_us"] / 1e3, 3), "max_ms": round(w["max_us"] / 1e3, 3),
+            "models_seen": {}}, cpu
+
+
 # -- the server ------------------------------------------------------------------------------------
 
 class Server:
@@ -312,6 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "python": platform.python_version(), "torch": torch.__version__,
                     "load_before": load_average()},
         "settings": {"starred_per_request": STARRED_PER_REQUEST, "k": K, "seconds": args.seconds,
+                     "generator": args.generator, "swap_phase_generator": "python",
                      "hidden_dim": 600, "latent_dim": 200},
         "runs": [], "swap": None,
     }
@@ -337,25 +412,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             load = load_average()
                             before = server.get("/model")[1]["inference"]
                             cpu = cpu_seconds(server.process.pid), cpu_seconds()
-                            phase = asyncio.run(drive(server.port, inputs, clients, args.seconds))
+                            if args.generator == "wrk":
+                                summary, client_cpu = drive_wrk(server.port, inputs, clients,
+                                                                args.seconds, work)
+                            else:
+                                summary = asyncio.run(drive(server.port, inputs, clients,
+                                                            args.seconds)).summary()
+                                client_cpu = cpu_seconds() - cpu[1]
                             server_cpu = cpu_seconds(server.process.pid) - cpu[0]
-                            client_cpu = cpu_seconds() - cpu[1]
+                            answered = max(summary["requests"], 1)
                             after = server.get("/model")[1]["inference"]
                             batches = after["batches"] - before["batches"]
                             mean_batch = (after["requests"] - before["requests"]) / max(batches, 1)
                             row = {"items": n_items, "threads": threads, "inference": inference,
-                                   "clients": clients, "load_avg": load, **phase.summary(), **bare,
-                                   **scorer,
+                                   "clients": clients, "generator": args.generator, "load_avg": load,
+                                   **summary, **bare, **scorer,
+                                   "scorer_mode": server.get("/model")[1]["model"].get("scorer"),
                                    "mean_batch": round(mean_batch, 2),
-                                   "server_cpu_ms_per_request": round(
-                                       server_cpu * 1e3 / max(len(phase.latencies_ms), 1), 3),
-                                   "client_cpu_ms_per_request": round(
-                                       client_cpu * 1e3 / max(len(phase.latencies_ms), 1), 3)}
+                                   "server_cpu_ms_per_request": round(server_cpu * 1e3 / answered, 3),
+                                   "client_cpu_ms_per_request": round(client_cpu * 1e3 / answered, 3)}
                             row["overhead_vs_floor"] = round(row["p50_ms"] / row["floor_ms"], 2)
                             row["cpu_overhead"] = round(
                                 row["server_cpu_ms_per_request"] / row["floor_cpu_ms_per_user"], 2)
                             results["runs"].append(row)
-                            print(f"  {inference:7s} clients={clients:2d} rps={row['rps']:8.1f} "
+                            print(f"  {inference:7s} {args.generator} c={clients:2d} rps={row['rps']:8.1f} "
                                   f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms "
                                   f"floor={row['floor_ms']}ms "
                                   f"batch={row['mean_batch']} "
@@ -429,6 +509,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"CPU of the bare forward pass per user at that batch size. CPU times are barely affected "
         f"by other work on the machine, latencies are: 2 cores / (server + client CPU per request) "
         f"is what a quiet 2-core machine could sustain.", "",
+        f"Load generator for the rows: **{results['settings'].get('generator', 'python')}** "
+        f"({GENERATORS.get(results['settings'].get('generator', 'python'), '')}); "
+        f"swap phase: the asyncio client (it checks each answer's model id and count). "
+        f"Server inference: {', '.join(sorted({str(r.get('scorer_mode')) for r in results['runs']}))}.", "",
         "| items | torch threads | inference | clients | req/s | p50 ms | p99 ms | errors | mean batch "
         "| floor ms | overhead | server CPU ms/req | CPU overhead | client CPU ms/req | load avg |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -459,12 +543,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measured row (at most 60)")
     parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator for the measured rows: wrk (if installed; apt-get install "
+                             "wrk) or the asyncio client; auto = wrk when on PATH. The swap phase "
+                             "always uses the asyncio client, which checks every answer's model id")
     parser.add_argument("--quick", action="store_true", help="tiny run, results not written")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.quick:
         args.items, args.threads, args.seconds, args.swaps = [2000], [1], 1.0, 1
     args.seconds = min(args.seconds, 60.0)
+    if args.generator == "auto":
+        args.generator = "wrk" if wrk_available() else "python"
+    elif args.generator == "wrk" and not wrk_available():
+        parser.error("wrk is not installed (apt-get install wrk), use --generator python")
     if max(args.clients) > 64:
         parser.error("at most 64 clients")
     results = run(args)

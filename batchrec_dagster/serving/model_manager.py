@@ -360,6 +360,7 @@ class ModelManager:
             "model": None if current is None else {
                 **current.summary,
                 "n_items": current.n_items,
+                "scorer": current.scorer.mode,
                 "loaded_at": current.loaded_at.isoformat(),
                 "load_seconds": round(current.load_seconds, 3),
                 "names_source": current.names_source,
