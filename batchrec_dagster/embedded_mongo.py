@@ -18,6 +18,7 @@ import pymongo
 import pymongo.errors
 
 _STARTUP_TIMEOUT_S = 60.0
+OWNER_PID_FILE = "batchrec-server.pid"
 
 
 class EmbeddedMongoError(RuntimeError):
@@ -43,13 +44,16 @@ def start_server(data_dir: Path, port: int, host: str = "127.0.0.1") -> subproce
     """Start nx-27017 as a child in its own session (it outlives a CLI command, not the machine)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child process
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "batchrec_dagster.embedded_mongo", "--data-dir", str(data_dir),
          "--host", host, "-p", str(port),
          "--pid-file", str(data_dir / "server.pid"), "--log-file", str(data_dir / "server.log")],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, cwd=data_dir,
     )
+    # our own record (nx-27017's pid file appears later and it refuses to start if it exists)
+    (data_dir / OWNER_PID_FILE).write_text(str(process.pid))
+    return process
 
 
 def wait_until_serving(uri: str, process: subprocess.Popen | None = None,
@@ -66,18 +70,38 @@ def wait_until_serving(uri: str, process: subprocess.Popen | None = None,
 def ensure_embedded_mongo(data_dir: Path, port: int, host: str = "127.0.0.1") -> str:
     """Return the URI of a running embedded server, starting one if none answers."""
     uri = mongo_uri(host, port)
-    if is_serving(uri):
-        return uri
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / ".start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not is_serving(uri):
-            wait_until_serving(uri, start_server(data_dir, port, host))
+    if not is_serving(uri):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open(data_dir / ".start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not is_serving(uri):
+                wait_until_serving(uri, start_server(data_dir, port, host))
+    if not _owns_server(data_dir):
+        # another checkout's (or anyone's) server on this port would silently mix two datasets
+        raise EmbeddedMongoError(
+            f"port {port} is taken by a server that is not the embedded MongoDB of {data_dir}; "
+            f"set BATCHREC_MONGO_PORT to a free port, or MONGODB_URI to use that server")
     return uri
 
 
+def _owns_server(data_dir: Path) -> bool:
+    """Whether the server this data directory started is still running."""
+    try:
+        os.kill(int((data_dir / OWNER_PID_FILE).read_text().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def wait_until_stopped(uri: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while is_serving(uri):
+        if time.monotonic() > deadline:
+            raise EmbeddedMongoError(f"embedded MongoDB at {uri} did not stop in {timeout_s:.0f}s")
+
+
 def stop_embedded_mongo(data_dir: Path) -> bool:
-    pid_file = data_dir / "server.pid"
+    pid_file = data_dir / OWNER_PID_FILE
     if not pid_file.exists():
         return False
     try:
