@@ -17,6 +17,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,10 @@ import numpy as np
 from batchrec_dagster.serving.model_manager import LoadedModel, recommend_batch
 
 log = logging.getLogger("batchrec.serving")
+
+# how long the batching thread may wait to merge two groups of clients into one pass (see _work)
+MERGE_WAIT_FRACTION = 0.3
+MAX_MERGE_WAIT_S = 0.003
 
 
 class Inference(Protocol):
@@ -96,6 +101,7 @@ class BatchedInference(_Counted):
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.merged = 0  # batches that waited for and got more requests (see _work)
 
     def start(self) -> None:
         if self._thread is None:
@@ -118,24 +124,69 @@ class BatchedInference(_Counted):
         return await future
 
     def _work(self) -> None:
+        last_size = 0        # requests in the previous batch
+        last_seconds = 0.0   # how long its pass took
+        jobs: list[_Job] = []
+        stopping = False
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            stopping = False
-            while len(jobs) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                jobs.append(nxt)
+            if jobs:
+                # These requests queued up while the previous pass ran: the clients are split into
+                # two groups taking turns (one waits while the other's pass runs), and each pass
+                # reads all the weights for half of the users. The previous batch's clients come
+                # back a moment after their answers: waiting a little for them (at most a fraction
+                # of a pass) merges the groups into one pass. When requests arrive one at a time
+                # or in one group, the queue is empty after a pass and nothing waits.
+                queued = len(jobs)
+                target = min(self.max_batch, queued + last_size)
+                deadline = time.perf_counter() + min(MERGE_WAIT_FRACTION * last_seconds, MAX_MERGE_WAIT_S)
+                while len(jobs) < target and not stopping:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                    else:
+                        jobs.append(nxt)
+                        stopping = self._drain(jobs)
+                if len(jobs) > queued:
+                    self.merged += 1
+            else:
+                job = self._queue.get()
+                if job is None:
+                    return
+                jobs = [job]
+                stopping = self._drain(jobs)
+            started = time.perf_counter()
             self._run(jobs)
+            last_seconds = time.perf_counter() - started
+            last_size = len(jobs)
+            jobs = []
             if stopping:
                 return
+            stopping = self._drain(jobs)  # what arrived during the pass
+            if stopping:
+                if jobs:
+                    self._run(jobs)
+                return
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "merged_batches": self.merged}
+
+    def _drain(self, jobs: list[_Job]) -> bool:
+        """Move queued jobs into `jobs` (up to max_batch) without waiting; True if told to stop."""
+        while len(jobs) < self.max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            jobs.append(nxt)
+        return False
 
     def _run(self, jobs: list[_Job]) -> None:
         groups: dict[int, list[_Job]] = {}
