@@ -4,8 +4,11 @@ Micro-batching: requests that arrive while the model is busy are queued and answ
 one forward pass. A batch of 16 users costs little more than one user (the decoder's weights are
 read once per batch instead of once per user), so under concurrency latency stays near one
 forward pass instead of growing with the queue. Torch releases the GIL during the heavy
-kernels, so the event loop keeps parsing requests while the worker computes. With a single
-client there is no waiting: a request alone in the queue runs at once.
+kernels (the scripted pass of `scoring.py` releases it once for the whole pass), so the event
+loop keeps parsing requests while the worker computes. With a single client there is no
+waiting: a request that finds the model idle runs at once. Requests that queued up during a
+pass wait briefly for the previous batch's clients (see `BatchedInference._work`), so that
+clients taking turns in two groups merge into one pass.
 
 Each job carries the `LoadedModel` its request read, and a batch only mixes jobs of the same
 model: a request in flight during a swap finishes on the model it started with.
