@@ -26,17 +26,24 @@ def power_law_interactions(
     seed: int = 0,
 ) -> Interactions:
     """Random binary matrix with Zipf-like item popularity (p_i ~ 1 / (i + 10)^exponent) and
-    log-normal user activity; about `n_interactions` unique pairs after de-duplication."""
+    log-normal user activity, with exactly `n_interactions` unique pairs; deterministic by seed.
+    Users or items that were never drawn are absent, so the shape can be a little smaller."""
     rng = np.random.default_rng(seed)
     item_p = 1.0 / (np.arange(n_items) + 10.0) ** exponent
     item_p /= item_p.sum()
     activity = rng.lognormal(mean=0.0, sigma=1.0, size=n_users)
     user_p = activity / activity.sum()
-    # Oversample to make up for duplicate pairs removed by de-duplication.
+    if n_interactions > n_users * n_items:
+        raise ValueError("more interactions requested than the matrix has cells")
+    # Oversample to make up for duplicate pairs removed by de-duplication; draw again while short.
     draws = int(n_interactions * 1.15)
     users = rng.choice(n_users, size=draws, p=user_p)
     items = rng.choice(n_items, size=draws, p=item_p)
     inter = build_interactions(users, items)
+    while inter.matrix.nnz < n_interactions:
+        users = np.concatenate([users, rng.choice(n_users, size=draws, p=user_p)])
+        items = np.concatenate([items, rng.choice(n_items, size=draws, p=item_p)])
+        inter = build_interactions(users, items)
     if inter.matrix.nnz > n_interactions:
         keep = np.sort(rng.choice(inter.matrix.nnz, size=n_interactions, replace=False))
         rows = np.repeat(np.arange(inter.n_users), np.diff(inter.matrix.indptr))[keep]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from recvae import Interactions, build_interactions, filter_min_counts, split_users
+from recvae.datasets import power_law_interactions
 
 
 def test_build_interactions_dedupes_and_binarizes() -> None:
@@ -118,3 +119,11 @@ def test_split_rejects_bad_arguments(small_inter: Interactions) -> None:
 def test_real_dataset_has_the_duplicate_removed(github_stars: Interactions) -> None:
     assert github_stars.matrix.shape == (2105, 4761)
     assert github_stars.matrix.nnz == 311_304 - 1
+
+
+def test_power_law_generator_is_exact_deterministic_and_skewed() -> None:
+    a = power_law_interactions(500, 200, 6000, seed=1)
+    b = power_law_interactions(500, 200, 6000, seed=1)
+    assert a.matrix.nnz == 6000 and (a.matrix != b.matrix).nnz == 0
+    counts = np.bincount(a.item_ids[a.matrix.indices], minlength=200)
+    assert counts[:20].sum() > 3 * counts[-20:].sum()
