@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -320,9 +319,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"embedded MongoDB at {uri} (data in {settings.mongo_data_dir})")
     print(f"DAGSTER_HOME={home}; starting `dagster dev` (Ctrl-C to stop)", flush=True)
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-w",
-               str(PROJECT_ROOT / "workspace.yaml"), *args.dagster_args]
-    return subprocess.call(command, cwd=PROJECT_ROOT)
+    executable = str(dagster) if dagster.exists() else shutil.which("dagster") or "dagster"
+    command = [executable, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *args.dagster_args]
+    os.chdir(PROJECT_ROOT)
+    # exec rather than a child process: Ctrl-C and SIGTERM then reach `dagster dev` itself, which
+    # shuts down its webserver, daemon and code servers (through a wrapper they were left running)
+    os.execv(executable, command)
+    return 0  # not reached
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
