@@ -16,7 +16,6 @@ Dagster checks wrap them. Thresholds are run config (dg.Config) whose defaults c
 # no `from __future__ import annotations`: Dagster reads the checks' parameter annotations
 # (config classes, resources) at decoration time and cannot resolve them from strings.
 import math
-import os
 from typing import Any
 
 import dagster as dg
@@ -25,20 +24,11 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from batchrec_dagster.resources import ArtifactStoreResource
+from batchrec_dagster.settings import env_number
 from batchrec_dagster.storage import BlobNotFoundError, sha256_hex
 from batchrec_dagster.types import TrainedModel, UserItemMatrix, VaeInput
 
 SCORE_METRIC = "ndcg@100"
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 # --------------------------------------------------------------------------- rules
@@ -154,15 +144,15 @@ def artifact_problems(model: TrainedModel, data: bytes) -> list[str]:
 
 
 class MatrixBoundsConfig(dg.Config):
-    min_users: int = Field(default=int(_env_number("BATCHREC_MIN_MATRIX_USERS", 10)), ge=1)
-    min_items: int = Field(default=int(_env_number("BATCHREC_MIN_MATRIX_ITEMS", 10)), ge=1)
-    max_items: int = Field(default=int(_env_number("BATCHREC_MAX_MATRIX_ITEMS", 200_000)), ge=1)
-    max_density: float = Field(default=_env_number("BATCHREC_MAX_MATRIX_DENSITY", 0.5), gt=0, le=1)
+    min_users: int = Field(default=int(env_number("BATCHREC_MIN_MATRIX_USERS", 10, kind=float)), ge=1)
+    min_items: int = Field(default=int(env_number("BATCHREC_MIN_MATRIX_ITEMS", 10, kind=float)), ge=1)
+    max_items: int = Field(default=int(env_number("BATCHREC_MAX_MATRIX_ITEMS", 200_000, kind=float)), ge=1)
+    max_density: float = Field(default=env_number("BATCHREC_MAX_MATRIX_DENSITY", 0.5, kind=float), gt=0, le=1)
 
 
 class BaselineMarginConfig(dg.Config):
     min_margin: float = Field(
-        default=_env_number("BATCHREC_MIN_SCORE_MARGIN", 0.0),
+        default=env_number("BATCHREC_MIN_SCORE_MARGIN", 0.0, kind=float),
         description="The model's NDCG@100 must exceed popularity's by more than this (may be negative).")
 
 

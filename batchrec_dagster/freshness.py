@@ -17,11 +17,12 @@ SENSORS; `definitions.py` applies the policy with `apply_model_freshness`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
+
+from batchrec_dagster.settings import env_number
 
 FRESHNESS_ASSET = dg.AssetKey("model_registry_entry")
 DEFAULT_FRESHNESS_HOURS = 3.0
@@ -29,14 +30,9 @@ DEFAULT_FRESHNESS_HOURS = 3.0
 
 def freshness_window(environ: dict[str, str] | None = None) -> timedelta:
     """The fail window, from BATCHREC_FRESHNESS_HOURS (hours, may be fractional; at least 1 minute)."""
-    env = os.environ if environ is None else environ
-    raw = (env.get("BATCHREC_FRESHNESS_HOURS") or "").strip()
-    try:
-        hours = float(raw) if raw else DEFAULT_FRESHNESS_HOURS
-    except ValueError:
-        raise ValueError(f"BATCHREC_FRESHNESS_HOURS={raw!r} is not a number of hours") from None
-    if hours * 60 < 1:
-        raise ValueError(f"BATCHREC_FRESHNESS_HOURS={raw} is below Dagster's minimum of one minute")
+    # Dagster's smallest freshness window is one minute
+    hours = env_number("BATCHREC_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS, kind=float,
+                       minimum=1 / 60, environ=environ)
     return timedelta(hours=hours)
 
 

@@ -9,11 +9,10 @@ in Dagit (Automation -> hourly_training_schedule) when you do not want hourly mo
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from batchrec_dagster.jobs import hourly_training_job
+from batchrec_dagster.settings import env_number
 
 SCHEDULE_NAME = "hourly_training_schedule"
 DEFAULT_MINUTE_OFFSET = 5
@@ -21,17 +20,8 @@ DEFAULT_MINUTE_OFFSET = 5
 
 def schedule_minute_offset(environ: dict[str, str] | None = None) -> int:
     """The minute past each hour at which the schedule fires, from BATCHREC_SCHEDULE_MINUTE_OFFSET."""
-    env = os.environ if environ is None else environ
-    raw = (env.get("BATCHREC_SCHEDULE_MINUTE_OFFSET") or "").strip()
-    if not raw:
-        return DEFAULT_MINUTE_OFFSET
-    try:
-        minute = int(raw)
-    except ValueError:
-        raise ValueError(f"BATCHREC_SCHEDULE_MINUTE_OFFSET={raw!r} is not a whole number") from None
-    if not 0 <= minute <= 59:
-        raise ValueError(f"BATCHREC_SCHEDULE_MINUTE_OFFSET={minute} must be between 0 and 59")
-    return minute
+    return env_number("BATCHREC_SCHEDULE_MINUTE_OFFSET", DEFAULT_MINUTE_OFFSET, kind=int,
+                      minimum=0, maximum=59, environ=environ)
 
 
 def build_hourly_schedule(minute_offset: int | None = None):

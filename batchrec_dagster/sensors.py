@@ -28,7 +28,6 @@ run_failure_recorder
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +42,7 @@ from batchrec_dagster.jobs import hourly_training_job
 from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import hourly_partitions
 from batchrec_dagster.registry import MODELS
-from batchrec_dagster.settings import PARTITION_TIMEZONE
+from batchrec_dagster.settings import PARTITION_TIMEZONE, env_number
 
 STARS = "stars"
 RUN_FAILURES = "run_failures"
@@ -61,26 +60,14 @@ _ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                     dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _env_int(name: str, default: int, minimum: int, environ: dict[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
 def new_stars_threshold(environ: dict[str, str] | None = None) -> int:
-    return _env_int("BATCHREC_NEW_STARS_THRESHOLD", DEFAULT_NEW_STARS_THRESHOLD, 1, environ)
+    return env_number("BATCHREC_NEW_STARS_THRESHOLD", DEFAULT_NEW_STARS_THRESHOLD, kind=int,
+                      minimum=1, environ=environ)
 
 
 def sensor_interval_seconds(environ: dict[str, str] | None = None) -> int:
-    return _env_int("BATCHREC_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_S, 5, environ)
+    return env_number("BATCHREC_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_S, kind=int,
+                      minimum=5, environ=environ)
 
 
 # --------------------------------------------------------------------------- new stars

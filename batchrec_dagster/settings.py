@@ -9,8 +9,10 @@ credentials (Application Default Credentials) from the environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PARTITION_TIMEZONE = "Asia/Seoul"
@@ -18,10 +20,30 @@ DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
 DEFAULT_DATABASE = "batchrec"
 DEFAULT_EMBEDDED_MONGO_PORT = 27117
 DEPLOYMENTS = ("local", "prod")
+N = TypeVar("N", int, float)
 
 
 class SettingsError(RuntimeError):
     """A required setting is missing or invalid."""
+
+
+def env_number(name: str, default: N, *, kind: type[N], minimum: N | None = None,
+               maximum: N | None = None, environ: Mapping[str, str] | None = None) -> N:
+    """A number from the environment (`default` when unset or blank); a clear ValueError otherwise."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name}={raw!r} is not {noun}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={raw} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={raw} must be at most {maximum}")
+    return value
 
 
 @dataclass(frozen=True)
