@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from batchrec_dagster.production_stack import add_prod_stack_command
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 DEMO_TRAINING = {"epochs": 20, "time_budget_s": 60.0, "patience": 4}
@@ -445,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=lambda _args, _exc=exc: _serving_missing(_exc))
     else:
         add_serve_command(sub)
+    add_prod_stack_command(sub)
     return parser
 
 
