@@ -22,20 +22,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
 from batchrec_dagster.processes import stop_process_group
 from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, load_settings
+from batchrec_dagster.webserver_client import WebserverClient, WebserverError
 
 INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
 WORKSPACE_YAML = PROJECT_ROOT / "deploy" / "workspace-grpc.yaml"
 LOCATION = "batchrec"
 SERVICES = ("code-server", "webserver", "daemon")
-NEEDED_DAEMONS = {"SCHEDULER", "SENSOR", "BACKFILL", "QUEUED_RUN_COORDINATOR"}
 
 
 class StackError(RuntimeError):
@@ -52,6 +50,7 @@ class ProductionStack:
         self.host, self.port = host, port
         self.code_server_port = code_server_port or _free_port(host)
         self.url = f"http://{host}:{port}"
+        self.webserver = WebserverClient(self.url)
         self.max_restarts = max_restarts
         self.base_env = dict(os.environ if env is None else env)
         self.postgres_dsn = postgres_dsn
@@ -59,6 +58,8 @@ class ProductionStack:
         self.postgres_port = postgres_port
         self.processes: dict[str, subprocess.Popen] = {}
         self.restarts = dict.fromkeys(SERVICES, 0)
+        self.location_reloads = 0  # times the webserver reloaded the location after a code-server restart
+        self._reload_pending = False
         self.stop_requested = threading.Event()
         self.dagster_home = self.home / "dagster_home"
         self.env: dict[str, str] = {}
@@ -99,6 +100,8 @@ class ProductionStack:
             self.start_service(name)
         self.write_state(ready=False)
         self._wait_ready(ready_timeout_s)
+        for pool, limit in self.webserver.configure_pools().items():
+            print(f"pool {pool}: limit {limit} (the instance's default_limit)", flush=True)
         self.write_state(ready=True)
 
     def command(self, name: str) -> list[str]:
@@ -146,28 +149,34 @@ class ProductionStack:
                       f"({self.restarts[name]}/{self.max_restarts})", flush=True)
                 self.stop_service(name, timeout_s=5)  # what it left behind in its group
                 self.start_service(name)
+                self._reload_pending = self._reload_pending or name == "code-server"
+                self.write_state(ready=True)
+            if self._reload_pending and self.webserver.reload_location(LOCATION):
+                self._reload_pending = False
+                self.location_reloads += 1
+                print("the webserver reloaded the code location from the restarted code server", flush=True)
                 self.write_state(ready=True)
 
     def stop(self) -> None:
-        """Daemon, runs in progress, webserver, code server, PostgreSQL; each checked gone."""
+        """Daemon, runs in progress, webserver, code server, PostgreSQL; each checked gone. Goes on
+        past a step that fails and reports every failure at the end."""
         self.stop_requested.set()
         errors = []
-        self.stop_service("daemon")  # nothing new is launched from here on
-        if "webserver" in self.processes and "code-server" in self.processes:
+        for step in ("daemon", "runs", "webserver", "code-server", "postgres"):
             try:
-                canceled = self.cancel_runs_in_progress()
-                if canceled:
-                    print(f"canceled runs in progress: {', '.join(canceled)}", flush=True)
-            except (OSError, StackError) as exc:
-                errors.append(f"canceling runs in progress: {exc}")
-        for name in ("webserver", "code-server"):
-            try:
-                self.stop_service(name)
-            except RuntimeError as exc:
-                errors.append(str(exc))
-        if self._started_postgres:
-            self.postgres.stop()
-            self._started_postgres = False
+                if step == "runs":  # nothing new is launched once the daemon is gone
+                    if "webserver" in self.processes and "code-server" in self.processes:
+                        canceled = self.webserver.cancel_runs_in_progress()
+                        if canceled:
+                            print(f"canceled runs in progress: {', '.join(canceled)}", flush=True)
+                elif step == "postgres":
+                    if self._started_postgres:
+                        self.postgres.stop()
+                        self._started_postgres = False
+                else:
+                    self.stop_service(step)
+            except (OSError, RuntimeError) as exc:  # WebserverError, PostgresError: RuntimeErrors
+                errors.append(f"{step}: {exc}")
         if self._lock is not None:  # None: another stack owns this home; its state is not ours
             self.write_state(ready=False, stopped=True)
             self._lock.close()
@@ -175,60 +184,12 @@ class ProductionStack:
         if errors:
             raise StackError("; ".join(errors))
 
-    def cancel_runs_in_progress(self, timeout_s: float = 60.0) -> list[str]:
-        """Terminate STARTING/STARTED runs as Dagit's Terminate button does, and wait for them."""
-        in_progress = self._runs(["STARTING", "STARTED", "CANCELING"])
-        if not in_progress:
-            return []
-        self._terminate(in_progress, "SAFE_TERMINATE")
-        deadline = time.monotonic() + timeout_s
-        while (left := self._runs(["STARTING", "STARTED", "CANCELING"])) and time.monotonic() < deadline:
-            time.sleep(1)  # poll interval
-        if left:  # the worker did not stop in time: record the runs as canceled all the same
-            self._terminate(left, "MARK_AS_CANCELED_IMMEDIATELY")
-        return in_progress
-
-    # ------------------------------------------------------------------ helpers
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None, timeout_s: float = 30) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            answer = json.load(response)
-        if answer.get("errors"):
-            raise StackError(f"GraphQL errors: {answer['errors']}")
-        return answer["data"]
-
-    def _runs(self, statuses: list[str]) -> list[str]:
-        data = self.graphql("""query R($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses}) {
-            ... on Runs { results { runId } } } }""", {"statuses": statuses})
-        return [r["runId"] for r in data["runsOrError"].get("results", [])]
-
-    def _terminate(self, run_ids: list[str], policy: str) -> None:
-        self.graphql("""mutation T($ids: [String!]!, $policy: TerminateRunPolicy) {
-            terminateRuns(runIds: $ids, terminatePolicy: $policy) { __typename } }""",
-                     {"ids": run_ids, "policy": policy})
-
     def _ready(self) -> bool:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise StackError(f"{name} exited with code {process.returncode} while starting; "
                                  f"see {self.home / 'logs' / name}.log")
-        try:
-            data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-                locationOrLoadError { __typename ... on PythonError { message } } } } }
-                instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }""", timeout_s=10)
-        except (OSError, urllib.error.URLError):
-            return False  # the webserver is not listening yet
-        entries = data["workspaceOrError"].get("locationEntries", [])
-        entry = next((e for e in entries if e["name"] == LOCATION), None)
-        if entry is None or entry["loadStatus"] != "LOADED" or entry["locationOrLoadError"] is None:
-            return False
-        if entry["locationOrLoadError"]["__typename"] == "PythonError":
-            return False  # the code server may still be loading; a real error shows in its log
-        statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-        return NEEDED_DAEMONS <= {d["daemonType"] for d in statuses if d["healthy"]}
+        return self.webserver.ready(LOCATION)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -247,9 +208,10 @@ class ProductionStack:
             "code_server": f"{self.host}:{self.code_server_port}",
             "services": {name: {"pid": p.pid, "restarts": self.restarts[name]}
                          for name, p in self.processes.items()},
-            "postgres": {"pid": self.postgres.postmaster_pid(), "port": self.postgres.connection.port,
-                         "root": str(self.postgres.root)}
-            if self._started_postgres else {"external": self.postgres is None},
+            "location_reloads": self.location_reloads,
+            "postgres": {"pid": self.postgres.postmaster_pid(), "root": str(self.postgres.root),
+                         "port": self.postgres.connection.port if self.postgres.connection else None}
+            if self.postgres is not None else {"external": True},
         }
         tmp = self.home / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
@@ -320,7 +282,7 @@ def run_prod_stack(args: argparse.Namespace) -> int:
         print(f"ready: Dagit at {stack.url} (PostgreSQL storage, code server on "
               f"{stack.host}:{stack.code_server_port}); Ctrl-C stops everything", flush=True)
         stack.supervise()
-    except (StackError, PostgresError) as exc:
+    except (StackError, PostgresError, WebserverError, OSError) as exc:
         print(f"batchrec prod-stack: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
