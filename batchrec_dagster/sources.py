@@ -14,66 +14,25 @@ materialised as a list of dicts. Malformed documents are skipped and counted by 
 
 from __future__ import annotations
 
-import os
 from array import array
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pymongo
-import pymongo.errors
 from pymongo.database import Database
 
+from batchrec_dagster.stars import REPOSITORIES, STARS
 from batchrec_dagster.types import RawRepositories
 
-REPOSITORIES = "repositories"
-STARS = "stars"
-USERS = "users"
 LAYOUTS = ("stars", "embedded")
 DEFAULT_BATCH_SIZE = 5000
 _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+
 class SourceError(ValueError):
     """The source settings are invalid (e.g. an unknown layout)."""
-
-
-def default_layout() -> str:
-    return resolve_layout(None)
-
-
-def resolve_layout(layout: str | None) -> str:
-    value = (layout or os.environ.get("BATCHREC_SOURCE_LAYOUT") or "stars").strip().lower()
-    if value not in LAYOUTS:
-        raise SourceError(f"source layout {value!r} is not one of {', '.join(LAYOUTS)}")
-    return value
-
-
-def ensure_source_indexes(db: Database, *, unique: bool = True, stars: bool = True) -> list[str]:
-    """The indexes the pipeline's queries use. Returns what could not be created (and why).
-
-    `stars.starred_at` serves the partition's range query; the unique (user_id, repo_id) index
-    keeps star events de-duplicated at write time (the reader de-duplicates anyway, so a
-    collection that already holds duplicates is still readable). `users.login` serves look-ups.
-    `stars=False` (the embedded layout) leaves the stars collection alone.
-    """
-    wanted: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
-        (USERS, [("login", pymongo.ASCENDING)], {"name": "login"}),
-    ]
-    if stars:
-        wanted.append((STARS, [("starred_at", pymongo.ASCENDING)], {"name": "starred_at"}))
-    if stars and unique:
-        wanted.append((STARS, [("user_id", pymongo.ASCENDING), ("repo_id", pymongo.ASCENDING)],
-                       {"name": "user_repo_unique", "unique": True}))
-    problems = []
-    for collection, keys, options in wanted:
-        try:
-            db[collection].create_index(keys, **options)
-        except pymongo.errors.OperationFailure as exc:
-            reason = exc.details.get("errmsg", str(exc)) if exc.details else str(exc)
-            problems.append(f"{collection}.{options['name']}: {reason}")
-    return problems
 
 
 def _is_int(value: Any) -> bool:
@@ -130,10 +89,11 @@ def _dedupe_pairs(users: np.ndarray, repos: np.ndarray, times: np.ndarray
 
 
 def read_raw_repositories(db: Database, window_start: datetime, window_end: datetime, *,
-                          layout: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+                          layout: str = "stars", batch_size: int = DEFAULT_BATCH_SIZE
                           ) -> RawRepositories:
     """The catalogue and the stars a partition [window_start, window_end) sees."""
-    layout = resolve_layout(layout)
+    if layout not in LAYOUTS:
+        raise SourceError(f"source layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if window_end.tzinfo is None or window_start.tzinfo is None:
         raise ValueError("window bounds must be timezone-aware")
     skipped: Counter = Counter()

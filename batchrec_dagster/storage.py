@@ -11,10 +11,17 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.api_core import exceptions as gcs_exceptions
 from google.cloud import storage as gcs
+
+if TYPE_CHECKING:
+    from batchrec_dagster.settings import Settings
+
+# under the deployment's root (BATCHREC_HOME/storage, or gs://GCS_BUCKET/GCS_PREFIX)
+ARTIFACTS_FOLDER = "models"
+ASSETS_FOLDER = "assets"
 
 
 class BlobExistsError(FileExistsError):
@@ -23,6 +30,10 @@ class BlobExistsError(FileExistsError):
 
 class BlobNotFoundError(FileNotFoundError):
     """No object under that name."""
+
+
+class ArtifactMismatchError(ValueError):
+    """The stored bytes are not the ones the registry (or the training run) recorded."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,28 @@ class StoredBlob:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def mismatches(data: bytes, *, size_bytes: object, sha256: object) -> list[str]:
+    """How `data` differs from the recorded size and sha256 (empty when it is the recorded bytes)."""
+    problems = []
+    if len(data) != size_bytes:
+        problems.append(f"size {len(data)} bytes, recorded {size_bytes}")
+    digest = sha256_hex(data)
+    if digest != sha256:
+        problems.append(f"sha256 {digest}, recorded {sha256}")
+    return problems
+
+
+def read_verified(store: BlobStore, name: str, *, size_bytes: object, sha256: object) -> bytes:
+    """The artifact's bytes, checked against the recorded size and sha256 before anyone parses them.
+
+    BlobNotFoundError when it is missing, ArtifactMismatchError when it is not the recorded file."""
+    data = store.read(name)
+    problems = mismatches(data, size_bytes=size_bytes, sha256=sha256)
+    if problems:
+        raise ArtifactMismatchError(f"{store.uri(name)}: {'; '.join(problems)}")
+    return data
 
 
 class BlobStore(Protocol):
@@ -116,3 +149,11 @@ class GCSBlobStore:
             return self.bucket.blob(self._key(name)).download_as_bytes()
         except gcs_exceptions.NotFound as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
+
+def blob_store_for(settings: Settings, folder: str = ARTIFACTS_FOLDER) -> BlobStore:
+    """The deployment's store outside Dagster (CLI, server): the same objects the resources use."""
+    if settings.deployment == "prod":
+        client = gcs.Client(project=settings.google_cloud_project)
+        return GCSBlobStore(client, settings.gcs_bucket or "", prefix=f"{settings.gcs_prefix}/{folder}")
+    return LocalBlobStore(settings.artifacts_dir / folder)

@@ -2,11 +2,12 @@ import dagster as dg
 import pytest
 
 from batchrec_dagster.assets import ASSETS
+from batchrec_dagster.deployment import build_resources
 from batchrec_dagster.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
 from batchrec_dagster.jobs import ASSET_NAMES
 from batchrec_dagster.partitions import hourly_partitions
-from batchrec_dagster.resources import GCSArtifactStore, LocalArtifactStore, build_resources
-from batchrec_dagster.settings import SettingsError
+from batchrec_dagster.resources import GCSArtifactStore, LocalArtifactStore
+from batchrec_dagster.settings import SettingsError, get_settings, load_settings
 
 KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager"}
 
@@ -30,9 +31,11 @@ def test_prod_resources_read_the_environment(prod_env, monkeypatch):
     assert isinstance(resources["artifact_store"].bucket, dg.EnvVar)
     assert resources["artifact_store"].bucket.get_value() == prod_env
     monkeypatch.delenv("GCS_BUCKET")
+    get_settings.cache_clear()
     with pytest.raises(SettingsError, match="GCS_BUCKET"):
         build_resources()
-    assert isinstance(build_resources("local")["io_manager"], LocalTypedIOManager)
+    local = load_settings({"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": "/tmp/x"})
+    assert isinstance(build_resources(local)["io_manager"], LocalTypedIOManager)
 
 
 def test_assets_share_one_lineage_on_hourly_partitions():
@@ -52,3 +55,8 @@ def test_code_location_loads(local_env):
 
     job = defs.resolve_job_def("hourly_training_job")
     assert {n.split(".")[0] for n in job.graph.node_dict} >= set(ASSET_NAMES)
+    graph = defs.resolve_asset_graph()
+    # Dagster's code_version on every asset; the freshness policy declared on the registry entry
+    assert all(graph.get(dg.AssetKey(name)).code_version for name in ASSET_NAMES)
+    assert graph.get(dg.AssetKey("model_registry_entry")).freshness_policy is not None
+    assert graph.get(dg.AssetKey("recvae_model")).freshness_policy is None
