@@ -310,22 +310,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    home = prepare_dagster_home(settings)
-    if settings.deployment == "local" and not settings.mongodb_uri:
-        from batchrec_dagster.embedded_mongo import ensure_embedded_mongo
+    from batchrec_dagster.dev_server import run_dev
 
-        uri = ensure_embedded_mongo(settings.mongo_data_dir, settings.embedded_mongo_port)
-        print(f"embedded MongoDB at {uri} (data in {settings.mongo_data_dir})")
-    print(f"DAGSTER_HOME={home}; starting `dagster dev` (Ctrl-C to stop)", flush=True)
-    dagster = Path(sys.executable).with_name("dagster")
-    executable = str(dagster) if dagster.exists() else shutil.which("dagster") or "dagster"
-    command = [executable, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *args.dagster_args]
-    os.chdir(PROJECT_ROOT)
-    # exec rather than a child process: Ctrl-C and SIGTERM then reach `dagster dev` itself, which
-    # shuts down its webserver, daemon and code servers (through a wrapper they were left running)
-    os.execv(executable, command)
-    return 0  # not reached
+    settings = load_settings()
+    prepare_dagster_home(settings)
+    return run_dev(settings, args.dagster_args)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
