@@ -52,6 +52,17 @@ def _services_up(pid: int, url: str) -> set[int] | None:
     return tree if all(any(w in c for c in commands) for w in wanted) else None
 
 
+def _wait_until_up(pid: int, port: int, log: Path) -> set[int]:
+    return wait_for("dagster dev's webserver, daemon and code server",
+                    lambda: _services_up(pid, f"http://127.0.0.1:{port}"), 240, interval_s=2,
+                    on_timeout=lambda: _log(log))
+
+
+def _assert_gone(tree: set[int], log: Path) -> None:
+    left = {p for p in tree if is_running(p)}
+    assert not left, f"still running after the stop: {left}\n{_log(log)}"
+
+
 def _at_least(n: int, pids: set[int]) -> set[int] | None:
     return pids if len(pids) >= n else None
 
@@ -61,6 +72,15 @@ def _kill_all(pids: set[int]) -> None:
     for pid in pids:
         if is_running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Stop a process the test started (its whole session), reap it, close its pipe."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _log(path: Path) -> str:
@@ -76,9 +96,7 @@ def test_a_shell_background_job_starts_with_sigint_ignored(tmp_path):
         wait_for("the job to exec sleep", lambda: (cmdline(pid) or [""])[0] == "sleep", 10, interval_s=0.05)
         assert _sigint_ignored(pid)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-        process.stdout.close()
+        _end(process)
 
 
 @pytest.mark.slow
@@ -91,20 +109,14 @@ def test_dev_started_from_a_script_stops_on_sigterm_with_all_children(tmp_path, 
     pid = int(shell.stdout.readline())
     tree: set[int] = set()
     try:
-        tree = wait_for("dagster dev's webserver, daemon and code server",
-                        lambda: _services_up(pid, f"http://127.0.0.1:{port}"), 240, interval_s=2,
-                        on_timeout=lambda: _log(log))
+        tree = _wait_until_up(pid, port, log)
         os.kill(pid, signal.SIGTERM)
         assert shell.wait(timeout=STOP_BOUND_S) == 0, _log(log)  # bash exits with batchrec's code
         assert not is_running(pid)
-        left = {p for p in tree if is_running(p)}
-        assert not left, f"still running after SIGTERM: {left}\n{_log(log)}"
+        _assert_gone(tree, log)
     finally:
         _kill_all(tree | {pid})
-        if shell.poll() is None:
-            os.killpg(shell.pid, signal.SIGKILL)
-        shell.wait(timeout=10)
-        shell.stdout.close()
+        _end(shell)
 
 
 @pytest.mark.slow
@@ -116,18 +128,13 @@ def test_dev_started_interactively_stops_on_ctrl_c(tmp_path, mongo_server_uri):
                                    env=_env(tmp_path, mongo_server_uri), start_new_session=True)
     tree: set[int] = set()
     try:
-        tree = wait_for("dagster dev's webserver, daemon and code server",
-                        lambda: _services_up(process.pid, f"http://127.0.0.1:{port}"), 240,
-                        interval_s=2, on_timeout=lambda: _log(log))
+        tree = _wait_until_up(process.pid, port, log)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to the foreground group
         assert process.wait(timeout=STOP_BOUND_S) == 0, _log(log)
-        left = {p for p in tree if is_running(p)}
-        assert not left, f"still running after Ctrl-C: {left}\n{_log(log)}"
+        _assert_gone(tree, log)
     finally:
         _kill_all(tree)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        _end(process)
 
 
 _STUBBORN = """
@@ -162,9 +169,7 @@ def test_a_child_that_ignores_the_stop_is_killed_with_its_children_after_the_gra
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 1, _log(log)   # 1: it had to be killed
         assert "did not stop in 1s; killing it" in _log(log)
-        assert not {p for p in tree if is_running(p)}
+        _assert_gone(tree, log)
     finally:
         _kill_all(tree)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        _end(process)
