@@ -59,13 +59,14 @@ class _Supervisor:
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_requested_at is None:
             self.stop_requested_at = time.monotonic()
-            print(f"batchrec dev: {signal.Signals(signum).name} received, stopping dagster dev "
-                  f"(SIGKILL after {self.grace_s:.0f}s; send it again to kill now)", flush=True)
-            self._send(signal.SIGINT)
+            # os.write, not print: a handler that prints while the main thread prints raises
+            os.write(2, f"batchrec dev: {signal.Signals(signum).name} received, stopping dagster dev "
+                        f"(SIGKILL after {self.grace_s:.0f}s; send it again to kill now)\n".encode())
+            self.send(signal.SIGINT)
         else:
             self.kill()
 
-    def _send(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         if self.process is None:
             return  # not started yet: run_dev sees stop_requested_at
         try:
@@ -75,7 +76,7 @@ class _Supervisor:
 
     def kill(self) -> None:
         self.killed = True
-        self._send(signal.SIGKILL)
+        self.send(signal.SIGKILL)
 
     def wait(self) -> int:
         """The child's exit code, once it has exited (forced after the grace period)."""
@@ -136,7 +137,7 @@ def run_dev(settings: Settings, dagster_args: list[str], *, grace_s: float = DEF
                                               cwd=PROJECT_ROOT, start_new_session=True)
         pgid = supervisor.process.pid
         if supervisor.stop_requested_at is not None:  # signalled while it was being started
-            supervisor._send(signal.SIGINT)
+            supervisor.send(signal.SIGKILL if supervisor.killed else signal.SIGINT)
         try:
             code = supervisor.wait()
         finally:

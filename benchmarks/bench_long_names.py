@@ -4,8 +4,9 @@ For each code tree (this checkout, and optionally an older one given with `--bas
 `git archive 50ca59a batchrec_dagster recvae dagster.yaml workspace.yaml | tar -x -C DIR`), and
 with and without one extra repository whose `full_name` has `--name-length` characters (starred
 by 10 users, so it passes the filters), it loads the demo data into a fresh embedded MongoDB
-(nx-27017) and runs `batchrec materialize --epochs 1` in a child process, all five assets
-in-process. Peak memory = that child's maximum resident set size (its own rusage, from wait4).
+(nx-27017) and runs `batchrec materialize` with the demo's training settings (20 epochs, 60 s
+budget, patience 4) in a child process, all five assets in-process. Peak memory = that child's
+maximum resident set size (its own rusage, from wait4).
 
     python benchmarks/bench_long_names.py --baseline /tmp/base   # writes benchmarks/results/long_names.md
 """
@@ -30,6 +31,7 @@ from batchrec_dagster.processes import stop_process  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 LONG_REPO_ID = 9_999_999
+TRAINING = ["--epochs", "20", "--time-budget", "60", "--patience", "4"]  # as `batchrec demo`
 
 
 def _cli(code_dir: Path, args: list[str], env: dict[str, str]) -> float:
@@ -71,7 +73,7 @@ def measure(code_dir: Path, name_length: int | None) -> float:
             _cli(code_dir, ["load-demo"], env)
             if name_length:
                 _add_long_name(uri, name_length)
-            return _cli(code_dir, ["materialize", "--epochs", "1"], env)
+            return _cli(code_dir, ["materialize", *TRAINING], env)
         finally:
             stop_process(server.pid)
 
@@ -98,8 +100,8 @@ def main() -> None:
         f"Run {datetime.now(UTC).isoformat(timespec='seconds')} on {os.cpu_count()} CPUs "
         f"({platform.machine()}); load average before {' '.join(f'{x:.2f}' for x in load_before)} "
         "(the cores are shared with other work; memory is not affected by load).", "",
-        "Demo data (2,000 users, 800 repositories), `batchrec materialize --epochs 1` (all five assets "
-        "in one process). Peak = maximum resident set size of that process.", "",
+        f"Demo data (2,000 users, 800 repositories), `batchrec materialize {' '.join(TRAINING)}` (all "
+        "five assets in one process). Peak = maximum resident set size of that process.", "",
         "| code | extra repository name | peak RSS GB | load avg |", "|---|---|---:|---|",
     ]
     for label, length, gb, load in rows:
