@@ -9,7 +9,8 @@ Two source layouts (see docs/pipeline.md):
   `star_user_list`. There are no per-star times, so a partition sees the current state.
 
 Documents are read with projections through batched cursors and appended to typed buffers, never
-materialised as a list of dicts. Malformed documents are skipped and counted by reason.
+materialised as a list of dicts. Malformed documents are skipped and counted by reason; what is a
+well-formed id or name is decided in github.py (the API applies the same id rule).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
+from batchrec_dagster.github import is_full_name, is_github_id, string_array
 from batchrec_dagster.stars import REPOSITORIES, STARS
 from batchrec_dagster.types import RawRepositories
 
@@ -36,6 +38,7 @@ class SourceError(ValueError):
 
 
 def _is_int(value: Any) -> bool:
+    """An int64 count (not an id: ids follow github.is_github_id)."""
     return isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX
 
 
@@ -52,10 +55,10 @@ class _Catalogue:
     def add(self, doc: dict[str, Any], skipped: Counter) -> bool:
         repo_id, name, stars = doc.get("_id"), doc.get("full_name"), doc.get("stars")
         language = doc.get("language")
-        if not _is_int(repo_id):
+        if not is_github_id(repo_id):
             skipped["repository_bad_id"] += 1
             return False
-        if not isinstance(name, str) or not name:
+        if not is_full_name(name):
             skipped["repository_bad_full_name"] += 1
             return False
         if not _is_int(stars) or stars < 0:
@@ -115,7 +118,7 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
                 skipped["repository_bad_star_user_list"] += 1
                 continue
             for user_id in stargazers:
-                if _is_int(user_id):
+                if is_github_id(user_id):
                     star_users.append(user_id)
                     star_repos.append(doc["_id"])
                 else:
@@ -139,9 +142,9 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
                 skipped["star_bad_starred_at"] += 1
             elif micros >= end_us:
                 after_window += 1  # not malformed: a later partition's star
-            elif not _is_int(user_id):
+            elif not is_github_id(user_id):
                 skipped["star_bad_user_id"] += 1
-            elif not _is_int(repo_id):
+            elif not is_github_id(repo_id):
                 skipped["star_bad_repo_id"] += 1
             elif repo_id not in known:
                 skipped["star_unknown_repo"] += 1
@@ -161,9 +164,9 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
 
     return RawRepositories(
         repo_ids=_int64(catalogue.ids),
-        full_names=np.asarray(catalogue.names, dtype=str),
+        full_names=string_array(catalogue.names),
         repo_stars=_int64(catalogue.stars),
-        languages=np.asarray(catalogue.languages, dtype=str),
+        languages=string_array(catalogue.languages),
         star_user_ids=users,
         star_repo_ids=repos,
         starred_at=times,
