@@ -18,7 +18,6 @@ from google.api_core import exceptions as gcs_exceptions
 from pydantic import PrivateAttr
 
 from batchrec_dagster import codec
-from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import (
     MODELS,
@@ -27,6 +26,7 @@ from batchrec_dagster.registry import (
     register_model,
     select_best,
 )
+from batchrec_dagster.resources import MongoResource
 
 
 class StoredValueNotFoundError(FileNotFoundError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from batchrec_dagster.processes import pid_alive, wait_gone
+from batchrec_dagster.processes import ProcessStopError, is_running, stop_process
 
 PG_BIN_ENV = "BATCHREC_PG_BIN"
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -129,10 +129,10 @@ class LocalPostgres:
                       "stop")
         except PostgresError:
             pass  # escalated below
-        if wait_gone([pid], timeout_s=timeout_s):
-            os.kill(pid, signal.SIGKILL)
-            if wait_gone([pid], timeout_s=10):
-                raise PostgresError(f"PostgreSQL (pid {pid}) survived SIGKILL")
+        try:  # pg_ctl waited for it; what is still there now gets SIGKILL
+            stop_process(pid, grace_s=5, first_signal=signal.SIGKILL)
+        except ProcessStopError as exc:
+            raise PostgresError(f"PostgreSQL (pid {pid}) outlived SIGKILL") from exc
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid (first line of postmaster.pid), None when none runs."""
@@ -140,7 +140,7 @@ class LocalPostgres:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        return pid if is_running(pid) else None
 
     # ------------------------------------------------------------------ helpers
 

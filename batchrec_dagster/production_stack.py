@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
-from batchrec_dagster.processes import stop_process_group
-from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, load_settings
+from batchrec_dagster.process_groups import stop_process_group
+from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, get_settings
 from batchrec_dagster.webserver_client import WebserverClient, WebserverError
 
 INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
@@ -256,16 +256,17 @@ def add_prod_stack_command(subparsers: argparse._SubParsersAction) -> argparse.A
 
 def run_prod_stack(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings()
+        settings = get_settings()
     except SettingsError as exc:
         print(f"batchrec prod-stack: {exc}", file=sys.stderr)
         return 1
     env = dict(os.environ)
-    if settings.deployment == "local" and not settings.mongodb_uri:
-        from batchrec_dagster.embedded_mongo import ensure_embedded_mongo
+    if not settings.mongodb_uri:
+        from batchrec_dagster.mongo import server_uri
 
-        # shared with the other local commands, like `batchrec dev`; `batchrec stop` stops it
-        env["MONGODB_URI"] = ensure_embedded_mongo(settings.mongo_data_dir, settings.embedded_mongo_port)
+        # the embedded server (local deployment), shared with the other local commands like
+        # `batchrec dev`; `batchrec stop` stops it
+        env["MONGODB_URI"] = server_uri(settings)
         print(f"embedded MongoDB at {env['MONGODB_URI']} (`batchrec stop` stops it)", flush=True)
     stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
                             code_server_port=args.code_server_port, postgres_dsn=args.postgres_dsn,

@@ -21,15 +21,12 @@ import pytest
 from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.jobs import ASSET_NAMES
 from batchrec_dagster.mongo import connect
+from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
+from batchrec_dagster.run_failures import RUN_FAILURES, run_partition
 from batchrec_dagster.schedules import SCHEDULE_NAME
-from batchrec_dagster.sensors import (
-    NEW_STARS_SENSOR_NAME,
-    RUN_FAILURES,
-    latest_closed_partition,
-    run_partition,
-)
+from batchrec_dagster.sensors import NEW_STARS_SENSOR_NAME
 from batchrec_dagster.settings import PROJECT_ROOT
 from batchrec_dagster.storage import LocalBlobStore
 from tests.automation.dagster_services import DagsterServices, wait_for

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
-from batchrec_dagster.processes import pid_alive
+from batchrec_dagster.processes import is_running
 from tests.servers import free_port
 
 
@@ -18,7 +18,7 @@ def test_cluster_starts_stops_and_keeps_its_data(pg_root: Path) -> None:
     cluster = LocalPostgres(pg_root / "pg")
     connection = cluster.start(free_port())
     pid = cluster.postmaster_pid()
-    assert pid is not None and pid_alive(pid)
+    assert pid is not None and is_running(pid)
     password_file = pg_root / "pg" / "password"
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     with psycopg2.connect(connection.url()) as conn, conn.cursor() as cur:
@@ -34,7 +34,7 @@ def test_cluster_starts_stops_and_keeps_its_data(pg_root: Path) -> None:
         cluster.start(free_port())
 
     cluster.stop()
-    assert not pid_alive(pid) and cluster.postmaster_pid() is None
+    assert not is_running(pid) and cluster.postmaster_pid() is None
 
     # a restart (another port) finds the data and the password of the first start
     again = cluster.start(free_port())
@@ -51,7 +51,7 @@ def test_cluster_starts_stops_and_keeps_its_data(pg_root: Path) -> None:
     conn.close()
     new_pid = cluster.postmaster_pid()
     cluster.stop()
-    assert new_pid is not None and not pid_alive(new_pid)
+    assert new_pid is not None and not is_running(new_pid)
 
 
 def test_connection_from_a_dsn_and_to_the_dagster_variables() -> None:

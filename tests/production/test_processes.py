@@ -6,7 +6,8 @@ import subprocess
 import sys
 import time
 
-from batchrec_dagster.processes import group_members, pid_alive, stop_process_group, wait_gone
+from batchrec_dagster.process_groups import stop_process_group, wait_all_gone
+from batchrec_dagster.processes import group_members, is_running
 from tests.automation.dagster_services import wait_for
 
 # a parent that ignores SIGTERM and a child that inherits the ignored signal (as a stuck service)
@@ -29,8 +30,8 @@ def test_a_group_that_ignores_sigterm_is_killed_and_checked_gone() -> None:
     stop_process_group(process, timeout_s=1)
     assert time.monotonic() - started < 20
     assert process.returncode == -9  # SIGTERM was ignored, SIGKILL ended it
-    assert not pid_alive(process.pid) and not pid_alive(child)
-    assert group_members(process.pid) == []
+    assert not is_running(process.pid) and not is_running(child)
+    assert group_members(process.pid) == set()
     process.stdout.close()
 
 
@@ -38,4 +39,4 @@ def test_a_polite_process_stops_on_sigterm() -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     stop_process_group(process, timeout_s=30)
     assert process.returncode == -15
-    assert wait_gone([process.pid], timeout_s=0) == []
+    assert wait_all_gone([process.pid], timeout_s=0) == []

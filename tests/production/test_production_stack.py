@@ -31,10 +31,11 @@ from dagster_postgres import PostgresRunStorage
 from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.local_postgres import LocalPostgres
 from batchrec_dagster.mongo import connect
+from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.partitions import partition_window
-from batchrec_dagster.processes import group_members, pid_alive, wait_gone
+from batchrec_dagster.process_groups import wait_all_gone
+from batchrec_dagster.processes import group_members, is_running
 from batchrec_dagster.registry import entries_for_partition
-from batchrec_dagster.sensors import latest_closed_partition
 from tests.automation.dagster_services import wait_for
 from tests.automation.test_end_to_end import TINY, Clock, hour_before, run_config
 from tests.production.stack_client import StackClient, step_window
@@ -93,7 +94,7 @@ def _stop_everything(client: StackClient, supervisor: subprocess.Popen) -> None:
         leftovers = group_members(service["pid"])
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)
-        assert not wait_gone(leftovers, timeout_s=10)
+        assert not wait_all_gone(leftovers, timeout_s=10)
     # a cluster left running is stopped by the pg_root fixture
 
 
@@ -118,7 +119,7 @@ def test_production_stack(stack, monkeypatch: pytest.MonkeyPatch) -> None:
     daemon = client.service_pid("daemon")
     os.killpg(daemon, signal.SIGKILL)
     killed_at = datetime.now(UTC).timestamp()
-    assert not wait_gone([daemon], timeout_s=10)
+    assert not wait_all_gone([daemon], timeout_s=10)
     clock(f"run A {client.run(run_a)['status']}, run B QUEUED: daemon {daemon} SIGKILLed")
     new_daemon = client.wait_restarted("daemon", daemon, restarts=1)
     clock(f"daemon restarted by the supervisor: pid {new_daemon}")
@@ -142,7 +143,7 @@ def test_production_stack(stack, monkeypatch: pytest.MonkeyPatch) -> None:
     old_group = group_members(code_server)
     os.kill(code_server, signal.SIGTERM)
     new_code_server = client.wait_restarted("code-server", code_server, restarts=1)
-    assert not wait_gone(old_group, timeout_s=30)
+    assert not wait_all_gone(old_group, timeout_s=30)
     wait_for("the webserver to load the location from the new code server",
              lambda: client.state()["location_reloads"] == 1, timeout_s=240, on_timeout=client.logs)
     clock(f"code server {code_server} stopped, {new_code_server} serving, location reloaded")
@@ -167,7 +168,7 @@ def test_production_stack(stack, monkeypatch: pytest.MonkeyPatch) -> None:
     output = client.output.read_text()
     assert f"canceled runs in progress: {run_d}" in output
     assert "every process of the stack is gone" in output
-    assert not [pid for pid in pids if pid_alive(pid)]
+    assert not [pid for pid in pids if is_running(pid)]
     clock(f"prod-stack stopped on SIGTERM: {len(pids)} processes gone")
 
     # PostgreSQL kept everything: D canceled, E still queued for the next start, A-C done
