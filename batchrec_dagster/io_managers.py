@@ -28,6 +28,10 @@ from batchrec_dagster.registry import (
 )
 from batchrec_dagster.resources import MongoResource
 
+# Input metadata (Dagster's UPathIOManager uses the same name): a partition that was never stored
+# loads as None instead of failing the step. raw_repositories' input on its own previous hour.
+ALLOW_MISSING = "allow_missing_partitions"
+
 
 class StoredValueNotFoundError(FileNotFoundError):
     """An asset partition was never materialized into this storage."""
@@ -93,9 +97,24 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return self._load(_relative_path(context, None))
         keys = _partition_keys(context)
+        if (context.definition_metadata or {}).get(ALLOW_MISSING):
+            return self._load_optional(context, keys)
         if len(keys) == 1:
             return self._load(_relative_path(context, keys[0]))
         return {key: self._load(_relative_path(context, key)) for key in keys}
+
+    def _load_optional(self, context: dg.InputContext, keys: list[str]) -> Any:
+        """One partition or None: none mapped (the first partition of a self-dependency), never
+        materialized, or unreadable (logged); the asset then does without it."""
+        if len(keys) != 1:
+            return None
+        try:
+            return self._load(_relative_path(context, keys[0]))
+        except StoredValueNotFoundError:
+            return None
+        except codec.CodecError as exc:
+            context.log.warning(f"ignoring stored {'/'.join(context.asset_key.path)} {keys[0]}: {exc}")
+            return None
 
     def _load(self, path: str) -> Any:
         return codec.decode(self._read(path))

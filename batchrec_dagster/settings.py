@@ -72,6 +72,9 @@ class Settings(BaseSettings):
                                      0.5, gt=0, le=1)
     min_score_margin: float = _env("BATCHREC_MIN_SCORE_MARGIN",
                                    "the model must beat popularity's NDCG@100 by more than this.", 0.0)
+    full_run_hour: int = _env("BATCHREC_FULL_RUN_HOUR",
+                              "KST hour whose run re-reads every star and retrains from scratch "
+                              "(other hours read their hour and warm-start).", 4, ge=0, le=23)
 
     # -- automation
     schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",

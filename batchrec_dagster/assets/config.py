@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field, field_validator
 
@@ -18,6 +20,11 @@ class SourceConfig(dg.Config):
                     'star_user_list inside each repository, no per-star time). Default: '
                     'BATCHREC_SOURCE_LAYOUT (settings), else "stars".')
     batch_size: int = Field(default=5000, ge=1, description="Cursor batch size.")
+    read: Literal["auto", "full"] = Field(
+        default="auto",
+        description='"auto": only the hour\'s stars, merged into the previous hour\'s snapshot, when '
+                    'that snapshot exists and was read from the same source (a full read otherwise and '
+                    'at BATCHREC_FULL_RUN_HOUR); "full": every star before the hour\'s end.')
 
     @field_validator("layout")
     @classmethod
