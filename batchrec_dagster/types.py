@@ -90,3 +90,6 @@ class TrainedModel:
     best_epoch: int = 0
     stop_reason: str = ""         # "epochs" | "patience" | "time_budget"
     code_version: str = ""
+    training_mode: str = "full"   # "full" (from scratch) | "warm" (continued a registered model)
+    # why that mode, the model started from and the vocabulary mapping (warm_start.Start.record)
+    training_start: dict[str, Any] = field(default_factory=dict)

@@ -16,8 +16,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from batchrec_dagster.codec import decode
 from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.jobs import ASSET_NAMES
 from batchrec_dagster.mongo import connect
@@ -129,6 +131,24 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     spans = sorted((r["startTime"], r["endTime"]) for r in runs)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), \
         f"training runs overlapped: {spans}"
+    # in order, hour by hour: raw_repositories depends on its own previous hour, so the daemon
+    # launches an hour's run only once the hour before it has started (and read its snapshot)
+    by_creation = sorted(runs, key=lambda r: r["creationTime"])
+    assert [run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in by_creation] == backfill_keys
+    assert all(later["creationTime"] >= earlier["startTime"]
+               for earlier, later in zip(by_creation, by_creation[1:], strict=False)), by_creation
+    # each hour saw exactly the stars before its end: the first read them all, the next two only
+    # their own hour, each extending the snapshot of the hour before
+    snapshots = [decode((home / "storage" / "assets" / "raw_repositories" / f"{k}.npz").read_bytes())
+                 for k in backfill_keys]
+    assert [s.read_mode for s in snapshots] == ["full", "incremental", "incremental"]
+    for key, snapshot in zip(backfill_keys, snapshots, strict=True):
+        end = partition_window(key)[1]
+        assert len(snapshot.star_user_ids) == db.stars.count_documents({"starred_at": {"$lt": end}})
+        assert snapshot.starred_at.max() < np.datetime64(end.replace(tzinfo=None), "us")
+    hours = [partition_window(k) for k in backfill_keys[1:]]
+    assert [s.stars_read for s in snapshots[1:]] == [
+        db.stars.count_documents({"starred_at": {"$gte": start, "$lt": end}}) for start, end in hours]
 
     backfill_run_ids = {r["runId"] for r in runs}
     entries = [e for e in db[MODELS].find({"run_id": {"$in": sorted(backfill_run_ids)}})]
