@@ -28,18 +28,18 @@ from batchrec_dagster.registry import (
 )
 from batchrec_dagster.resources import MongoResource
 
-# Input metadata (Dagster's UPathIOManager uses the same name): a partition that was never stored
-# loads as None instead of failing the step. raw_repositories' input on its own previous hour.
-ALLOW_MISSING = "allow_missing_partitions"
-
 
 class StoredValueNotFoundError(FileNotFoundError):
     """An asset partition was never materialized into this storage."""
 
 
-def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
-    asset = "/".join(context.asset_key.path)
+def _stored_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
+    asset = "/".join(asset_key.path)
     return f"{asset}/{partition_key}.npz" if partition_key else f"{asset}.npz"
+
+
+def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
+    return _stored_path(context.asset_key, partition_key)
 
 
 def _run_partition_keys(context: dg.InputContext) -> set[str] | None:
@@ -97,24 +97,16 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return self._load(_relative_path(context, None))
         keys = _partition_keys(context)
-        if (context.definition_metadata or {}).get(ALLOW_MISSING):
-            return self._load_optional(context, keys)
         if len(keys) == 1:
             return self._load(_relative_path(context, keys[0]))
         return {key: self._load(_relative_path(context, key)) for key in keys}
 
-    def _load_optional(self, context: dg.InputContext, keys: list[str]) -> Any:
-        """One partition or None: none mapped (the first partition of a self-dependency), never
-        materialized, or unreadable (logged); the asset then does without it."""
-        if len(keys) != 1:
-            return None
-        try:
-            return self._load(_relative_path(context, keys[0]))
-        except StoredValueNotFoundError:
-            return None
-        except codec.CodecError as exc:
-            context.log.warning(f"ignoring stored {'/'.join(context.asset_key.path)} {keys[0]}: {exc}")
-            return None
+    def load_partition(self, asset_key: dg.AssetKey, partition_key: str) -> Any:
+        """The stored value of one partition of an asset, outside Dagster's input loading: how
+        raw_repositories reads its own previous hour (a declared self-dependency would make asset
+        backfills launch one run per asset and hour; docs/pipeline.md). StoredValueNotFoundError
+        when it was never stored, codec.CodecError when it cannot be read."""
+        return self._load(_stored_path(asset_key, partition_key))
 
     def _load(self, path: str) -> Any:
         return codec.decode(self._read(path))

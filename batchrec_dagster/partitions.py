@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -27,3 +27,11 @@ def daily_full_run(partition_key: str, full_run_hour: int | None = None) -> str 
     if datetime.strptime(partition_key, PARTITION_KEY_FORMAT).hour != hour:
         return None
     return f"daily full run at {hour:02d}:00 KST (BATCHREC_FULL_RUN_HOUR)"
+
+
+def previous_partition_key(partition_key: str) -> str | None:
+    """The hour before, or None before the first partition. KST has no daylight saving time, so
+    the key's wall-clock hour minus one is the previous partition."""
+    previous = (datetime.strptime(partition_key, PARTITION_KEY_FORMAT) - timedelta(hours=1)
+                ).strftime(PARTITION_KEY_FORMAT)
+    return previous if hourly_partitions.has_partition_key(previous) else None

@@ -75,10 +75,10 @@ def source_fingerprint(*, layout: str, database: str, uri: str | None,
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def plan_read(previous: RawRepositories | None, *, window_start: datetime, layout: str,
-              fingerprint: str, requested: str, daily_full: str | None) -> ReadPlan:
-    """Full or incremental, and why. `daily_full` is the reason text when this hour is the daily
-    full run, else None."""
+def plan_read(previous: RawRepositories | None, *, missing: str = "", window_start: datetime,
+              layout: str, fingerprint: str, requested: str, daily_full: str | None) -> ReadPlan:
+    """Full or incremental, and why. `missing`: why there is no previous snapshot; `daily_full`:
+    the reason text when this hour is the daily full run, else None."""
     if requested == "full":
         return ReadPlan("full", "asked in run config (read: full)")
     if layout != "stars":
@@ -86,7 +86,7 @@ def plan_read(previous: RawRepositories | None, *, window_start: datetime, layou
     if daily_full:
         return ReadPlan("full", daily_full)
     if previous is None:
-        return ReadPlan("full", "no snapshot of the previous hour")
+        return ReadPlan("full", missing or "no snapshot of the previous hour")
     if previous.source_fingerprint != fingerprint:
         return ReadPlan("full", f"the previous hour's snapshot was read from another source, layout or "
                                 f"snapshot format (fingerprint {previous.source_fingerprint or 'none'}, "

@@ -2,7 +2,7 @@
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import numpy as np
@@ -10,8 +10,9 @@ import numpy as np
 from batchrec_dagster.assets.common import hourly_asset
 from batchrec_dagster.assets.config import SourceConfig
 from batchrec_dagster.assets.metadata import md_table, prefixed_counts, window_metadata
-from batchrec_dagster.io_managers import ALLOW_MISSING
-from batchrec_dagster.partitions import daily_full_run, partition_window
+from batchrec_dagster.codec import CodecError
+from batchrec_dagster.io_managers import StoredValueNotFoundError
+from batchrec_dagster.partitions import daily_full_run, partition_window, previous_partition_key
 from batchrec_dagster.resources import MongoResource
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.snapshot import plan_read, source_fingerprint
@@ -24,26 +25,33 @@ EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository):
                  "the end of its hour.")
 
 
-# The previous hour of this same asset: a dependency that makes Dagster run the hours of a backfill
-# in order (each waits for the one before), and the snapshot an incremental read extends. It loads
-# as None for the first partition and for an hour never materialized (ALLOW_MISSING).
-PREVIOUS_HOUR = dg.AssetIn(
-    key=dg.AssetKey("raw_repositories"),
-    partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
-    metadata={ALLOW_MISSING: True},
-)
+def load_previous_hour(io_manager: Any, partition_key: str) -> tuple[Optional[RawRepositories], str]:  # noqa: UP045
+    """The previous hour's stored value of this asset, or None and why not. Read through the IO
+    manager, not as a declared input: a self-dependency makes Dagster 1.13's asset backfills split
+    every later hour into one run per asset (docs/pipeline.md, "Backfills")."""
+    previous_key = previous_partition_key(partition_key)
+    if previous_key is None:
+        return None, "the first partition has no previous hour"
+    try:
+        value = io_manager.load_partition(dg.AssetKey("raw_repositories"), previous_key)
+    except StoredValueNotFoundError:
+        return None, "no snapshot of the previous hour"
+    except CodecError as exc:
+        return None, f"the previous hour's snapshot is unreadable: {exc}"
+    if not isinstance(value, RawRepositories):
+        return None, f"the previous hour's stored value is a {type(value).__name__}"
+    return value, ""
 
 
 @hourly_asset(
     kinds={"mongodb", "numpy"},
-    ins={"previous_hour": PREVIOUS_HOUR},
     description="The repository catalogue and every star event with starred_at before the end of the "
                 "partition's hour, as columnar arrays: the previous hour's snapshot plus this hour's "
                 "stars (incremental), or everything re-read (full: daily, or when no usable snapshot "
                 "exists). Malformed documents are skipped and counted.",
 )
 def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mongo: MongoResource,
-                     previous_hour: Optional[RawRepositories]) -> dg.MaterializeResult:  # noqa: UP045
+                     io_manager: dg.ResourceParam[Any]) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
     layout = config.layout or get_settings().source_layout
     db = mongo.get_database()
@@ -53,12 +61,13 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
             context.log.warning(f"could not create index {problem}")
     fingerprint = source_fingerprint(layout=layout, database=mongo.database, uri=mongo.uri,
                                      embedded_data_dir=mongo.embedded_data_dir)
-    plan = plan_read(previous_hour, window_start=start, layout=layout, fingerprint=fingerprint,
+    previous, missing = load_previous_hour(io_manager, context.partition_key)
+    plan = plan_read(previous, missing=missing, window_start=start, layout=layout, fingerprint=fingerprint,
                      requested=config.read, daily_full=daily_full_run(context.partition_key))
     context.log.info(f"{plan.mode} read: {plan.reason}")
     started = time.perf_counter()
     if plan.mode == "incremental":
-        raw = read_hour(db, previous_hour, start, end, batch_size=config.batch_size, fingerprint=fingerprint)
+        raw = read_hour(db, previous, start, end, batch_size=config.batch_size, fingerprint=fingerprint)
     else:
         raw = read_raw_repositories(db, start, end, layout=layout, batch_size=config.batch_size,
                                     fingerprint=fingerprint)
@@ -86,8 +95,8 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
         **window_metadata(start, end),
     }
     if plan.mode == "incremental":
-        metadata["previous_snapshot_stars"] = len(previous_hour.star_user_ids)
-        metadata["stars_added"] = len(raw.star_user_ids) - len(previous_hour.star_user_ids)
+        metadata["previous_snapshot_stars"] = len(previous.star_user_ids)
+        metadata["stars_added"] = len(raw.star_user_ids) - len(previous.star_user_ids)
     else:  # a range query never sees the later stars, so only full reads count them
         metadata["stars_after_window"] = raw.stars_after_window
     if layout == "embedded":

@@ -19,7 +19,7 @@ from batchrec_dagster.sources import read_hour, read_raw_repositories
 from batchrec_dagster.stars import ensure_source_indexes
 from tests.pipeline.conftest import TINY_DEMO
 
-H, H1, H2 = "2026-03-01-20:00", "2026-03-01-21:00", "2026-03-01-22:00"   # KST
+H, H1, H2, H3 = "2026-03-01-20:00", "2026-03-01-21:00", "2026-03-01-22:00", "2026-03-01-23:00"   # KST
 START, END = partition_window(H)
 END1, END2 = partition_window(H1)[1], partition_window(H2)[1]
 
@@ -154,6 +154,12 @@ def test_hour_after_hour_reads_only_its_own_stars_local(local_env: Path, mongo_d
     assert third["read_mode"] == "full" and third["read_reason"] == "no snapshot of the previous hour"
     assert third["stars_read"] == mongo_db.stars.count_documents({})
     assert third["stars"] == mongo_db.stars.count_documents({"starred_at": {"$lt": END2}})
+
+    # a snapshot that cannot be read is not extended either
+    (stored.parent / f"{H2}.npz").write_bytes(b"not an npz")
+    fourth = materialize_raw(H3)
+    assert fourth["read_mode"] == "full"
+    assert fourth["read_reason"].startswith("the previous hour's snapshot is unreadable")
 
 
 def test_full_read_when_asked_and_at_the_daily_hour(local_env: Path, mongo_db, monkeypatch):

@@ -69,7 +69,8 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
 def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db, monkeypatch):
     run(hours, H)
     _, model, _ = run(hours, H1, mode="full")
-    assert (model["training_mode"], model["training_mode_reason"]) == ("full", "asked in run config (mode: full)")
+    assert model["training_mode"] == "full"
+    assert model["training_mode_reason"] == "asked in run config (mode: full)"
 
     # another architecture is not a start; the newest models are passed over, with the reason
     _, model, _ = run(hours, H2, hidden_dim=64)
