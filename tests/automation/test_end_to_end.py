@@ -157,6 +157,10 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert [e["data_end"] for e in entries] == [partition_window(k)[1] for k in backfill_keys]
     nonzeros = [e["data_sizes"]["nonzeros"] for e in entries]
     assert nonzeros[0] < nonzeros[1] < nonzeros[2], nonzeros
+    # each later hour continued the model of the hour before it (never one that saw later stars)
+    assert [e["training_mode"] for e in entries] == ["warm", "warm", "warm"]   # hour 1: the run above
+    started_from = [e["warm_start"]["from"]["run_id"] for e in entries]
+    assert started_from == [run_id] + [e["run_id"] for e in entries[:2]]
     # the re-run hour kept its first model and gained a second, under another name
     rerun = entries_for_partition(db, partition_window(single_key)[1])
     assert [e["run_id"] for e in rerun][0] == run_id and len(rerun) == 2
