@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,12 +124,14 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
                 "stars_in_mongodb": len(hours_data.source.star_user_ids),
                 "test_users": int(len(set(hours_data.test_user_ids.tolist())))}
     finally:
+        shutil.rmtree(work / "home", ignore_errors=True)  # the artifacts and snapshots of this case
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:  # nx-27017 sometimes swallows SIGTERM
             server.kill()
             server.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _validation_digest(path: Path) -> str:

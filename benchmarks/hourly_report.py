@@ -23,7 +23,8 @@ def _run_row(r: dict[str, Any]) -> str:
     start = model.get("warm_start_from_partition", "") if model.get("training_mode") == "warm" else ""
     cells = [r["label"], r["partition_key"], raw.get("read_mode"), _f(raw.get("stars_read"), 0),
              f"{model.get('training_mode')}{' from ' + start if start else ''}",
-             f"{model.get('epochs')} (best {model.get('best_epoch')})", *(_f(s) for s in steps), _f(checks),
+             f"{model.get('epochs')} (best {model.get('best_epoch')})",
+             _f(model.get("vocabulary_overlap", ""), 4), *(_f(s) for s in steps), _f(checks),
              _f(r["wall_seconds"]), _f(r["peak_rss_mb"], 0), _f(model.get("score"), 4),
              _f(model.get("recall@20"), 4), _f(r["test"]["ndcg@100"], 4), _f(r["test"]["recall@20"], 4),
              " / ".join(_f(x, 2) for x in r["load_1m"])]
@@ -81,7 +82,7 @@ def markdown(report: dict[str, Any]) -> str:
            "held-out validation users of that hour (`score`); *test*: users whose stars were never "
            "written to MongoDB, scored on 20% of their stars before the hour's end with the rest fed "
            "in. Load average (1 min) before / after each run in the last column.", ""]
-    header = ["run", "hour (KST)", "read", "stars read", "training", "epochs",
+    header = ["run", "hour (KST)", "read", "stars read", "training", "epochs", "overlap",
               *(f"{a} s" for a in ASSETS), "checks s", "run s", "peak RSS MB", "val NDCG@100", "val R@20",
               "test NDCG@100", "test R@20", "load"]
     for case in report["cases"]:
