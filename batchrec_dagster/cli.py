@@ -140,7 +140,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     settings = get_settings()
     for field, variable in env_names().items():
         value = getattr(settings, field)
-        shown = "(set, hidden)" if field == "mongodb_uri" and value else value
+        shown = "(set, hidden)" if field in ("mongodb_uri", "prod_stack_pg_dsn") and value else value
         print(f"{variable:<34} {shown}")
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from batchrec_dagster.processes import ProcessStopError, is_running, stop_process
+from batchrec_dagster.settings import child_environment, get_settings
 
 PG_BIN_ENV = "BATCHREC_PG_BIN"
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -67,7 +68,7 @@ class PostgresConnection:
 
 def find_pg_bin() -> Path | None:
     """BATCHREC_PG_BIN, else PostgreSQL 15's Debian location, else `initdb` on PATH."""
-    configured = os.environ.get(PG_BIN_ENV)
+    configured = get_settings().pg_bin
     candidates = [Path(configured)] if configured else [DEFAULT_PG_BIN]
     on_path = shutil.which("initdb")
     if on_path and not configured:
@@ -164,7 +165,7 @@ class LocalPostgres:
         account = self._account
         result = subprocess.run(
             [str(self.bin_dir / tool), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            cwd=self.root, env={**os.environ, "LC_ALL": "C.UTF-8", **(env or {})},
+            cwd=self.root, env=child_environment(LC_ALL="C.UTF-8", **(env or {})),
             user=account.pw_uid if account else None, group=account.pw_gid if account else None,
             # the postmaster that pg_ctl leaves running must not share our session: a Ctrl-C in
             # the terminal would reach it before we stop it in order

@@ -27,7 +27,7 @@ from typing import Any
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
 from batchrec_dagster.process_groups import stop_process_group
-from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, get_settings
+from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, child_environment, get_settings
 from batchrec_dagster.webserver_client import WebserverClient, WebserverError
 
 INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
@@ -52,7 +52,7 @@ class ProductionStack:
         self.url = f"http://{host}:{port}"
         self.webserver = WebserverClient(self.url)
         self.max_restarts = max_restarts
-        self.base_env = dict(os.environ if env is None else env)
+        self.base_env = child_environment() if env is None else dict(env)
         self.postgres_dsn = postgres_dsn
         self.postgres = None if postgres_dsn else LocalPostgres(postgres_dir or self.home / "postgres")
         self.postgres_port = postgres_port
@@ -243,7 +243,7 @@ def add_prod_stack_command(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--host", default="127.0.0.1", help="interface of the webserver and code server")
     parser.add_argument("-p", "--port", type=int, default=3000, help="webserver port (default: %(default)s)")
     parser.add_argument("--code-server-port", type=int, default=0, help="gRPC port (default: a free one)")
-    parser.add_argument("--postgres-dsn", default=os.environ.get("BATCHREC_PROD_STACK_PG_DSN"),
+    parser.add_argument("--postgres-dsn", default=None,
                         help="postgresql://USER:PASSWORD@HOST:PORT/DB of a running server instead of a "
                              "local cluster (or BATCHREC_PROD_STACK_PG_DSN)")
     parser.add_argument("--postgres-dir", type=Path, help="local cluster folder (default: HOME/postgres)")
@@ -260,7 +260,7 @@ def run_prod_stack(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"batchrec prod-stack: {exc}", file=sys.stderr)
         return 1
-    env = dict(os.environ)
+    env = child_environment()
     if not settings.mongodb_uri:
         from batchrec_dagster.mongo import server_uri
 
@@ -269,7 +269,8 @@ def run_prod_stack(args: argparse.Namespace) -> int:
         env["MONGODB_URI"] = server_uri(settings)
         print(f"embedded MongoDB at {env['MONGODB_URI']} (`batchrec stop` stops it)", flush=True)
     stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
-                            code_server_port=args.code_server_port, postgres_dsn=args.postgres_dsn,
+                            code_server_port=args.code_server_port,
+                            postgres_dsn=args.postgres_dsn or settings.prod_stack_pg_dsn,
                             postgres_dir=args.postgres_dir, postgres_port=args.postgres_port,
                             max_restarts=args.max_restarts, env=env)
     # our handlers (not SIG_IGN, which a shell gives to `cmd &`) are what the children start with:
