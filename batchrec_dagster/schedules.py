@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batchrec_dagster.jobs import hourly_training_job
+from batchrec_dagster.jobs import hourly_training_job, model_evaluation_job
 from batchrec_dagster.settings import get_settings
 
 SCHEDULE_NAME = "hourly_training_schedule"
@@ -33,4 +33,25 @@ def build_hourly_schedule(minute_offset: int | None = None):
 
 hourly_training_schedule = build_hourly_schedule()
 
-SCHEDULES = [hourly_training_schedule]
+EVALUATION_SCHEDULE_NAME = "model_evaluation_schedule"
+
+
+def build_evaluation_schedule(minute_offset: int | None = None):
+    """At minute BATCHREC_EVALUATION_MINUTE_OFFSET (default 1) of each KST hour, evaluate the hour
+    that just closed. Before the training schedule's minute, so that a model registered during the
+    previous hour is compared (and can be promoted) within an hour of its registration."""
+    minute = get_settings().evaluation_minute_offset if minute_offset is None else minute_offset
+    return dg.build_schedule_from_partitioned_job(
+        model_evaluation_job,
+        name=EVALUATION_SCHEDULE_NAME,
+        minute_of_hour=minute,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(f"At minute {minute} of every hour (KST), score every fresh model on the stars of the "
+                     "hour that just closed and decide the champion."),
+        tags={"batchrec/trigger": "schedule"},
+    )
+
+
+model_evaluation_schedule = build_evaluation_schedule()
+
+SCHEDULES = [hourly_training_schedule, model_evaluation_schedule]

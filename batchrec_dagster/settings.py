@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # -- automation
     schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",
                                        "minute of each KST hour at which the schedule fires.", 5, ge=0, le=59)
+    evaluation_minute_offset: int = _env(
+        "BATCHREC_EVALUATION_MINUTE_OFFSET",
+        "minute of each KST hour at which model_evaluation_schedule scores the closed hour.", 1, ge=0, le=59)
     new_stars_threshold: int = _env("BATCHREC_NEW_STARS_THRESHOLD",
                                     "new stars that make new_stars_sensor request a run.", 1000, ge=1)
     sensor_interval_seconds: int = _env("BATCHREC_SENSOR_INTERVAL_SECONDS",
