@@ -96,6 +96,17 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from batchrec_dagster.materialize import evaluate_window, latest_partition_key, prepare_dagster_home
+
+    prepare_dagster_home(get_settings())
+    with dg.DagsterInstance.get() as instance:
+        evaluate_window(args.partition or latest_partition_key(), {}, instance)
+    return 0
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from batchrec_dagster.recommend import recommend
     from batchrec_dagster.report import print_recommendations
@@ -215,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-config", help="JSON file with run config ({'ops': {asset: {'config': {...}}}})")
     _add_training_flags(p)
     p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("evaluate", help="score the fresh models on one hour's new stars, decide the champion")
+    p.add_argument("--partition", help="the window's partition key (default: the latest complete hour)")
+    p.set_defaults(func=cmd_evaluate)
 
     from batchrec_dagster.registry_cli import add_registry_command
 

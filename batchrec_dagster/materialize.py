@@ -87,11 +87,20 @@ def _evaluation_config(run_config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _print_evaluation(result: dg.ExecuteInProcessResult, partition_key: str) -> None:
+def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise MaterializeError(f"evaluation run {result.run_id} of {partition_key} failed at "
-                               f"{', '.join(failed) or 'a step'}; see the log above")
+        raise MaterializeError(f"{what} {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
+                               f"log above or `batchrec dev` (Dagit) for details")
+
+
+def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg.DagsterInstance,
+                    settings: Settings | None = None) -> dict[str, Any]:
+    """Run model_evaluation_job for the hour and print what it scored and decided; its metadata."""
+    result = materialize_partition(partition_key, run_config=_evaluation_config(run_config),
+                                   settings=settings, instance=instance, raise_on_error=False,
+                                   job_name=EVALUATION_JOB_NAME)
+    _raise_if_failed(result, f"evaluation run of {partition_key}")
     meta = asset_metadata(result, "model_evaluation")
     scored = meta.get("candidates", 0) - meta.get("not_scored", 0)
     detail = meta.get("skipped", "nothing to score")
@@ -100,6 +109,7 @@ def _print_evaluation(result: dg.ExecuteInProcessResult, partition_key: str) -> 
                   f"best {meta['best_score']:.4f}")
     print(f"evaluated window {partition_key}: {detail}; champion {meta.get('champion')} "
           f"({'promoted' if meta.get('promoted') else 'kept'}: {meta.get('champion_reason')})", flush=True)
+    return meta
 
 
 def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
@@ -112,16 +122,10 @@ def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
     with dg.DagsterInstance.get() as instance:
         # first the hour's comparable evaluation of the models before it (what the evaluation
         # schedule does at minute 1), then the training (the training schedule's minute 5)
-        evaluation = materialize_partition(partition_key, run_config=_evaluation_config(run_config),
-                                           settings=settings, instance=instance, raise_on_error=False,
-                                           job_name=EVALUATION_JOB_NAME)
-        _print_evaluation(evaluation, partition_key)
+        evaluate_window(partition_key, run_config, instance, settings)
         result = materialize_partition(partition_key, run_config=run_config, settings=settings,
                                        instance=instance, raise_on_error=False)
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise MaterializeError(f"run {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
-                               f"log above or `batchrec dev` (Dagit) for details")
+    _raise_if_failed(result, "run")
     model = asset_metadata(result, "recvae_model")
     matrix = asset_metadata(result, "user_item_matrix")
     print(f"run {result.run_id} succeeded in {time.perf_counter() - started:.0f}s: "
