@@ -101,7 +101,7 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
             print(f"  {record['promoted_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S}  {record.get('model_id')}  "
                   f"{record.get('reason')}")
         if served is not None:
-            print_entry(served, title="\nServed:")
+            print_entry(served, title="\nSelected:")
     return 0
 
 

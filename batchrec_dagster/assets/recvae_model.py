@@ -14,7 +14,7 @@ from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import md_table, window_metadata
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.resources import ArtifactStoreResource
-from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob
+from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.types import TrainedModel, VaeInput
 from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae
 
@@ -102,6 +102,10 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
 
+    store = artifact_store.get_store()
+    # a store we cannot write to fails the run now, not after an hour of training
+    probe_write(store, f"{run_id}-{context.retry_number}")
+
     popularity = Popularity().fit(data.train)
 
     def on_epoch(report: Any) -> None:
@@ -137,7 +141,6 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "code_version": version,
         "created_at": datetime.now(UTC).isoformat(),
     })
-    store = artifact_store.get_store()
     stored = put_artifact(store, artifact, score, partition_key, run_id)
     context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
 
