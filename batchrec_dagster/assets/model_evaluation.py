@@ -148,6 +148,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         ensure(db)
     window = read_window(db, start, end, min_history=config.min_history, max_users=config.max_users,
                          seed=partition_seed(context.partition_key))
+    read_seconds = time.perf_counter() - started
     controls = current_controls(db)
     entries = candidates_for(db, window, config, controls)
     metadata: dict[str, Any] = {**window.counts, "candidates": len(entries), **window_metadata(start, end)}
@@ -158,7 +159,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         decision = champions.decide_and_record(db, now=datetime.now(UTC))
         metadata["skipped"] = f"{window.n_users} users < min_users {config.min_users}"
     else:
+        scoring_started = time.perf_counter()
         rows, popularity = _score_all(context, artifact_store.get_store(), window, entries)
+        metadata["scoring_seconds"] = time.perf_counter() - scoring_started
         _record_all(db, window, rows, context.partition_key, context.run.run_id)
         decision = champions.decide_and_record(db, now=datetime.now(UTC), window_end=end)
         metadata.update(_leaderboard(window, rows, decision, controls))
@@ -171,6 +174,6 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         "champion": decision.champion_id or "none", "champion_reason": decision.reason,
         "promoted": decision.promoted, "serving": decision.serve_id or "none",
         "serving_reason": decision.serve_reason, **controls_metadata(controls),
-        "evaluation_seconds": time.perf_counter() - started,
+        "window_read_seconds": read_seconds, "evaluation_seconds": time.perf_counter() - started,
     })
     return dg.MaterializeResult(metadata=metadata)
