@@ -9,6 +9,8 @@ in Dagit (Automation -> hourly_training_schedule) when you do not want hourly mo
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from batchrec_dagster.jobs import hourly_training_job, model_evaluation_job
@@ -17,18 +19,25 @@ from batchrec_dagster.settings import get_settings
 SCHEDULE_NAME = "hourly_training_schedule"
 
 
-def build_hourly_schedule(minute_offset: int | None = None):
-    """The schedule over `hourly_training_job`; its timezone (Asia/Seoul) comes from the partitions."""
-    minute = get_settings().schedule_minute_offset if minute_offset is None else minute_offset
+def _closed_hour_schedule(job: Any, name: str, minute: int, what: str):  # an asset job
+    """At `minute` of every KST hour, run `job` for the hour that just closed (the timezone comes
+    from the partitions)."""
     return dg.build_schedule_from_partitioned_job(
-        hourly_training_job,
-        name=SCHEDULE_NAME,
+        job,
+        name=name,
         minute_of_hour=minute,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=(f"At minute {minute} of every hour (KST), materialize the hour that just closed: "
-                     "read its stars, train RecVAE, register the model."),
+        description=f"At minute {minute} of every hour (KST), {what}",
         tags={"batchrec/trigger": "schedule"},
     )
+
+
+def build_hourly_schedule(minute_offset: int | None = None):
+    """The schedule over `hourly_training_job`."""
+    minute = get_settings().schedule_minute_offset if minute_offset is None else minute_offset
+    return _closed_hour_schedule(hourly_training_job, SCHEDULE_NAME, minute,
+                                 "materialize the hour that just closed: read its stars, train RecVAE, "
+                                 "register the model.")
 
 
 hourly_training_schedule = build_hourly_schedule()
@@ -41,15 +50,9 @@ def build_evaluation_schedule(minute_offset: int | None = None):
     that just closed. Before the training schedule's minute, so that a model registered during the
     previous hour is compared (and can be promoted) within an hour of its registration."""
     minute = get_settings().evaluation_minute_offset if minute_offset is None else minute_offset
-    return dg.build_schedule_from_partitioned_job(
-        model_evaluation_job,
-        name=EVALUATION_SCHEDULE_NAME,
-        minute_of_hour=minute,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=(f"At minute {minute} of every hour (KST), score every fresh model on the stars of the "
-                     "hour that just closed and decide the champion."),
-        tags={"batchrec/trigger": "schedule"},
-    )
+    return _closed_hour_schedule(model_evaluation_job, EVALUATION_SCHEDULE_NAME, minute,
+                                 "score every fresh model on the stars of the hour that just closed and "
+                                 "decide the champion.")
 
 
 model_evaluation_schedule = build_evaluation_schedule()
