@@ -1,10 +1,13 @@
-"""The hourly schedule: a few minutes after each KST hour closes, materialize that hour.
+"""The hourly schedules: a few minutes after each KST hour closes, evaluate it (minute 1) and
+materialize it (minute 5).
 
 Built from the partitioned job, so Dagster picks the partition: at a tick at 15:05 KST the latest
 *closed* hourly partition is 14:00-15:00, key "YYYY-MM-DD-14:00". The minute offset
 (`BATCHREC_SCHEDULE_MINUTE_OFFSET`, default 5) gives stars that are written a little late a chance
 to land before their hour is read. The schedule runs as soon as the code location loads; stop it
 in Dagit (Automation -> hourly_training_schedule) when you do not want hourly models.
+`model_evaluation_schedule` scores the registered models on the closed hour and decides the champion
+(docs/pipeline.md, "Which model is served").
 """
 
 from __future__ import annotations
