@@ -73,17 +73,3 @@ def latest_for_models(db: Database, model_ids: Iterable[str]) -> dict[str, dict[
     for doc in db[EVALUATIONS].find({"model_id": {"$in": ids}}).sort([("window_end", pymongo.DESCENDING)]):
         latest.setdefault(doc["model_id"], doc)
     return latest
-
-
-def window_history(db: Database, limit: int = 24) -> list[dict[str, Any]]:
-    """Every evaluation of the newest `limit` windows, newest window first (the leaderboard)."""
-    ends: list[datetime] = []
-    for doc in db[EVALUATIONS].find({}, {"window_end": 1}).sort([("window_end", pymongo.DESCENDING)]):
-        if doc["window_end"] not in ends:
-            ends.append(doc["window_end"])
-            if len(ends) == limit:
-                break
-    if not ends:
-        return []
-    return list(db[EVALUATIONS].find({"window_end": {"$gte": ends[-1]}})
-                .sort([("window_end", pymongo.DESCENDING), ("score", pymongo.DESCENDING)]))
