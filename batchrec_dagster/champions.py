@@ -113,7 +113,8 @@ class _State:
 
     def decide(self) -> Decision:
         return decide(self.candidates, self.champion(), self.decision_controls(), now=self.now,
-                      max_age=self.max_age, window=self.window)
+                      max_age=self.max_age, window=self.window,
+                      tie_tolerance=get_settings().score_tie_tolerance)
 
 
 def _record(db: Database, state: _State, decision: Decision) -> None:

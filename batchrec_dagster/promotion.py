@@ -10,7 +10,8 @@ The rule (docs/pipeline.md, "Which model is served"):
    artifact verified. A candidate scored on a window it was trained on is ignored (never happens
    when the evaluation picks its models correctly; checked anyway).
 2. On a window, the highest comparable score wins; a tie goes to the newest model (later
-   `data_end`, then later `created_at`).
+   `data_end`, then later `created_at`). Scores within `tie_tolerance` of the best tie (default
+   TIE_TOLERANCE, the 4 decimals they are reported with; BATCHREC_SCORE_TIE_TOLERANCE).
 3. A valid champion is only replaced on a window on which it was scored itself, and never on a
    window older than the one that last decided it. So a backfill, whose windows are older than the
    champion's data, never promotes a model trained on older data over it; on a window where both
@@ -28,6 +29,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+# scores this close are a tie (they print alike); the newest model then wins
+TIE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ def rank_key(candidate: Candidate) -> tuple[float, datetime, datetime]:
     return (score, candidate.data_end, candidate.created_at)
 
 
+def best_of(scored: Sequence[Candidate], tie_tolerance: float = TIE_TOLERANCE) -> Candidate:
+    """The highest score; among the scores within `tie_tolerance` of it, the newest model."""
+    top = max(c.score for c in scored if c.score is not None)
+    tied = [c for c in scored if c.score is not None and c.score >= top - tie_tolerance]
+    return max(tied, key=lambda c: (c.data_end, c.created_at))
+
+
 def _fmt(score: float | None) -> str:
     return "unscored" if score is None else f"{score:.4f}"
 
@@ -118,7 +129,8 @@ def _serving(champion_id: str | None, controls: Controls, *, now: datetime, max_
 
 
 def _decide_champion(candidates: Sequence[Candidate], champion: Champion | None, controls: Controls, *,
-                     now: datetime, max_age: timedelta, window: Window | None) -> Decision:
+                     now: datetime, max_age: timedelta, window: Window | None,
+                     tie_tolerance: float) -> Decision:
     by_id = {c.model_id: c for c in candidates}
     valid = [c for c in candidates
              if _invalid(c.model_id, c.data_end, now=now, max_age=max_age, banned=controls.banned,
@@ -140,18 +152,20 @@ def _decide_champion(candidates: Sequence[Candidate], champion: Champion | None,
         if own is None:
             return _with_reason(keep, f"the champion was not scored on the window ending "
                                       f"{window.end.isoformat()} (its data is newer): no promotion from it")
-        best = max(scored, key=rank_key)
+        best = best_of(scored, tie_tolerance)
         if best.model_id == champion.model_id:
             return Decision(champion.model_id, False,
                             f"confirmed: best comparable score {_fmt(own.score)} of {len(scored)} on the "
                             f"window ending {window.end.isoformat()}", window.end, own.score)
+        how = ("beats" if best.score > own.score + tie_tolerance
+               else f"ties (within {tie_tolerance:g}) and is newer than")
         return Decision(best.model_id, True,
-                        f"comparable score {_fmt(best.score)} beats the champion {champion.model_id}'s "
+                        f"comparable score {_fmt(best.score)} {how} the champion {champion.model_id}'s "
                         f"{_fmt(own.score)} on the window ending {window.end.isoformat()} "
                         f"({len(scored)} scored)", window.end, best.score)
 
     if scored:
-        best = max(scored, key=rank_key)
+        best = best_of(scored, tie_tolerance)
         return Decision(best.model_id, True, f"{why_not}; best comparable score {_fmt(best.score)} of "
                                              f"{len(scored)} on the window ending {window.end.isoformat()}",
                         window.end, best.score)
@@ -167,12 +181,16 @@ def _with_reason(decision: Decision, reason: str) -> Decision:
 
 
 def decide(candidates: Sequence[Candidate], champion: Champion | None, controls: Controls, *,
-           now: datetime, max_age: timedelta, window: Window | None = None) -> Decision:
+           now: datetime, max_age: timedelta, window: Window | None = None,
+           tie_tolerance: float = TIE_TOLERANCE) -> Decision:
     """The champion after looking at `candidates` (scored on `window`, or unscored when it is None),
     and what to serve. Pure: same inputs, same answer."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    decision = _decide_champion(candidates, champion, controls, now=now, max_age=max_age, window=window)
+    if tie_tolerance < 0:
+        raise ValueError("tie_tolerance must be >= 0")
+    decision = _decide_champion(candidates, champion, controls, now=now, max_age=max_age, window=window,
+                                tie_tolerance=tie_tolerance)
     serve_id, serve_reason = _serving(decision.champion_id, controls, now=now, max_age=max_age)
     return Decision(decision.champion_id, decision.promoted, decision.reason, decision.decided_on,
                     decision.score, serve_id, serve_reason)

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         "unreferenced artifacts younger than this are kept (must exceed the longest run).", 72.0, ge=1)
     retention_dry_run: bool | None = _env(
         "BATCHREC_RETENTION_DRY_RUN", "artifact_retention_job only reports; default: true in prod.")
+    score_tie_tolerance: float = _env(
+        "BATCHREC_SCORE_TIE_TOLERANCE",
+        "comparable scores this close to the best are a tie, which the newest model wins.", 1e-4, ge=0, lt=1)
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
                                       "models trained on data older than this are never served.", 24.0, gt=0)
 

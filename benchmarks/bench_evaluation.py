@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import signal
 import sys
 import tempfile
 import time
@@ -24,6 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedded import stop_embedded  # noqa: E402 - the benchmarks folder is not a package
 
 
 def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: str):
@@ -59,39 +61,6 @@ def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: s
     return settings, db, load_s, blob.size_bytes
 
 
-def stop_server(data_dir: Path) -> None:
-    """Stop the embedded MongoDB by its PID and wait until it is gone (SIGKILL if SIGTERM is lost,
-    which nx-27017 sometimes does)."""
-    from batchrec_dagster.embedded_mongo import OWNER_PID_FILE
-
-    pid_file = data_dir / OWNER_PID_FILE
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().strip())
-    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-            except ChildProcessError:
-                pass
-            if not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid):
-                return
-            time.sleep(0.1)
-    raise RuntimeError(f"embedded MongoDB {pid} did not stop")
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
-    except (OSError, IndexError):
-        return "zombie"
-
-
 def measure(repos: int, users: int, candidates: int, port: int) -> dict:
     import dagster as dg
 
@@ -112,7 +81,7 @@ def measure(repos: int, users: int, candidates: int, port: int) -> dict:
             meta = asset_metadata(result, "model_evaluation")
             db.client.close()
         finally:
-            stop_server(home / "mongo")
+            stop_embedded(home / "mongo")
     scored = meta.get("candidates", 0) - meta.get("not_scored", 0)
     return {"repos": repos, "users": users, "window_users": meta.get("users"), "targets": meta.get("targets"),
             "candidates": meta.get("candidates"), "scored": scored,

@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedded import stop_embedded  # noqa: E402 - the benchmarks folder is not a package
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHREC = str(Path(sys.executable).with_name("batchrec"))
 
@@ -64,7 +67,7 @@ def main() -> int:
               + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; BATCHREC_HOME {home}")
         print("\n" + run(env, "registry", "--limit", "12"))
     finally:
-        subprocess.run([BATCHREC, "stop"], env=env, capture_output=True, cwd=ROOT)
+        stop_embedded(Path(home) / "mongo")  # what `batchrec stop` does, plus waiting until it is gone
     return 0
 
 

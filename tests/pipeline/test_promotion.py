@@ -49,6 +49,15 @@ def test_a_tie_goes_to_the_newest_data_then_the_newest_registration():
     assert d.champion_id == "new" and d.promoted
     same_hour = [model("first", 1, 0.25, created_min=5), model("rerun", 1, 0.25, created_min=40)]
     assert run(same_hour).champion_id == "rerun"
+    # scores that agree to the 4 decimals they are reported with tie too (the experiment's window
+    # 09: 0.381797 for hour 04 against 0.381765 for hour 08): the newer model wins
+    d = run([model("h04", 4, 0.381797), model("h08", 0, 0.381765)], champion("h04", 4, hour(1)))
+    assert (d.champion_id, d.promoted) == ("h08", True) and "ties (within 0.0001) and is newer" in d.reason
+    # a difference above the tolerance is not a tie
+    assert run([model("old", 4, 0.3820), model("new", 0, 0.3818)]).champion_id == "old"
+    wide = decide([model("old", 4, 0.3850), model("new", 0, 0.3818)], None, Controls(), now=NOW,
+                  max_age=MAX_AGE, window=WINDOW, tie_tolerance=0.005)
+    assert wide.champion_id == "new"
 
 
 def test_stale_models_never_win_and_a_stale_champion_is_replaced():
