@@ -58,7 +58,7 @@ def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: s
                             "score": 0.0, "file_name": blob.name, "bucket": store.location,
                             "sha256": blob.sha256, "size_bytes": blob.size_bytes,
                             "data_start": data_end - timedelta(hours=1), "data_end": data_end})
-    return settings, db, load_s, blob.size_bytes
+    return settings, db, load_s, blob.size_bytes, db.stars.estimated_document_count()
 
 
 def measure(repos: int, users: int, candidates: int, port: int) -> dict:
@@ -72,7 +72,7 @@ def measure(repos: int, users: int, candidates: int, port: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-eval-{repos}-") as tmp:
         home = Path(tmp)
         try:
-            settings, db, load_s, artifact_bytes = setup(home, port, repos, users, candidates, key)
+            settings, db, load_s, artifact_bytes, stars = setup(home, port, repos, users, candidates, key)
             with dg.DagsterInstance.ephemeral() as instance:
                 started = time.perf_counter()
                 result = materialize_partition(key, settings=settings, instance=instance,
@@ -84,6 +84,7 @@ def measure(repos: int, users: int, candidates: int, port: int) -> dict:
             stop_embedded(home / "mongo")
     scored = meta.get("candidates", 0) - meta.get("not_scored", 0)
     return {"repos": repos, "users": users, "window_users": meta.get("users"), "targets": meta.get("targets"),
+            "history": meta.get("history_stars_read"), "stars": stars,
             "candidates": meta.get("candidates"), "scored": scored,
             "artifact_mb": artifact_bytes / 1e6, "read_s": meta.get("window_read_seconds"),
             "scoring_s": meta.get("scoring_seconds"), "asset_s": meta.get("evaluation_seconds"),
@@ -107,12 +108,14 @@ def main() -> int:
     loads = " ".join(f"{x:.2f}" for x in load_before), " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Started {began.isoformat(timespec='seconds')} on {os.cpu_count()} CPUs; load average before "
           f"{loads[0]}, after {loads[1]}; peak RSS of the benchmark process {peak_mb:.0f} MB.\n")
-    print("| repositories | window users scored | held-out stars | candidates scored | artifact MB "
-          "| read window s | load + score all s | asset s | job run s | per candidate s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| repositories | stars in MongoDB | window users scored | their earlier stars read "
+          "| held-out stars | candidates scored | artifact MB | read window s | load + score all s "
+          "| asset s | job run s | per candidate s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         per = r["scoring_s"] / r["scored"] if r["scored"] else float("nan")
-        print(f"| {r['repos']:,} | {r['window_users']:,} | {r['targets']:,} | {r['scored']} | "
+        print(f"| {r['repos']:,} | {r['stars']:,} | {r['window_users']:,} | {r['history']:,} | "
+              f"{r['targets']:,} | {r['scored']} | "
               f"{r['artifact_mb']:.0f} | {r['read_s']:.2f} | {r['scoring_s']:.1f} | {r['asset_s']:.1f} | "
               f"{r['run_s']:.1f} | {per:.2f} |")
     return 0
