@@ -124,3 +124,9 @@ def registered_until(db: Database, model_kind: str = "recvae") -> datetime | Non
 def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
     """The newest registrations first (for listings)."""
     return list(db[MODELS].find({}).sort([("created_at", pymongo.DESCENDING)]).limit(limit))
+
+
+def referenced_files(db: Database) -> set[str]:
+    """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
+    return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
+            if isinstance(doc.get("file_name"), str)}

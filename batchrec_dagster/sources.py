@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
+from batchrec_dagster.github import is_full_name, is_github_id, string_array
 from batchrec_dagster.snapshot import StarColumns, merge_hour, sort_stars, with_stars
 from batchrec_dagster.stars import REPOSITORIES, STARS
 from batchrec_dagster.types import RawRepositories
@@ -39,6 +40,7 @@ class SourceError(ValueError):
 
 
 def _is_int(value: Any) -> bool:
+    """An int64 count (not an id: ids follow github.is_github_id)."""
     return isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX
 
 
@@ -55,10 +57,10 @@ class _Catalogue:
     def add(self, doc: dict[str, Any], skipped: Counter) -> bool:
         repo_id, name, stars = doc.get("_id"), doc.get("full_name"), doc.get("stars")
         language = doc.get("language")
-        if not _is_int(repo_id):
+        if not is_github_id(repo_id):
             skipped["repository_bad_id"] += 1
             return False
-        if not isinstance(name, str) or not name:
+        if not is_full_name(name):
             skipped["repository_bad_full_name"] += 1
             return False
         if not _is_int(stars) or stars < 0:
@@ -96,7 +98,7 @@ def _read_catalogue(db: Database, layout: str, batch_size: int, skipped: Counter
             skipped["repository_bad_star_user_list"] += 1
             continue
         for user_id in stargazers:
-            if _is_int(user_id):
+            if is_github_id(user_id):
                 star_users.append(user_id)
                 star_repos.append(doc["_id"])
             else:
@@ -119,9 +121,9 @@ def _scan_stars(cursor: Any, end_us: int, skipped: Counter) -> tuple[StarColumns
             skipped["star_bad_starred_at"] += 1
         elif micros >= end_us:
             after_window += 1  # not malformed: a later partition's star
-        elif not _is_int(user_id):
+        elif not is_github_id(user_id):
             skipped["star_bad_user_id"] += 1
-        elif not _is_int(repo_id):
+        elif not is_github_id(repo_id):
             skipped["star_bad_repo_id"] += 1
         else:
             users.append(user_id)
@@ -135,8 +137,8 @@ def _catalogue_only(catalogue: _Catalogue, window_start: datetime, window_end: d
                     skipped: Counter, fingerprint: str) -> RawRepositories:
     empty = StarColumns.empty()
     return RawRepositories(
-        repo_ids=_int64(catalogue.ids), full_names=np.asarray(catalogue.names, dtype=str),
-        repo_stars=_int64(catalogue.stars), languages=np.asarray(catalogue.languages, dtype=str),
+        repo_ids=_int64(catalogue.ids), full_names=string_array(catalogue.names),
+        repo_stars=_int64(catalogue.stars), languages=string_array(catalogue.languages),
         star_user_ids=empty.user_ids, star_repo_ids=empty.repo_ids, starred_at=empty.starred_at,
         window_start=window_start.astimezone(UTC), window_end=window_end.astimezone(UTC), layout=layout,
         skipped=dict(skipped), source_fingerprint=fingerprint)

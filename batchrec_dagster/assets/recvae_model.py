@@ -14,7 +14,7 @@ from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import md_table, window_metadata
 from batchrec_dagster.partitions import daily_full_run, partition_window
 from batchrec_dagster.resources import ArtifactStoreResource, MongoResource
-from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob
+from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.types import TrainedModel, VaeInput
 from batchrec_dagster.warm_start import choose_start
 from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae
@@ -84,6 +84,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     window_start, window_end = partition_window(partition_key)
     train = sp.csr_matrix(data.train)
     store = artifact_store.get_store()
+    # a store we cannot write to fails the run now, not after an hour of training
+    probe_write(store, f"{run_id}-{context.retry_number}")
     start = choose_start(mongo.get_database(), store, window_end=window_end, requested=config.mode,
                          daily_full=daily_full_run(partition_key), config=config.recvae_config(),
                          item_ids=data.item_ids, train=train, min_overlap=config.min_vocabulary_overlap,
