@@ -122,9 +122,11 @@ class TrainingConfig(dg.Config):
         description="Start only from models whose data ends at most this long before the hour's end.")
 
     def warm_recvae_config(self) -> RecVAEConfig:
-        """The library's config for a warm run: the same model, fewer epochs, a tighter budget."""
-        return replace(self.recvae_config(), epochs=self.warm_epochs, patience=self.warm_patience,
-                       time_budget_s=self.warm_time_budget_s)
+        """The library's config for a warm run: the same model, fewer epochs, a tighter budget.
+        `epochs` and `time_budget_s` stay upper bounds (`batchrec materialize --epochs 2` means it)."""
+        budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
+        return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
+                       patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
 
     def recvae_config(self) -> RecVAEConfig:
         """The library's config with these values (fields the library does not know are left out)."""
