@@ -86,6 +86,7 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
 
     from batchrec_dagster.assets import ASSETS
     from batchrec_dagster.jobs import hourly_training_job
+    from batchrec_dagster.process_identity import current_process_tags
     from batchrec_dagster.resources import build_resources
 
     try:
@@ -95,8 +96,11 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
     defs = dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[hourly_training_job],
                           resources=build_resources(deployment))
     job = defs.resolve_job_def("hourly_training_job")
+    # the run lives and dies with this process: name it, so that run_reaper can fail the run
+    # (and free the training pool) if this process is killed
     return job.execute_in_process(partition_key=partition_key, run_config=run_config or {},
-                                  instance=instance, raise_on_error=raise_on_error)
+                                  instance=instance, raise_on_error=raise_on_error,
+                                  tags=current_process_tags())
 
 
 def _asset_metadata(result: Any, asset: str) -> dict[str, Any]:
