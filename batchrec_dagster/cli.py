@@ -80,8 +80,9 @@ def training_run_config(training: dict[str, Any] | None = None,
 
 def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | None = None,
                           deployment: str | None = None, instance: Any = None,
-                          raise_on_error: bool = True) -> Any:
-    """Run hourly_training_job (the five assets and their checks) in this process."""
+                          raise_on_error: bool = True, resources: dict[str, Any] | None = None) -> Any:
+    """Run hourly_training_job (the five assets and their checks) in this process; `resources`
+    replace the deployment's by key."""
     import dagster as dg
 
     from batchrec_dagster.assets import ASSETS
@@ -94,7 +95,7 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
     except ImportError:
         ASSET_CHECKS = []  # noqa: N806 - the checks module is optional while it is being written
     defs = dg.Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=[hourly_training_job],
-                          resources=build_resources(deployment))
+                          resources={**build_resources(deployment), **(resources or {})})
     job = defs.resolve_job_def("hourly_training_job")
     # the run lives and dies with this process: name it, so that run_reaper can fail the run
     # (and free the training pool) if this process is killed
