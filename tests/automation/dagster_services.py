@@ -24,6 +24,10 @@ class ServiceError(RuntimeError):
     pass
 
 
+class PortTakenError(ServiceError):
+    """Another process got the webserver's port first (free_port only finds a port free now)."""
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 1.0,
              on_timeout: Callable[[], str] | None = None) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after the deadline."""
@@ -58,12 +62,21 @@ class DagsterServices:
 
     def start(self, timeout_s: float = 240, daemon: bool = True) -> None:
         """The webserver, then (unless `daemon` is False: see start_daemon) the daemon."""
-        self._start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(self.port),
-                                  "-w", str(self.workspace)])
-        # one at a time: two processes creating a fresh DAGSTER_HOME's SQLite schema at once race
-        # ("Version table 'alembic_version' has more than one head present")
-        wait_for("the webserver to load the code location", self._location_loaded, timeout_s,
-                 on_timeout=self.logs)
+        for attempt in range(3):
+            self._start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(self.port),
+                                      "-w", str(self.workspace)])
+            # one at a time: two processes creating a fresh DAGSTER_HOME's SQLite schema at once
+            # race ("Version table 'alembic_version' has more than one head present")
+            try:
+                wait_for("the webserver to load the code location", self._location_loaded, timeout_s,
+                         on_timeout=self.logs)
+                break
+            except PortTakenError:
+                if attempt == 2:
+                    raise
+                self._stop("webserver")
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
         if daemon:
             self.start_daemon(timeout_s)
 
@@ -73,10 +86,14 @@ class DagsterServices:
                  on_timeout=self.logs)
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        self._stop(*self.processes)
+
+    def _stop(self, *names: str) -> None:
+        processes = [self.processes[name] for name in names]
+        for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, 15)  # the process group: the code servers they started too
-        for process in self.processes.values():
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -107,12 +124,21 @@ class DagsterServices:
         return body["data"]
 
     def _location_loaded(self) -> bool:
-        self._check_alive()
         try:
+            self._check_alive()
+        except ServiceError as exc:
+            if "address already in use" in str(exc):
+                raise PortTakenError(str(exc)) from exc
+            raise
+        try:
+            info = self.graphql("{ instance { info } }")["instance"]["info"] or ""
             data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
                 name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
         except requests.RequestException:
             return False
+        home = self.env.get("DAGSTER_HOME")
+        if home and home not in info:
+            raise PortTakenError(f"port {self.port} is answered by a webserver of another DAGSTER_HOME")
         for entry in data["workspaceOrError"]["locationEntries"]:
             if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
                 error = entry["locationOrLoadError"]

@@ -104,7 +104,6 @@ def test_dead_runs_are_failed_and_free_the_training_pool(stack, tmp_path: Path) 
             cli.wait(timeout=30)
         log.close()
     killed_at = time.time()
-    assert services.run(run["runId"])["status"] == "STARTED"  # nothing else notices the death
     queued = services.launch_run("hourly_training_job", hour_before(latest, 1), run_config())
     seconds = reaped_then_next_runs(services, run["runId"], queued, killed_at, BOUND_S + SLACK_S)
     print(f"killed CLI run marked FAILED {seconds:.1f}s after SIGKILL (bound {BOUND_S}s)")
