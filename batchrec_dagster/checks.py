@@ -6,11 +6,9 @@ only step that writes to the registry, never sees a model that failed a check. T
 recorded by the run-failure sensor.
 
 The rules are plain functions (`*_problems`, `baseline_margin`) that return what is wrong; the
-Dagster checks wrap them. Thresholds are run config (dg.Config) whose defaults come from env vars:
-
-    BATCHREC_MIN_MATRIX_USERS   (10)       BATCHREC_MAX_MATRIX_ITEMS  (200000)
-    BATCHREC_MIN_MATRIX_ITEMS   (10)       BATCHREC_MAX_MATRIX_DENSITY (0.5)
-    BATCHREC_MIN_SCORE_MARGIN   (0.0)  the model must beat popularity NDCG@100 by more than this
+Dagster checks wrap them. Thresholds are run config (dg.Config) whose defaults are settings
+(BATCHREC_MIN_MATRIX_USERS, BATCHREC_MIN_MATRIX_ITEMS, BATCHREC_MAX_MATRIX_ITEMS,
+BATCHREC_MAX_MATRIX_DENSITY, BATCHREC_MIN_SCORE_MARGIN; docs/settings.md).
 """
 
 # no `from __future__ import annotations`: Dagster reads the checks' parameter annotations
@@ -24,8 +22,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from batchrec_dagster.resources import ArtifactStoreResource
-from batchrec_dagster.settings import env_number
-from batchrec_dagster.storage import BlobNotFoundError, sha256_hex
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.storage import BlobNotFoundError, mismatches
 from batchrec_dagster.types import TrainedModel, UserItemMatrix, VaeInput
 
 SCORE_METRIC = "ndcg@100"
@@ -130,29 +128,19 @@ def baseline_margin(model: TrainedModel, metric: str = SCORE_METRIC) -> tuple[fl
     return score, baseline, problems
 
 
-def artifact_problems(model: TrainedModel, data: bytes) -> list[str]:
-    problems = []
-    if len(data) != model.size_bytes:
-        problems.append(f"read back {len(data)} bytes, registered size is {model.size_bytes}")
-    digest = sha256_hex(data)
-    if digest != model.sha256:
-        problems.append(f"sha256 of the stored artifact is {digest}, expected {model.sha256}")
-    return problems
-
-
 # --------------------------------------------------------------------------- config
 
 
 class MatrixBoundsConfig(dg.Config):
-    min_users: int = Field(default=int(env_number("BATCHREC_MIN_MATRIX_USERS", 10, kind=float)), ge=1)
-    min_items: int = Field(default=int(env_number("BATCHREC_MIN_MATRIX_ITEMS", 10, kind=float)), ge=1)
-    max_items: int = Field(default=int(env_number("BATCHREC_MAX_MATRIX_ITEMS", 200_000, kind=float)), ge=1)
-    max_density: float = Field(default=env_number("BATCHREC_MAX_MATRIX_DENSITY", 0.5, kind=float), gt=0, le=1)
+    min_users: int = Field(default=get_settings().min_matrix_users, ge=1)
+    min_items: int = Field(default=get_settings().min_matrix_items, ge=1)
+    max_items: int = Field(default=get_settings().max_matrix_items, ge=1)
+    max_density: float = Field(default=get_settings().max_matrix_density, gt=0, le=1)
 
 
 class BaselineMarginConfig(dg.Config):
     min_margin: float = Field(
-        default=env_number("BATCHREC_MIN_SCORE_MARGIN", 0.0, kind=float),
+        default=get_settings().min_score_margin,
         description="The model's NDCG@100 must exceed popularity's by more than this (may be negative).")
 
 
@@ -224,7 +212,7 @@ def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, confi
         data = store.read(recvae_model.file_name)
     except BlobNotFoundError as exc:
         return _result([str(exc)], {**_partition(context), "uri": recvae_model.uri}, "")
-    problems = artifact_problems(recvae_model, data)
+    problems = mismatches(data, size_bytes=recvae_model.size_bytes, sha256=recvae_model.sha256)
     if not problems and config.load:
         from recvae import ArtifactError, load_artifact  # torch import only when the check runs
 

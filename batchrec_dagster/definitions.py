@@ -1,4 +1,10 @@
-"""The code location: every asset, check, job, schedule, sensor and resource of batchrec."""
+"""The code location: the one assembly of batchrec's `dg.Definitions`.
+
+`dagster dev`, the code server, the CLI's `materialize` and the tests all resolve the job from
+`build_definitions`, so what runs in-process is exactly what the daemon runs. `defs` is the code
+location's object, built from this process's settings; a caller with other settings (a test with
+its own servers) builds the same definitions around them.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,27 @@ import dagster as dg
 
 from batchrec_dagster.assets import ASSETS
 from batchrec_dagster.checks import ASSET_CHECKS
-from batchrec_dagster.freshness import apply_model_freshness
+from batchrec_dagster.deployment import build_resources
 from batchrec_dagster.jobs import hourly_training_job
-from batchrec_dagster.resources import build_resources
+from batchrec_dagster.retention_job import artifact_retention_job, artifact_retention_schedule
 from batchrec_dagster.schedules import SCHEDULES
 from batchrec_dagster.sensors import SENSORS
+from batchrec_dagster.settings import Settings
 
-defs = dg.Definitions(
-    assets=apply_model_freshness(ASSETS),
-    asset_checks=ASSET_CHECKS,
-    jobs=[hourly_training_job],
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources=build_resources(),
-    # one process per run, not one per step: the steps form a chain, and each step process
-    # would pay torch's import again
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """Every asset, check, job, schedule, sensor and resource, on the deployment of `settings`."""
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=[hourly_training_job, artifact_retention_job],
+        schedules=[*SCHEDULES, artifact_retention_schedule],
+        sensors=SENSORS,
+        resources=build_resources(settings),
+        # one process per run, not one per step: the steps form a chain, and each step process
+        # would pay torch's import again
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

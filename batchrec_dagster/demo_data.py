@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from batchrec_dagster.sources import REPOSITORIES, STARS, USERS, ensure_source_indexes
+from batchrec_dagster.stars import REPOSITORIES, STARS, USERS, ensure_source_indexes
 
 META = "batchrec_meta"
 DATASET_DOC = "dataset"

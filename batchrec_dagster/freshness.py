@@ -11,29 +11,22 @@ it). The policy goes on `model_registry_entry`, whose every materialization is o
 
 The dagster-daemon's freshness daemon evaluates it every 30 s (enabled by default; `freshness:
 enabled: false` in dagster.yaml turns it off). Dagit shows the state on the asset's page and in
-the catalog. No extra check or sensor is needed, so this module adds nothing to ASSET_CHECKS or
-SENSORS; `definitions.py` applies the policy with `apply_model_freshness`.
+the catalog. No extra check or sensor is needed: `model_registry_entry` declares the policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
 
-from batchrec_dagster.settings import env_number
-
-FRESHNESS_ASSET = dg.AssetKey("model_registry_entry")
-DEFAULT_FRESHNESS_HOURS = 3.0
+from batchrec_dagster.settings import get_settings
 
 
-def freshness_window(environ: dict[str, str] | None = None) -> timedelta:
-    """The fail window, from BATCHREC_FRESHNESS_HOURS (hours, may be fractional; at least 1 minute)."""
-    # Dagster's smallest freshness window is one minute
-    hours = env_number("BATCHREC_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS, kind=float,
-                       minimum=1 / 60, environ=environ)
-    return timedelta(hours=hours)
+def freshness_window() -> timedelta:
+    """The fail window, BATCHREC_FRESHNESS_HOURS (settings.py keeps it at least Dagster's minimum,
+    one minute)."""
+    return timedelta(hours=get_settings().freshness_hours)
 
 
 def model_freshness_policy(fail_window: timedelta | None = None) -> dg.FreshnessPolicy:
@@ -42,15 +35,3 @@ def model_freshness_policy(fail_window: timedelta | None = None) -> dg.Freshness
     warn = fail - timedelta(hours=1)
     return dg.FreshnessPolicy.time_window(
         fail_window=fail, warn_window=warn if warn >= timedelta(minutes=1) else None)
-
-
-def apply_model_freshness(assets: Sequence, policy: dg.FreshnessPolicy | None = None) -> list:
-    """The assets with the freshness policy on `model_registry_entry` (others unchanged)."""
-    policy = policy or model_freshness_policy()
-
-    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
-        return dg.apply_freshness_policy(spec, policy) if spec.key == FRESHNESS_ASSET else spec
-
-    return [asset.map_asset_specs(attach)
-            if isinstance(asset, dg.AssetsDefinition) and FRESHNESS_ASSET in asset.keys else asset
-            for asset in assets]

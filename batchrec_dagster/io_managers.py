@@ -24,7 +24,6 @@ from google.api_core import exceptions as gcs_exceptions
 from pydantic import PrivateAttr
 
 from batchrec_dagster import codec
-from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import (
     MODELS,
@@ -33,6 +32,7 @@ from batchrec_dagster.registry import (
     register_model,
     select_best,
 )
+from batchrec_dagster.resources import MongoResource
 
 
 class StoredValueNotFoundError(FileNotFoundError):

@@ -1,17 +1,18 @@
-"""The MongoDB resource: pymongo against MONGODB_URI, or the embedded server when it is unset."""
+"""MongoDB connections, without Dagster: the pipeline's resource, the CLI and the server use these.
+
+`MONGODB_URI` when it is set; in the `local` deployment without it, the embedded nx-27017 server
+under BATCHREC_HOME, started on first use.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pymongo
-from pydantic import PrivateAttr
 from pymongo.database import Database
 
 from batchrec_dagster.embedded_mongo import ensure_embedded_mongo
-from batchrec_dagster.settings import load_settings
+from batchrec_dagster.settings import Settings
 
 
 def connect(uri: str, **kwargs: Any) -> pymongo.MongoClient:
@@ -20,31 +21,15 @@ def connect(uri: str, **kwargs: Any) -> pymongo.MongoClient:
     return pymongo.MongoClient(uri, tz_aware=True, **kwargs)
 
 
-class MongoResource(dg.ConfigurableResource):
-    """A pymongo database handle. With no `uri`, an embedded nx-27017 server is started on demand."""
+def server_uri(settings: Settings) -> str:
+    """MONGODB_URI, or the embedded server's address (started if it is not running)."""
+    if settings.mongodb_uri:
+        return settings.mongodb_uri
+    if settings.deployment == "prod":  # unreachable: Settings refuses prod without MONGODB_URI
+        raise ValueError("the prod deployment needs MONGODB_URI")
+    return ensure_embedded_mongo(settings.mongo_data_dir, settings.mongo_port)
 
-    uri: str | None = None
-    database: str = "batchrec"
-    embedded_data_dir: str | None = None
-    embedded_port: int = 27117
 
-    _client: pymongo.MongoClient | None = PrivateAttr(default=None)
-
-    def resolved_uri(self) -> str:
-        if self.uri:
-            return self.uri
-        data_dir = Path(self.embedded_data_dir or load_settings().mongo_data_dir)
-        return ensure_embedded_mongo(data_dir, self.embedded_port)
-
-    def get_client(self) -> pymongo.MongoClient:
-        if self._client is None:
-            self._client = connect(self.resolved_uri())
-        return self._client
-
-    def get_database(self) -> Database:
-        return self.get_client()[self.database]
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+def open_database(settings: Settings) -> Database:
+    """The batchrec database of the deployment (the client lives as long as the process)."""
+    return connect(server_uri(settings))[settings.mongodb_database]

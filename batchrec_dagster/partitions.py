@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from batchrec_dagster.settings import PARTITION_TIMEZONE, load_settings
+from batchrec_dagster.settings import PARTITION_TIMEZONE, get_settings
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
-    start_date=load_settings().partitions_start,
+    start_date=get_settings().partitions_start,
     timezone=PARTITION_TIMEZONE,
 )
 

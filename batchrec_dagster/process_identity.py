@@ -3,11 +3,11 @@
 `batchrec materialize` runs the job in its own process (`execute_in_process`), so no run worker
 exists that Dagster's run monitoring could ask about: killed, its run would stay STARTED forever
 and hold the `training` pool. The CLI therefore tags its runs with this host, its PID and the
-process's start time; `run_reaper` compares them with /proc. The start time (boot id + start ticks
-from /proc/<pid>/stat) tells a reused PID apart from the process that ran the run.
+process's start time; `run_reaper` compares them with /proc. The start time (boot id + start ticks,
+processes.start_ticks) tells a reused PID apart from the process that ran the run.
 
 Everything here answers "gone" only when it is certain; whatever it cannot judge (another host, a
-system without /proc) counts as alive, so a live run is never failed by mistake.
+system without /proc) is not gone, so a live run is never failed by mistake.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import os
 import socket
 from enum import Enum
 from pathlib import Path
+
+from batchrec_dagster.processes import is_running, start_ticks
 
 HOST_TAG = "batchrec/host"
 PID_TAG = "batchrec/pid"
@@ -26,36 +28,11 @@ PROC = Path("/proc")
 class ProcessState(Enum):
     ALIVE = "alive"        # the same process (same start time) still runs
     GONE = "gone"          # no such process, a zombie, or the PID now belongs to another process
-    UNKNOWN = "unknown"    # cannot be judged here (no /proc, permission denied)
+    UNKNOWN = "unknown"    # cannot be judged here (no /proc)
 
 
 def hostname() -> str:
     return socket.gethostname()
-
-
-def _boot_id() -> str:
-    try:
-        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on; None when the process does not exist."""
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
-    return stat.rsplit(")", 1)[1].split()
-
-
-def process_start(pid: int) -> str | None:
-    """`<boot id>:<start ticks>` of a live process; None when it does not exist or is a zombie."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return f"{_boot_id()}:{fields[19]}"  # field 22, starttime, in clock ticks after boot
 
 
 def _require_proc() -> None:
@@ -63,17 +40,29 @@ def _require_proc() -> None:
         raise OSError("no /proc on this system: processes cannot be told apart")
 
 
+def process_start(pid: int) -> str | None:
+    """`<boot id>:<start ticks>` of a running process; None when it does not run (or no /proc)."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    try:
+        boot_id = (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    return f"{boot_id}:{ticks}"
+
+
 def process_started_at(pid: int) -> float | None:
-    """The epoch second a live process started (to within a second), or None when it is gone.
+    """The epoch second a running process started (to within a second), or None when it is gone.
 
     Raises OSError where there is no /proc to read (so nothing is ever judged gone there)."""
     _require_proc()
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
+    ticks = start_ticks(pid)
+    if ticks is None:
         return None
     boot_time = next(float(line.split()[1]) for line in (PROC / "stat").read_text().splitlines()
                      if line.startswith("btime "))
-    return boot_time + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return boot_time + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def process_state(pid: int, expected_start: str | None) -> ProcessState:
@@ -82,18 +71,9 @@ def process_state(pid: int, expected_start: str | None) -> ProcessState:
         return ProcessState.UNKNOWN
     try:
         _require_proc()
-    except OSError:  # no /proc (macOS): existence is all that can be seen
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return ProcessState.GONE
-        except PermissionError:
-            return ProcessState.UNKNOWN
-        return ProcessState.UNKNOWN
-    try:
-        start = process_start(pid)
-    except PermissionError:
-        return ProcessState.UNKNOWN
+    except OSError:  # (macOS) existence is all that can be seen, not whether the PID was reused
+        return ProcessState.UNKNOWN if is_running(pid) else ProcessState.GONE
+    start = process_start(pid)
     if start is None:
         return ProcessState.GONE
     if expected_start and start != expected_start:

@@ -15,6 +15,8 @@ from typing import Any
 import pymongo
 from pymongo.database import Database
 
+from batchrec_dagster.mongo_compat import PARTITION_FIELD, newest_date, upsert_keeping
+
 MODELS = "models"
 DEFAULT_MAX_AGE = timedelta(hours=24)
 REQUIRED_FIELDS = ("run_id", "partition_key", "model_kind", "score", "file_name", "bucket",
@@ -27,10 +29,8 @@ class RegistryError(ValueError):
 
 def ensure_indexes(db: Database) -> None:
     models = db[MODELS]
-    # one entry per (run, partition): re-writing it for the same run updates, never duplicates.
-    # The partition is identified by its data_end datetime, not the key string: nx-27017's find()
-    # fails to match equality on strings shaped like "2026-03-01-20:00".
-    models.create_index([("run_id", pymongo.ASCENDING), ("data_end", pymongo.ASCENDING)],
+    # one entry per (run, partition): re-writing it for the same run updates, never duplicates
+    models.create_index([("run_id", pymongo.ASCENDING), (PARTITION_FIELD, pymongo.ASCENDING)],
                         unique=True, name="run_partition_unique")
     models.create_index([("model_kind", pymongo.ASCENDING), ("score", pymongo.DESCENDING),
                          ("created_at", pymongo.DESCENDING)], name="selection")
@@ -56,18 +56,9 @@ def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
     """
     _validate(entry)
     fields = {k: v for k, v in entry.items() if k not in ("_id", "created_at")}
-    created_at = entry.get("created_at") or datetime.now(UTC)
-    key = {"run_id": entry["run_id"], "data_end": entry["data_end"]}
-    existing = db[MODELS].find_one(key, {"created_at": 1})
-    if existing is None:
-        # update_one + find_one rather than find_one_and_update: nx-27017 drops $setOnInsert there
-        db[MODELS].update_one(key, {"$set": fields, "$setOnInsert": {"created_at": created_at}},
-                              upsert=True)
-    else:
-        # a whole-document replace rather than $set: nx-27017 stores a datetime $set on an
-        # existing document as a string, which would drop the entry out of select_best
-        db[MODELS].replace_one(key, {**fields, "created_at": existing["created_at"]})
-    return db[MODELS].find_one(key)
+    key = {"run_id": entry["run_id"], PARTITION_FIELD: entry[PARTITION_FIELD]}
+    return upsert_keeping(db[MODELS], key, fields,
+                          keep={"created_at": entry.get("created_at") or datetime.now(UTC)})
 
 
 def select_candidates(db: Database, *, now: datetime | None = None,
@@ -101,7 +92,7 @@ def select_best(db: Database, *, now: datetime | None = None,
 
 def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, Any]]:
     """Every model registered for the partition whose data window ends at `data_end`, oldest first."""
-    return list(db[MODELS].find({"data_end": data_end}).sort([("created_at", pymongo.ASCENDING)]))
+    return list(db[MODELS].find({PARTITION_FIELD: data_end}).sort([("created_at", pymongo.ASCENDING)]))
 
 
 def latest_entry(db: Database, *, model_kind: str = "recvae") -> dict[str, Any] | None:
@@ -109,3 +100,23 @@ def latest_entry(db: Database, *, model_kind: str = "recvae") -> dict[str, Any] 
     cursor = (db[MODELS].find({"model_kind": model_kind})
               .sort([("created_at", pymongo.DESCENDING)]).limit(1))
     return next(iter(cursor), None)
+
+
+def registered_until(db: Database, model_kind: str = "recvae") -> datetime | None:
+    """The largest data_end in the registry: the newest data any registered model has seen.
+
+    Not `latest_entry` (newest created_at): a backfill of an old hour registers late but sees old data.
+    """
+    value = newest_date(db[MODELS], "data_end", {"model_kind": model_kind})
+    return value.astimezone(UTC) if value else None
+
+
+def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
+    """The newest registrations first (for listings)."""
+    return list(db[MODELS].find({}).sort([("created_at", pymongo.DESCENDING)]).limit(limit))
+
+
+def referenced_files(db: Database) -> set[str]:
+    """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
+    return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
+            if isinstance(doc.get("file_name"), str)}

@@ -43,10 +43,9 @@ from batchrec_dagster.process_identity import (
     process_started_at,
     process_state,
 )
-from batchrec_dagster.settings import env_number
+from batchrec_dagster.settings import get_settings
 
 REAPER_NAME = "stale_run_reaper"
-DEFAULT_INTERVAL_S = 30
 WORKER_STARTED = "Started process for run (pid: "  # the run worker's first engine event
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 # /proc start times are computed from the integer boot time, so allow a second or two of error
@@ -58,11 +57,6 @@ class DeadRun:
     run_id: str
     job_name: str
     reason: str
-
-
-def reaper_interval_seconds(environ: Mapping[str, str] | None = None) -> int:
-    return env_number("BATCHREC_RUN_REAPER_INTERVAL_SECONDS", DEFAULT_INTERVAL_S, kind=int, minimum=5,
-                      environ=environ)
 
 
 def _in_process_run_gone(tags: Mapping[str, str], host: str) -> str | None:
@@ -155,7 +149,7 @@ def reap_dead_runs(instance: dg.DagsterInstance, host: str | None = None,
 
 @dg.sensor(
     name=REAPER_NAME,
-    minimum_interval_seconds=reaper_interval_seconds(),
+    minimum_interval_seconds=get_settings().run_reaper_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Marks a STARTED run FAILED once the process that executed it is gone (killed CLI "
                 "run, dead run worker and code server), so it stops holding the training pool.",

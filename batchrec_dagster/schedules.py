@@ -12,21 +12,14 @@ from __future__ import annotations
 import dagster as dg
 
 from batchrec_dagster.jobs import hourly_training_job
-from batchrec_dagster.settings import env_number
+from batchrec_dagster.settings import get_settings
 
 SCHEDULE_NAME = "hourly_training_schedule"
-DEFAULT_MINUTE_OFFSET = 5
-
-
-def schedule_minute_offset(environ: dict[str, str] | None = None) -> int:
-    """The minute past each hour at which the schedule fires, from BATCHREC_SCHEDULE_MINUTE_OFFSET."""
-    return env_number("BATCHREC_SCHEDULE_MINUTE_OFFSET", DEFAULT_MINUTE_OFFSET, kind=int,
-                      minimum=0, maximum=59, environ=environ)
 
 
 def build_hourly_schedule(minute_offset: int | None = None):
     """The schedule over `hourly_training_job`; its timezone (Asia/Seoul) comes from the partitions."""
-    minute = schedule_minute_offset() if minute_offset is None else minute_offset
+    minute = get_settings().schedule_minute_offset if minute_offset is None else minute_offset
     return dg.build_schedule_from_partitioned_job(
         hourly_training_job,
         name=SCHEDULE_NAME,

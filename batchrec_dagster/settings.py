@@ -1,61 +1,136 @@
-"""Deployment settings: the one place that decides between `local` and `prod`.
+"""Every setting of batchrec, in one typed object read from the environment once per process.
 
-`BATCHREC_DEPLOYMENT=local` (default) needs no cloud account and no Docker: artifacts live under
-`BATCHREC_HOME` (default `<project>/.batchrec`) and MongoDB is an embedded nx-27017 server started
-on demand unless `MONGODB_URI` is set. `prod` reads `MONGODB_URI`, `GCS_BUCKET` and Google
-credentials (Application Default Credentials) from the environment.
+`get_settings()` is the only way code reads configuration: no other module looks at `os.environ`.
+It is read when first asked for (the code location, the CLI and the server each ask once at
+start), so a changed variable takes effect when the process or the code location is (re)loaded.
+An invalid value stops the process with one clear line per bad variable (`SettingsError`).
+
+docs/settings.md lists every variable; `batchrec settings` prints the values in force.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PARTITION_TIMEZONE = "Asia/Seoul"
-DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
-DEFAULT_DATABASE = "batchrec"
-DEFAULT_EMBEDDED_MONGO_PORT = 27117
-DEPLOYMENTS = ("local", "prod")
-N = TypeVar("N", int, float)
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 class SettingsError(RuntimeError):
     """A required setting is missing or invalid."""
 
 
-def env_number(name: str, default: N, *, kind: type[N], minimum: N | None = None,
-               maximum: N | None = None, environ: Mapping[str, str] | None = None) -> N:
-    """A number from the environment (`default` when unset or blank); a clear ValueError otherwise."""
-    env = os.environ if environ is None else environ
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        noun = "a whole number" if kind is int else "a number"
-        raise ValueError(f"{name}={raw!r} is not {noun}") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={raw} must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name}={raw} must be at most {maximum}")
-    return value
+def _env(name: str, description: str, default: Any = None, **constraints: Any) -> Any:
+    """A field read from the environment variable `name` (the names are the documented ones)."""
+    return Field(default, validation_alias=AliasChoices(name), description=description, **constraints)
 
 
-@dataclass(frozen=True)
-class Settings:
-    deployment: str
-    home: Path
-    mongodb_uri: str | None
-    database: str
-    gcs_bucket: str | None
-    gcs_prefix: str
-    embedded_mongo_port: int
-    partitions_start: str
+class Settings(BaseSettings):
+    """The deployment, its services and the pipeline's thresholds (docs/settings.md)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True,
+                                      case_sensitive=True)
+
+    # -- deployment and services
+    deployment: Literal["local", "prod"] = _env(
+        "BATCHREC_DEPLOYMENT", "`local`: embedded MongoDB and a local folder; `prod`: MONGODB_URI and GCS.",
+        "local")
+    home: Path = _env("BATCHREC_HOME", "local state: embedded MongoDB data, asset values, artifacts.",
+                      PROJECT_ROOT / ".batchrec")
+    mongodb_uri: str | None = Field(None, validation_alias=AliasChoices("MONGODB_URI"), repr=False,
+                                    description="MongoDB connection string (may hold a password).")
+    mongodb_database: str = _env("MONGODB_DATABASE", "database of the source and registry collections.",
+                                 "batchrec", min_length=1)
+    mongo_port: int = _env("BATCHREC_MONGO_PORT", "port of the embedded MongoDB (local, no MONGODB_URI).",
+                           27117, ge=1, le=65535)
+    gcs_bucket: str | None = _env("GCS_BUCKET", "bucket for artifacts and asset values (prod).")
+    gcs_prefix: str = _env("GCS_PREFIX", "object prefix inside the bucket.", "batchrec")
+    google_cloud_project: str | None = _env("GOOGLE_CLOUD_PROJECT", "project of the GCS client (prod).")
+    dagster_home: Path | None = _env("DAGSTER_HOME",
+                                     "Dagster instance folder (default BATCHREC_HOME/dagster_home).")
+
+    # -- pipeline
+    partitions_start: str = _env("BATCHREC_PARTITIONS_START", "first hourly partition (KST).",
+                                 "2026-01-01-00:00")
+    source_layout: Literal["stars", "embedded"] = _env(
+        "BATCHREC_SOURCE_LAYOUT", "`stars` collection, or the older `star_user_list` in repositories.",
+        "stars")
+    min_matrix_users: int = _env("BATCHREC_MIN_MATRIX_USERS", "matrix check: fewest users.", 10, ge=1)
+    min_matrix_items: int = _env("BATCHREC_MIN_MATRIX_ITEMS", "matrix check: fewest repositories.", 10, ge=1)
+    max_matrix_items: int = _env("BATCHREC_MAX_MATRIX_ITEMS", "matrix check: most repositories.",
+                                 200_000, ge=1)
+    max_matrix_density: float = _env("BATCHREC_MAX_MATRIX_DENSITY", "matrix check: highest density.",
+                                     0.5, gt=0, le=1)
+    min_score_margin: float = _env("BATCHREC_MIN_SCORE_MARGIN",
+                                   "the model must beat popularity's NDCG@100 by more than this.", 0.0)
+
+    # -- automation
+    schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",
+                                       "minute of each KST hour at which the schedule fires.", 5, ge=0, le=59)
+    new_stars_threshold: int = _env("BATCHREC_NEW_STARS_THRESHOLD",
+                                    "new stars that make new_stars_sensor request a run.", 1000, ge=1)
+    sensor_interval_seconds: int = _env("BATCHREC_SENSOR_INTERVAL_SECONDS",
+                                        "how often new_stars_sensor evaluates.", 60, ge=5)
+    run_reaper_interval_seconds: int = _env(
+        "BATCHREC_RUN_REAPER_INTERVAL_SECONDS",
+        "how often stale_run_reaper looks for runs whose process died.", 30, ge=5)
+    freshness_hours: float = _env("BATCHREC_FRESHNESS_HOURS",
+                                  "model_registry_entry fails freshness after this long without a model.",
+                                  3.0, ge=1 / 60)
+    retention_min_age_hours: float = _env(
+        "BATCHREC_RETENTION_MIN_AGE_HOURS",
+        "unreferenced artifacts younger than this are kept (must exceed the longest run).", 72.0, ge=1)
+    retention_dry_run: bool | None = _env(
+        "BATCHREC_RETENTION_DRY_RUN", "artifact_retention_job only reports; default: true in prod.")
+    model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
+                                      "models trained on data older than this are never served.", 24.0, gt=0)
+
+    @field_validator("deployment", "source_layout", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("gcs_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+    @field_validator("home", "dagster_home")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _partition_key(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, PARTITION_KEY_FORMAT)
+        except ValueError:
+            raise ValueError(f"must look like 2026-01-01-00:00 ({PARTITION_KEY_FORMAT})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _prod_needs_services(self) -> Settings:
+        if self.deployment == "prod":
+            missing = [name for name, value in (("MONGODB_URI", self.mongodb_uri),
+                                                ("GCS_BUCKET", self.gcs_bucket)) if not value]
+            if missing:
+                raise ValueError(f"deployment 'prod' needs {', '.join(missing)} in the environment")
+        return self
+
+    # -- derived paths
+    @property
+    def retention_reports_only(self) -> bool:
+        return self.retention_dry_run if self.retention_dry_run is not None else self.deployment == "prod"
 
     @property
     def artifacts_dir(self) -> Path:
@@ -65,28 +140,72 @@ class Settings:
     def mongo_data_dir(self) -> Path:
         return self.home / "mongo"
 
+    @property
+    def dagster_home_dir(self) -> Path:
+        return self.dagster_home or self.home / "dagster_home"
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    deployment = env.get("BATCHREC_DEPLOYMENT", "local").strip().lower() or "local"
-    if deployment not in DEPLOYMENTS:
-        raise SettingsError(
-            f"BATCHREC_DEPLOYMENT={deployment!r} is not one of {', '.join(DEPLOYMENTS)}"
-        )
-    settings = Settings(
-        deployment=deployment,
-        home=Path(env.get("BATCHREC_HOME") or PROJECT_ROOT / ".batchrec").resolve(),
-        mongodb_uri=env.get("MONGODB_URI") or None,
-        database=env.get("MONGODB_DATABASE") or DEFAULT_DATABASE,
-        gcs_bucket=env.get("GCS_BUCKET") or None,
-        gcs_prefix=(env.get("GCS_PREFIX") or "batchrec").strip("/"),
-        embedded_mongo_port=int(env.get("BATCHREC_MONGO_PORT") or DEFAULT_EMBEDDED_MONGO_PORT),
-        partitions_start=env.get("BATCHREC_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
-    )
-    if deployment == "prod":
-        missing = [name for name, value in
-                   (("MONGODB_URI", settings.mongodb_uri), ("GCS_BUCKET", settings.gcs_bucket))
-                   if not value]
-        if missing:
-            raise SettingsError(f"deployment 'prod' needs {', '.join(missing)} in the environment")
-    return settings
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # noqa: ANN001, ANN206 - pydantic's hook
+        # the environment only: no .env file or secrets folder is read behind the operator's back
+        return (init_settings, env_settings)
+
+
+class _MappingSettings(Settings):
+    """Settings from an explicit mapping (tests, `--deployment`): the process environment is ignored."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # noqa: ANN001, ANN206
+        return (init_settings,)
+
+
+def env_names() -> dict[str, str]:
+    """Field name -> environment variable, for docs and `batchrec settings`."""
+    return {name: field.validation_alias.choices[0] for name, field in Settings.model_fields.items()}
+
+
+def _explain(exc: ValidationError) -> SettingsError:
+    names = env_names()
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        variable = names.get(field, field)
+        value = error.get("input")
+        shown = "" if field == "mongodb_uri" or not isinstance(value, str | int | float) else f"={value!r}"
+        lines.append(f"{variable}{shown}: {error['msg']}" if variable else error["msg"].removeprefix(
+            "Value error, "))
+    return SettingsError("invalid settings: " + "; ".join(lines))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the process environment, or from `environ` alone when it is given."""
+    try:
+        if environ is None:
+            return Settings()
+        known = set(env_names().values())
+        return _MappingSettings(**{k: v for k, v in environ.items() if k in known and v.strip()})
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return load_settings()
+
+
+def override_for_process(**variables: str) -> Settings:
+    """Replace variables for this process and the processes it starts (`batchrec --deployment`),
+    then read the settings again."""
+    candidate = load_settings({**os.environ, **variables})  # validate before changing anything
+    os.environ.update(variables)
+    get_settings.cache_clear()
+    return candidate
+
+
+def prefer_passive_openmp_waiting() -> None:
+    """Must run before torch starts OpenMP. With the default (active) waiting, torch's idle threads
+    spin, and training on a machine shared with the webserver, the daemon or the serving API ran
+    3-5x slower (benchmarks/results/recvae.md); passive waiting costs nothing measurable alone."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -9,74 +9,36 @@ Two source layouts (see docs/pipeline.md):
   `star_user_list`. There are no per-star times, so a partition sees the current state.
 
 Documents are read with projections through batched cursors and appended to typed buffers, never
-materialised as a list of dicts. Malformed documents are skipped and counted by reason.
+materialised as a list of dicts. Malformed documents are skipped and counted by reason; what is a
+well-formed id or name is decided in github.py (the API applies the same id rule).
 """
 
 from __future__ import annotations
 
-import os
 from array import array
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pymongo
-import pymongo.errors
 from pymongo.database import Database
 
+from batchrec_dagster.github import is_full_name, is_github_id, string_array
+from batchrec_dagster.stars import REPOSITORIES, STARS
 from batchrec_dagster.types import RawRepositories
 
-REPOSITORIES = "repositories"
-STARS = "stars"
-USERS = "users"
 LAYOUTS = ("stars", "embedded")
 DEFAULT_BATCH_SIZE = 5000
 _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+
 class SourceError(ValueError):
     """The source settings are invalid (e.g. an unknown layout)."""
 
 
-def default_layout() -> str:
-    return resolve_layout(None)
-
-
-def resolve_layout(layout: str | None) -> str:
-    value = (layout or os.environ.get("BATCHREC_SOURCE_LAYOUT") or "stars").strip().lower()
-    if value not in LAYOUTS:
-        raise SourceError(f"source layout {value!r} is not one of {', '.join(LAYOUTS)}")
-    return value
-
-
-def ensure_source_indexes(db: Database, *, unique: bool = True, stars: bool = True) -> list[str]:
-    """The indexes the pipeline's queries use. Returns what could not be created (and why).
-
-    `stars.starred_at` serves the partition's range query; the unique (user_id, repo_id) index
-    keeps star events de-duplicated at write time (the reader de-duplicates anyway, so a
-    collection that already holds duplicates is still readable). `users.login` serves look-ups.
-    `stars=False` (the embedded layout) leaves the stars collection alone.
-    """
-    wanted: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
-        (USERS, [("login", pymongo.ASCENDING)], {"name": "login"}),
-    ]
-    if stars:
-        wanted.append((STARS, [("starred_at", pymongo.ASCENDING)], {"name": "starred_at"}))
-    if stars and unique:
-        wanted.append((STARS, [("user_id", pymongo.ASCENDING), ("repo_id", pymongo.ASCENDING)],
-                       {"name": "user_repo_unique", "unique": True}))
-    problems = []
-    for collection, keys, options in wanted:
-        try:
-            db[collection].create_index(keys, **options)
-        except pymongo.errors.OperationFailure as exc:
-            reason = exc.details.get("errmsg", str(exc)) if exc.details else str(exc)
-            problems.append(f"{collection}.{options['name']}: {reason}")
-    return problems
-
-
 def _is_int(value: Any) -> bool:
+    """An int64 count (not an id: ids follow github.is_github_id)."""
     return isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX
 
 
@@ -93,10 +55,10 @@ class _Catalogue:
     def add(self, doc: dict[str, Any], skipped: Counter) -> bool:
         repo_id, name, stars = doc.get("_id"), doc.get("full_name"), doc.get("stars")
         language = doc.get("language")
-        if not _is_int(repo_id):
+        if not is_github_id(repo_id):
             skipped["repository_bad_id"] += 1
             return False
-        if not isinstance(name, str) or not name:
+        if not is_full_name(name):
             skipped["repository_bad_full_name"] += 1
             return False
         if not _is_int(stars) or stars < 0:
@@ -130,10 +92,11 @@ def _dedupe_pairs(users: np.ndarray, repos: np.ndarray, times: np.ndarray
 
 
 def read_raw_repositories(db: Database, window_start: datetime, window_end: datetime, *,
-                          layout: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+                          layout: str = "stars", batch_size: int = DEFAULT_BATCH_SIZE
                           ) -> RawRepositories:
     """The catalogue and the stars a partition [window_start, window_end) sees."""
-    layout = resolve_layout(layout)
+    if layout not in LAYOUTS:
+        raise SourceError(f"source layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if window_end.tzinfo is None or window_start.tzinfo is None:
         raise ValueError("window bounds must be timezone-aware")
     skipped: Counter = Counter()
@@ -155,7 +118,7 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
                 skipped["repository_bad_star_user_list"] += 1
                 continue
             for user_id in stargazers:
-                if _is_int(user_id):
+                if is_github_id(user_id):
                     star_users.append(user_id)
                     star_repos.append(doc["_id"])
                 else:
@@ -179,9 +142,9 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
                 skipped["star_bad_starred_at"] += 1
             elif micros >= end_us:
                 after_window += 1  # not malformed: a later partition's star
-            elif not _is_int(user_id):
+            elif not is_github_id(user_id):
                 skipped["star_bad_user_id"] += 1
-            elif not _is_int(repo_id):
+            elif not is_github_id(repo_id):
                 skipped["star_bad_repo_id"] += 1
             elif repo_id not in known:
                 skipped["star_unknown_repo"] += 1
@@ -201,9 +164,9 @@ def read_raw_repositories(db: Database, window_start: datetime, window_end: date
 
     return RawRepositories(
         repo_ids=_int64(catalogue.ids),
-        full_names=np.asarray(catalogue.names, dtype=str),
+        full_names=string_array(catalogue.names),
         repo_stars=_int64(catalogue.stars),
-        languages=np.asarray(catalogue.languages, dtype=str),
+        languages=string_array(catalogue.languages),
         star_user_ids=users,
         star_repo_ids=repos,
         starred_at=times,

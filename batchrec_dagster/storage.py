@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.api_core import exceptions as gcs_exceptions
 from google.cloud import storage as gcs
+
+if TYPE_CHECKING:
+    from batchrec_dagster.settings import Settings
+
+# under the deployment's root (BATCHREC_HOME/storage, or gs://GCS_BUCKET/GCS_PREFIX)
+ARTIFACTS_FOLDER = "models"
+ASSETS_FOLDER = "assets"
 
 
 class BlobExistsError(FileExistsError):
@@ -23,6 +32,17 @@ class BlobExistsError(FileExistsError):
 
 class BlobNotFoundError(FileNotFoundError):
     """No object under that name."""
+
+
+class ArtifactMismatchError(ValueError):
+    """The stored bytes are not the ones the registry (or the training run) recorded."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    updated: datetime  # UTC
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,28 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def mismatches(data: bytes, *, size_bytes: object, sha256: object) -> list[str]:
+    """How `data` differs from the recorded size and sha256 (empty when it is the recorded bytes)."""
+    problems = []
+    if len(data) != size_bytes:
+        problems.append(f"size {len(data)} bytes, recorded {size_bytes}")
+    digest = sha256_hex(data)
+    if digest != sha256:
+        problems.append(f"sha256 {digest}, recorded {sha256}")
+    return problems
+
+
+def read_verified(store: BlobStore, name: str, *, size_bytes: object, sha256: object) -> bytes:
+    """The artifact's bytes, checked against the recorded size and sha256 before anyone parses them.
+
+    BlobNotFoundError when it is missing, ArtifactMismatchError when it is not the recorded file."""
+    data = store.read(name)
+    problems = mismatches(data, size_bytes=size_bytes, sha256=sha256)
+    if problems:
+        raise ArtifactMismatchError(f"{store.uri(name)}: {'; '.join(problems)}")
+    return data
+
+
 class BlobStore(Protocol):
     location: str  # bucket name, or the local folder
 
@@ -44,6 +86,23 @@ class BlobStore(Protocol):
     def read(self, name: str) -> bytes: ...
     def exists(self, name: str) -> bool: ...
     def uri(self, name: str) -> str: ...
+    def list_blobs(self) -> Iterator[BlobInfo]: ...
+    def delete(self, name: str) -> None: ...
+
+
+PROBE_FOLDER = ".write-probe"
+
+
+def probe_write(store: BlobStore, tag: str) -> None:
+    """Write and delete a tiny object, so that a store we cannot write to fails a run before it
+    trains for an hour, not after. Raises whatever the store raises, with the location named."""
+    name = f"{PROBE_FOLDER}/{tag}"
+    try:
+        store.put_new(name, b"batchrec write probe")
+        store.delete(name)
+    except Exception as exc:
+        raise PermissionError(f"cannot write to the artifact store {store.uri(name)}: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 class LocalBlobStore:
@@ -83,6 +142,21 @@ class LocalBlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
 
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.endswith(".partial"):
+                stat = path.stat()
+                yield BlobInfo(path.relative_to(self.root).as_posix(),
+                               datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
 
 class GCSBlobStore:
     def __init__(self, client: gcs.Client, bucket: str, prefix: str = ""):
@@ -116,3 +190,22 @@ class GCSBlobStore:
             return self.bucket.blob(self._key(name)).download_as_bytes()
         except gcs_exceptions.NotFound as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        for blob in self.client.list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
+            yield BlobInfo(blob.name[start:], blob.updated.astimezone(UTC), int(blob.size or 0))
+
+    def delete(self, name: str) -> None:
+        try:
+            self.bucket.blob(self._key(name)).delete()
+        except gcs_exceptions.NotFound as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
+
+def blob_store_for(settings: Settings, folder: str = ARTIFACTS_FOLDER) -> BlobStore:
+    """The deployment's store outside Dagster (CLI, server): the same objects the resources use."""
+    if settings.deployment == "prod":
+        client = gcs.Client(project=settings.google_cloud_project)
+        return GCSBlobStore(client, settings.gcs_bucket or "", prefix=f"{settings.gcs_prefix}/{folder}")
+    return LocalBlobStore(settings.artifacts_dir / folder)

@@ -16,9 +16,9 @@ class RawRepositories:
     """The catalogue and the star events of one partition, as columnar arrays."""
 
     repo_ids: np.ndarray          # int64, unique
-    full_names: np.ndarray        # str
+    full_names: np.ndarray        # str, object array: each name at its own length (github.string_array)
     repo_stars: np.ndarray        # int64, GitHub star count
-    languages: np.ndarray         # str ("" when unknown)
+    languages: np.ndarray         # str, object array ("" when unknown)
     star_user_ids: np.ndarray     # int64
     star_repo_ids: np.ndarray     # int64, every one in repo_ids
     starred_at: np.ndarray        # datetime64[us], UTC; NaT in the legacy layout (no per-star time)

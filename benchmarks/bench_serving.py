@@ -324,7 +324,7 @@ class Server:
                  log: Path):
         self.port = free_port()
         self.log = log
-        self.command = [sys.executable, "-m", "batchrec_dagster.serving.cli", "serve",
+        self.command = [sys.executable, "-m", "batchrec_dagster.serving.command", "serve",
                         "--host", HOST, "--port", str(self.port), "--poll-seconds", str(poll_seconds),
                         "--torch-threads", str(threads), "--inference", inference,
                         "--log-level", "warning"]

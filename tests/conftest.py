@@ -17,10 +17,19 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from batchrec_dagster.mongo import connect
+from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
 from tests.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
 
 SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings are read once per process; a test that changes the environment reads them anew."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

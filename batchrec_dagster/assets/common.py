@@ -1,8 +1,10 @@
-"""What every asset of the lineage shares: partitions, backfill policy, group."""
+"""What every asset of the lineage shares: partitions, backfill policy, group, code version."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 import dagster as dg
 
@@ -19,6 +21,7 @@ def partition_seed(partition_key: str) -> int:
     return int.from_bytes(hashlib.sha256(partition_key.encode()).digest()[:4], "big")
 
 
+@functools.cache
 def code_version() -> str:
     """batchrec's version plus the git commit when the code runs from a checkout."""
     import subprocess
@@ -35,3 +38,10 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{commit}{'.dirty' if dirty else ''}" if commit else __version__
+
+
+def hourly_asset(**kwargs: Any) -> Any:
+    """`dg.asset` with what the five assets share: the hourly partitions, one run per partition in
+    backfills, the `recommender` group and Dagster's code_version (batchrec's version and commit)."""
+    return dg.asset(partitions_def=PARTITIONS, backfill_policy=BACKFILL_POLICY, group_name=GROUP,
+                    code_version=code_version(), **kwargs)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.database import Database
 
 from batchrec_dagster import __version__
+from batchrec_dagster.github import MAX_ID, GitHubId, is_github_id
 from batchrec_dagster.serving.inference import Inference, make_inference
 from batchrec_dagster.serving.model_manager import LoadedModel, ModelManager
 
@@ -29,10 +30,10 @@ MAX_K = 1000
 DEFAULT_K = 20
 MAX_INPUT_IDS = 10_000
 MAX_BODY_BYTES = 1 << 20           # 10,000 ids of 20 digits fit with room to spare
-MAX_REPO_ID = 2**63 - 1            # ids are int64 in the model and in MongoDB
+MAX_REPO_ID = MAX_ID               # ids are int64 in the model and in MongoDB (github.py)
 MAX_LOGIN_LENGTH = 100
 
-RepoId = Annotated[int, Field(ge=0, le=MAX_REPO_ID)]
+RepoId = GitHubId  # the pipeline's rule (github.is_github_id): the API serves what it trains on
 
 
 class RecommendationRequest(BaseModel):
@@ -359,8 +360,9 @@ def starred_repo_ids(db: Database, login: str, limit: int = MAX_INPUT_IDS) -> li
     user_id = user["_id"]
     stars = (db["stars"].find({"user_id": user_id}, {"repo_id": 1, "_id": 0})
              .sort([("starred_at", pymongo.DESCENDING)]).limit(limit))
-    repo_ids = [s["repo_id"] for s in stars if isinstance(s.get("repo_id"), int)]
+    # a malformed stored id (True, -42) is not an id: True would otherwise be looked up as 1
+    repo_ids = [s["repo_id"] for s in stars if is_github_id(s.get("repo_id"))]
     if not repo_ids and db["stars"].find_one({}, {"_id": 1}) is None:
         legacy = db["repositories"].find({"star_user_list": user_id}, {"_id": 1}).limit(limit)
-        repo_ids = [r["_id"] for r in legacy if isinstance(r.get("_id"), int)]
+        repo_ids = [r["_id"] for r in legacy if is_github_id(r.get("_id"))]
     return repo_ids

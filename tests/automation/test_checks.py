@@ -10,14 +10,19 @@ import scipy.sparse as sp
 
 from batchrec_dagster.checks import (
     ASSET_CHECKS,
-    artifact_problems,
     baseline_margin,
     leakage_problems,
     matrix_problems,
 )
 from batchrec_dagster.partitions import hourly_partitions
 from batchrec_dagster.resources import LocalArtifactStore
-from batchrec_dagster.storage import LocalBlobStore, sha256_hex
+from batchrec_dagster.storage import (
+    ArtifactMismatchError,
+    LocalBlobStore,
+    mismatches,
+    read_verified,
+    sha256_hex,
+)
 from batchrec_dagster.types import TrainedModel, UserItemMatrix, VaeInput
 
 BOUNDS = {"min_users": 3, "min_items": 3, "max_items": 1000, "max_density": 0.5}
@@ -108,13 +113,14 @@ def test_baseline_and_artifact_rules(local_store: LocalBlobStore) -> None:
         "model scored on 50 users, popularity on 49: not the same held-out users"]
 
     data = local_store.read(model.file_name)
-    assert artifact_problems(model, data) == []
-    assert artifact_problems(model, data[:-1])[0] == (
-        f"read back {len(data) - 1} bytes, registered size is {len(data)}")
+    recorded = {"size_bytes": model.size_bytes, "sha256": model.sha256}
+    assert mismatches(data, **recorded) == []
+    assert mismatches(data[:-1], **recorded)[0] == f"size {len(data) - 1} bytes, recorded {len(data)}"
     flipped = bytes([data[0] ^ 1]) + data[1:]
-    assert artifact_problems(model, flipped) == [
-        f"sha256 of the stored artifact is {sha256_hex(flipped)}, "
-        f"expected {model.sha256}"]
+    assert mismatches(flipped, **recorded) == [f"sha256 {sha256_hex(flipped)}, recorded {model.sha256}"]
+    assert read_verified(local_store, model.file_name, **recorded) == data
+    with pytest.raises(ArtifactMismatchError, match="size"):
+        read_verified(local_store, model.file_name, size_bytes=model.size_bytes + 1, sha256=model.sha256)
 
 
 def _run_model_checks(tmp_path: Path, model: TrainedModel, run_config: dict | None = None):

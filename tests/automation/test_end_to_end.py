@@ -17,15 +17,12 @@ from pathlib import Path
 import pytest
 
 from batchrec_dagster.jobs import ASSET_NAMES
+from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
+from batchrec_dagster.run_failures import RUN_FAILURES, run_partition
 from batchrec_dagster.schedules import SCHEDULE_NAME
-from batchrec_dagster.sensors import (
-    NEW_STARS_SENSOR_NAME,
-    RUN_FAILURES,
-    latest_closed_partition,
-    run_partition,
-)
+from batchrec_dagster.sensors import NEW_STARS_SENSOR_NAME
 from batchrec_dagster.storage import LocalBlobStore
 from tests.automation.dagster_services import wait_for
 from tests.automation.dagster_stack import dagster_stack

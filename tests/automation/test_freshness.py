@@ -1,22 +1,19 @@
-"""The freshness policy: its window from the environment, and that it lands on model_registry_entry."""
+"""The freshness policy: its window from the settings, and that it is declared on model_registry_entry."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import dagster as dg
-import pytest
-
-from batchrec_dagster.freshness import apply_model_freshness, freshness_window, model_freshness_policy
-from tests.automation.stubs import stub_assets
+from batchrec_dagster.definitions import build_definitions
+from batchrec_dagster.freshness import freshness_window, model_freshness_policy
+from batchrec_dagster.settings import get_settings
 
 
-def test_window_from_the_environment() -> None:
-    assert freshness_window({}) == timedelta(hours=3)
-    assert freshness_window({"BATCHREC_FRESHNESS_HOURS": "0.5"}) == timedelta(minutes=30)
-    for bad in ("soon", "0.001"):
-        with pytest.raises(ValueError, match="BATCHREC_FRESHNESS_HOURS"):
-            freshness_window({"BATCHREC_FRESHNESS_HOURS": bad})
+def test_window_from_the_settings(monkeypatch) -> None:
+    assert freshness_window() == timedelta(hours=3)
+    monkeypatch.setenv("BATCHREC_FRESHNESS_HOURS", "0.5")
+    get_settings.cache_clear()
+    assert freshness_window() == timedelta(minutes=30)
 
 
 def test_policy_warns_an_hour_before_it_fails() -> None:
@@ -27,9 +24,8 @@ def test_policy_warns_an_hour_before_it_fails() -> None:
     assert model_freshness_policy(timedelta(minutes=45)).warn_window is None
 
 
-def test_only_the_registry_entry_gets_the_policy() -> None:
-    policy = model_freshness_policy(timedelta(hours=2))
-    graph = dg.Definitions(assets=apply_model_freshness(stub_assets(), policy)).resolve_asset_graph()
+def test_only_the_registry_entry_declares_the_policy() -> None:
+    graph = build_definitions().resolve_asset_graph()
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
-    assert policies.pop("model_registry_entry") == policy
+    assert policies.pop("model_registry_entry") == model_freshness_policy()
     assert set(policies.values()) == {None}

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import hourly_partitions
-from batchrec_dagster.sensors import (
-    RUN_FAILURE_SENSOR_NAME,
-    RUN_FAILURES,
-    run_failure_recorder,
-    run_partition,
-)
+from batchrec_dagster.resources import MongoResource
+from batchrec_dagster.run_failures import RUN_FAILURES, run_partition
+from batchrec_dagster.sensors import RUN_FAILURE_SENSOR_NAME, run_failure_recorder
 from tests.automation.test_sensors import _uri
 
 PARTITION = "2026-03-01-14:00"

@@ -32,9 +32,9 @@ from batchrec_dagster.run_reaper import (
     GRPC_INFO_TAG,
     REAPER_NAME,
     reap_dead_runs,
-    reaper_interval_seconds,
     worker_gone,
 )
+from batchrec_dagster.settings import SettingsError, load_settings
 
 STARTED = dg.DagsterRunStatus.STARTED
 
@@ -78,11 +78,11 @@ def test_start_time_and_tags_name_this_process(child) -> None:
     assert "is gone" in worker_gone(killed(child), logged_at=time.time())
 
 
-def test_interval_comes_from_the_environment() -> None:
-    assert reaper_interval_seconds({}) == 30
-    assert reaper_interval_seconds({"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": "5"}) == 5
-    with pytest.raises(ValueError, match="at least 5"):
-        reaper_interval_seconds({"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": "1"})
+def test_interval_comes_from_the_settings() -> None:
+    assert load_settings({}).run_reaper_interval_seconds == 30
+    assert load_settings({"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": "5"}).run_reaper_interval_seconds == 5
+    with pytest.raises(SettingsError, match="BATCHREC_RUN_REAPER_INTERVAL_SECONDS"):
+        load_settings({"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": "1"})
 
 
 @dg.op

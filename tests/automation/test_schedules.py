@@ -10,7 +10,7 @@ import pytest
 
 from batchrec_dagster.jobs import hourly_training_job
 from batchrec_dagster.partitions import partition_window
-from batchrec_dagster.schedules import SCHEDULE_NAME, build_hourly_schedule, schedule_minute_offset
+from batchrec_dagster.schedules import SCHEDULE_NAME, build_hourly_schedule
 from tests.automation.stubs import stub_assets
 
 KST = ZoneInfo("Asia/Seoul")
@@ -58,10 +58,3 @@ def test_minute_offset_sets_the_cron_and_timezone_and_it_runs_by_default() -> No
     assert _tick(schedule, datetime(2026, 3, 2, 0, 17, tzinfo=KST)).partition_key == "2026-03-01-23:00"
 
 
-def test_minute_offset_from_the_environment() -> None:
-    assert schedule_minute_offset({}) == 5
-    assert schedule_minute_offset({"BATCHREC_SCHEDULE_MINUTE_OFFSET": "0"}) == 0
-    assert schedule_minute_offset({"BATCHREC_SCHEDULE_MINUTE_OFFSET": " 59 "}) == 59
-    for bad in ("60", "-1", "five"):
-        with pytest.raises(ValueError, match="BATCHREC_SCHEDULE_MINUTE_OFFSET"):
-            schedule_minute_offset({"BATCHREC_SCHEDULE_MINUTE_OFFSET": bad})

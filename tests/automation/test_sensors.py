@@ -11,16 +11,11 @@ import pytest
 from pymongo.database import Database
 
 from batchrec_dagster.jobs import hourly_training_job
-from batchrec_dagster.mongo import MongoResource
+from batchrec_dagster.new_stars import NewStarsCursor, decide_new_stars, latest_closed_partition
 from batchrec_dagster.registry import ensure_indexes, register_model
-from batchrec_dagster.sensors import (
-    NEW_STARS_SENSOR_NAME,
-    NewStarsCursor,
-    decide_new_stars,
-    latest_closed_partition,
-    new_stars_sensor,
-    new_stars_threshold,
-)
+from batchrec_dagster.resources import MongoResource
+from batchrec_dagster.sensors import NEW_STARS_SENSOR_NAME, new_stars_sensor
+from batchrec_dagster.settings import get_settings
 from tests.automation.stubs import stub_assets
 
 NOW = datetime(2026, 3, 1, 6, 20, tzinfo=UTC)  # 15:20 KST: the latest closed hour is 14:00-15:00
@@ -148,7 +143,8 @@ def test_a_registered_backfill_of_an_old_hour_does_not_trigger(mongo_db, instanc
 def test_sensor_definition_with_the_wall_clock(mongo_db, instance, monkeypatch) -> None:
     """The sensor itself, evaluated like the daemon does, twice with the stored cursor."""
     monkeypatch.setenv("BATCHREC_NEW_STARS_THRESHOLD", "3")
-    assert new_stars_threshold() == 3
+    get_settings.cache_clear()
+    assert get_settings().new_stars_threshold == 3
     key, start, _ = latest_closed_partition(datetime.now(UTC))
     add_stars(mongo_db, [start + timedelta(minutes=1)] * 3)
     mongo = MongoResource(uri=_uri(mongo_db), database=mongo_db.name)

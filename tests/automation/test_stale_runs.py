@@ -22,9 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from batchrec_dagster.process_identity import PID_TAG, process_start
+from batchrec_dagster.new_stars import latest_closed_partition
+from batchrec_dagster.process_groups import wait_all_gone
+from batchrec_dagster.process_identity import PID_TAG
+from batchrec_dagster.processes import cmdline, parent_of
+from batchrec_dagster.run_failures import RUN_FAILURES
 from batchrec_dagster.run_reaper import REAPER_NAME
-from batchrec_dagster.sensors import RUN_FAILURES, latest_closed_partition
 from tests.automation.dagster_services import DagsterServices, wait_for
 from tests.automation.dagster_stack import code_location_workspace, dagster_stack
 from tests.automation.test_end_to_end import TINY, hour_before, run_config
@@ -54,11 +57,6 @@ def training(services: DagsterServices, run: dict | None) -> dict | None:
     if run is None or services.run(run["runId"])["status"] != "STARTED":
         return None
     return run if services.step_span(run["runId"], "recvae_model") else None
-
-
-def wait_gone(pids: list[int], timeout_s: float = 30) -> None:
-    wait_for(f"processes {pids} to be gone", lambda: all(process_start(p) is None for p in pids),
-             timeout_s, interval_s=0.2)
 
 
 def reaped_then_next_runs(services: DagsterServices, dead_id: str, queued_id: str, killed_at: float,
@@ -114,12 +112,12 @@ def test_dead_runs_are_failed_and_free_the_training_pool(stack, tmp_path: Path) 
              timeout_s=300, interval_s=1, on_timeout=services.logs)
     [worker] = [int(m.group(1)) for e in services.events(launched)
                 if (m := WORKER_STARTED.search(e.get("message") or ""))]
-    code_server = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert b"dagster" in Path(f"/proc/{code_server}/cmdline").read_bytes()  # its code server
+    code_server = parent_of(worker)
+    assert any("dagster" in part for part in cmdline(code_server) or []), cmdline(code_server)
     queued = services.launch_run("hourly_training_job", hour_before(latest, 3), run_config())
     os.kill(code_server, signal.SIGKILL)  # first, so that it cannot report the worker's death
     os.kill(worker, signal.SIGKILL)
-    wait_gone([code_server, worker])
+    assert wait_all_gone([code_server, worker], timeout_s=30) == []
     killed_at = time.time()
     seconds = reaped_then_next_runs(services, launched, queued, killed_at,
                                     CODE_SERVER_RESPAWN_S + BOUND_S + SLACK_S)

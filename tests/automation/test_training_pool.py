@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from batchrec_dagster.jobs import ASSET_NAMES
+from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.run_queue import ensure_pool_limits
-from batchrec_dagster.sensors import latest_closed_partition
 from tests.automation.dagster_services import wait_for
 from tests.automation.dagster_stack import dagster_stack
 from tests.automation.test_end_to_end import hour_before, run_config

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from batchrec_dagster.demo_data import DemoSpec
+from batchrec_dagster.settings import get_settings
 
 # Small enough to train in seconds on 2 shared cores, structured enough that RecVAE beats popularity.
 # (NDCG@100 needs a catalogue well over 100 repositories to mean anything.)
@@ -18,7 +19,7 @@ TINY_SPLIT: dict[str, Any] = {"validation_users": 60}
 
 
 def tiny_run_config(**training: Any) -> dict[str, Any]:
-    from batchrec_dagster.cli import training_run_config
+    from batchrec_dagster.materialize import training_run_config
 
     return training_run_config({**TINY_TRAINING, **training}, extra={"vae_input": TINY_SPLIT},
                                log_level="WARNING")
@@ -34,6 +35,7 @@ def local_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mongo_server_uri:
     monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
     monkeypatch.delenv("BATCHREC_SOURCE_LAYOUT", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    get_settings.cache_clear()
     return home
 
 
@@ -43,4 +45,5 @@ def prod_env(local_env: Path, monkeypatch: pytest.MonkeyPatch, gcs_bucket: str) 
     monkeypatch.setenv("BATCHREC_DEPLOYMENT", "prod")
     monkeypatch.setenv("GCS_BUCKET", gcs_bucket)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "batchrec-test")
+    get_settings.cache_clear()
     return gcs_bucket

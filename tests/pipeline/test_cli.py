@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrec_dagster.cli import build_parser, main, prepare_dagster_home
-from batchrec_dagster.settings import PROJECT_ROOT, load_settings
+from batchrec_dagster.cli import build_parser, main
+from batchrec_dagster.materialize import prepare_dagster_home
+from batchrec_dagster.settings import PROJECT_ROOT, get_settings
 
 TINY = ["--users", "300", "--repos", "300"]
 TINY_TRAINING = ["--epochs", "6", "--hidden-dim", "128", "--latent-dim", "32", "--learning-rate", "2e-3"]
@@ -56,7 +57,7 @@ def test_prod_without_its_settings_is_a_clear_error(local_env: Path, monkeypatch
 
 
 def test_dagster_home_gets_the_repository_dagster_yaml(local_env: Path):
-    home = prepare_dagster_home(load_settings())
+    home = prepare_dagster_home(get_settings())
     assert home == local_env / "dagster_home" and os.environ["DAGSTER_HOME"] == str(home)
     if (PROJECT_ROOT / "dagster.yaml").is_file():
         assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()

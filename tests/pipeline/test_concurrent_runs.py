@@ -22,12 +22,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from batchrec_dagster.assets import ASSETS
-from batchrec_dagster.cli import materialize_partition
+from batchrec_dagster.definitions import build_definitions
 from batchrec_dagster.io_managers import LocalTypedIOManager
+from batchrec_dagster.materialize import JOB_NAME
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
-from batchrec_dagster.resources import build_resources
 from batchrec_dagster.settings import PROJECT_ROOT
 from batchrec_dagster.storage import LocalBlobStore, sha256_hex
 from recvae import load_artifact
@@ -65,10 +64,12 @@ def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, mong
         [str(Path(sys.executable).with_name("batchrec")), "materialize", "--partition", KEY,
          "--run-config", str(config_file)], capture_output=True, text=True, timeout=600)))
 
-    assets = LocalTypedIOManager(base_dir=str(local_env / "storage" / "assets"))
+    defs = build_definitions()
+    assets_dir = str(local_env / "storage" / "assets")
     with dg.DagsterInstance.get() as instance:
-        first = materialize_partition(KEY, run_config=run_config, instance=instance,
-                                      resources={"io_manager": HookedIOManager(base_dir=assets.base_dir)})
+        first = defs.resolve_job_def(JOB_NAME).execute_in_process(
+            partition_key=KEY, run_config=run_config, instance=instance,
+            resources={"io_manager": HookedIOManager(base_dir=assets_dir)})
         [done] = second
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         second_id = re.search(r"run (\S+) succeeded", done.stdout).group(1)
@@ -87,9 +88,8 @@ def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, mong
 
         # registering alone loads the newest stored model of the hour: the first run's, whose
         # materialization was recorded last (after the second run ended)
-        alone = dg.materialize(
-            ASSETS, selection=["model_registry_entry"], partition_key=KEY, instance=instance,
-            resources={**build_resources(), "io_manager": assets})
+        alone = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key=KEY, instance=instance, asset_selection=[dg.AssetKey("model_registry_entry")])
         assert alone.success
     [first_entry] = [e for e in entries if e["run_id"] == first.run_id]
     [again] = [e for e in entries_for_partition(mongo_db, partition_window(KEY)[1])

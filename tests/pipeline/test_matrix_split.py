@@ -5,8 +5,8 @@ import pytest
 
 from batchrec_dagster.assets.common import partition_seed
 from batchrec_dagster.assets.config import MatrixFilterConfig, SplitConfig
-from batchrec_dagster.assets.matrix import build_user_item_matrix
-from batchrec_dagster.assets.split import build_vae_input
+from batchrec_dagster.assets.user_item_matrix import build_user_item_matrix
+from batchrec_dagster.assets.vae_input import build_vae_input
 from batchrec_dagster.demo_data import DemoSpec, generate_demo
 from batchrec_dagster.types import RawRepositories
 

@@ -7,9 +7,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from batchrec_dagster.cli import materialize_partition
 from batchrec_dagster.codec import decode
 from batchrec_dagster.demo_data import generate_demo, load_demo
+from batchrec_dagster.materialize import materialize_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.storage import sha256_hex

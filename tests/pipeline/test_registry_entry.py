@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from batchrec_dagster.assets.training import artifact_name, put_artifact
+from batchrec_dagster.assets.recvae_model import artifact_name, put_artifact
 from batchrec_dagster.io_managers import MongoRegistryIOManager
-from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, ensure_indexes, register_model, select_best
+from batchrec_dagster.resources import MongoResource
 from batchrec_dagster.storage import BlobExistsError
 
 KEY = "2026-03-01-20:00"

@@ -2,11 +2,12 @@ import dagster as dg
 import pytest
 
 from batchrec_dagster.assets import ASSETS
+from batchrec_dagster.deployment import build_resources
 from batchrec_dagster.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
 from batchrec_dagster.jobs import ASSET_NAMES
 from batchrec_dagster.partitions import hourly_partitions
-from batchrec_dagster.resources import GCSArtifactStore, LocalArtifactStore, build_resources
-from batchrec_dagster.settings import SettingsError
+from batchrec_dagster.resources import GCSArtifactStore, LocalArtifactStore
+from batchrec_dagster.settings import SettingsError, get_settings, load_settings
 
 KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager"}
 
@@ -30,9 +31,11 @@ def test_prod_resources_read_the_environment(prod_env, monkeypatch):
     assert isinstance(resources["artifact_store"].bucket, dg.EnvVar)
     assert resources["artifact_store"].bucket.get_value() == prod_env
     monkeypatch.delenv("GCS_BUCKET")
+    get_settings.cache_clear()
     with pytest.raises(SettingsError, match="GCS_BUCKET"):
         build_resources()
-    assert isinstance(build_resources("local")["io_manager"], LocalTypedIOManager)
+    local = load_settings({"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": "/tmp/x"})
+    assert isinstance(build_resources(local)["io_manager"], LocalTypedIOManager)
 
 
 def test_assets_share_one_lineage_on_hourly_partitions():
@@ -52,3 +55,25 @@ def test_code_location_loads(local_env):
 
     job = defs.resolve_job_def("hourly_training_job")
     assert {n.split(".")[0] for n in job.graph.node_dict} >= set(ASSET_NAMES)
+    graph = defs.resolve_asset_graph()
+    # Dagster's code_version on every asset; the freshness policy declared on the registry entry
+    assert all(graph.get(dg.AssetKey(name)).code_version for name in ASSET_NAMES)
+    assert graph.get(dg.AssetKey("model_registry_entry")).freshness_policy is not None
+    assert graph.get(dg.AssetKey("recvae_model")).freshness_policy is None
+
+
+def test_mongo_resource_starts_the_embedded_server_from_its_config(tmp_path):
+    """The resource's config is plain strings (Dagster config): the data folder arrives as a str."""
+    from batchrec_dagster.embedded_mongo import stop_embedded_mongo
+    from batchrec_dagster.resources import MongoResource
+    from tests.servers import free_port
+
+    data_dir = tmp_path / "mongo"
+    resource = MongoResource(embedded_data_dir=str(data_dir), embedded_port=free_port(), database="x")
+    try:
+        db = resource.get_database()
+        db["c"].insert_one({"_id": 1})
+        assert db["c"].find_one({"_id": 1}) == {"_id": 1}
+    finally:
+        resource.get_client().close()
+        assert stop_embedded_mongo(data_dir)

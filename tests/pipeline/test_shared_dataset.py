@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from batchrec_dagster.cli import materialize_partition, training_run_config
 from batchrec_dagster.csv_import import import_csv
+from batchrec_dagster.materialize import materialize_partition, training_run_config
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
 

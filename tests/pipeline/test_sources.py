@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from batchrec_dagster.sources import SourceError, ensure_source_indexes, read_raw_repositories
+from batchrec_dagster.sources import SourceError, read_raw_repositories
+from batchrec_dagster.stars import ensure_source_indexes
 
 START = datetime(2026, 3, 1, 11, tzinfo=UTC)
 END = START + timedelta(hours=1)
@@ -82,13 +83,12 @@ def test_embedded_layout_reads_the_current_state(mongo_db):
     assert len(raw.repo_ids) == 4
 
 
-def test_layout_comes_from_the_environment(mongo_db, monkeypatch):
+def test_layout_is_the_callers_choice(mongo_db):
+    # the asset passes its run config, else BATCHREC_SOURCE_LAYOUT (settings); the reader reads no setting
     repos(mongo_db, (1, {"star_user_list": [10]}))
-    monkeypatch.setenv("BATCHREC_SOURCE_LAYOUT", "embedded")
-    assert read_raw_repositories(mongo_db, START, END).layout == "embedded"
-    monkeypatch.setenv("BATCHREC_SOURCE_LAYOUT", "csv")
+    assert read_raw_repositories(mongo_db, START, END, layout="embedded").layout == "embedded"
     with pytest.raises(SourceError, match="csv"):
-        read_raw_repositories(mongo_db, START, END)
+        read_raw_repositories(mongo_db, START, END, layout="csv")
 
 
 def test_unique_index_on_duplicated_data_is_reported_not_raised(mongo_db):

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrec_dagster.resources import artifact_store_for
 from batchrec_dagster.settings import load_settings
+from batchrec_dagster.storage import blob_store_for
 from tests.servers import free_port, stop
 from tests.serving.helpers import publish, wait_for
 
@@ -25,7 +25,7 @@ def test_serve_command_answers_for_a_user(deployment: str, mongo_server_uri: str
     if deployment == "prod":
         env.update(GCS_BUCKET=gcs_bucket, GCS_PREFIX="team-a")
     # the store the pipeline writes to for these settings (GCS: <bucket>/team-a/models/...)
-    store = artifact_store_for(load_settings(env))
+    store = blob_store_for(load_settings(env))
     local_root = str(tmp_path / "home" / "storage" / "models")
     assert store.location == (gcs_bucket if deployment == "prod" else local_root)
     entry = publish(mongo_db, store, score=0.4)
@@ -36,7 +36,7 @@ def test_serve_command_answers_for_a_user(deployment: str, mongo_server_uri: str
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "batchrec_dagster.serving.cli", "serve", "--port", str(port),
+            [sys.executable, "-m", "batchrec_dagster.serving.command", "serve", "--port", str(port),
              "--poll-seconds", "0.2", "--show", "demo-user-0", "--log-level", "warning"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     try:

@@ -19,27 +19,13 @@ import urllib.request
 from datetime import timedelta
 from typing import Any
 
-from batchrec_dagster.settings import Settings, load_settings
+from batchrec_dagster.mongo import open_database
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.storage import blob_store_for
 
 log = logging.getLogger("batchrec.serving")
 
 SWITCH_INTERVAL_S = 0.001
-
-
-def build_store(settings: Settings) -> Any:
-    """The artifact store the pipeline writes to (local folder, or GCS bucket + prefix in prod)."""
-    from batchrec_dagster.resources import artifact_store_for
-
-    return artifact_store_for(settings)
-
-
-def build_database(settings: Settings) -> Any:
-    from batchrec_dagster.mongo import MongoResource
-
-    resource = MongoResource(uri=settings.mongodb_uri, database=settings.database,
-                             embedded_data_dir=str(settings.mongo_data_dir),
-                             embedded_port=settings.embedded_mongo_port)
-    return resource.get_database()
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -83,9 +69,9 @@ def run_serve(args: argparse.Namespace) -> int:
     # the inference thread waits up to one switch interval for the interpreter lock whenever the
     # event loop holds it (default 5 ms); 1 ms bounds that wait at a negligible cost in switches
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    settings = load_settings()
-    db = build_database(settings)
-    store = build_store(settings)
+    settings = get_settings()
+    db = open_database(settings)
+    store = blob_store_for(settings)
     manager = ModelManager(db, store, max_age=timedelta(hours=args.max_age_hours),
                            poll_seconds=args.poll_seconds)
     app = create_app(manager, db, inference=args.inference, max_batch=args.max_batch)
@@ -138,7 +124,7 @@ def _show(server: Any, args: argparse.Namespace, timeout_s: float = 120.0) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m batchrec_dagster.serving.cli`), same options as `batchrec serve`."""
+    """Standalone entry (`python -m batchrec_dagster.serving.command`), same options as `batchrec serve`."""
     parser = argparse.ArgumentParser(prog="batchrec")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_command(sub)

@@ -9,14 +9,14 @@ import dagster as dg
 import numpy as np
 import scipy.sparse as sp
 
-from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS, code_version
+from batchrec_dagster.assets.common import code_version, hourly_asset
 from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import md_table, window_metadata
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.resources import ArtifactStoreResource
-from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob
+from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.types import TrainedModel, VaeInput
-from recvae import HeldOut, Popularity, Recommender, RecVAEConfig, dump_artifact, evaluate, train_recvae
+from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae
 
 MODEL_KIND = "recvae"
 
@@ -37,15 +37,6 @@ def put_artifact(store: BlobStore, data: bytes, score: float, partition_key: str
         except BlobExistsError:
             continue
     raise BlobExistsError(f"100 artifacts already exist for run {run_id} and partition {partition_key}")
-
-
-def recvae_config(config: TrainingConfig) -> RecVAEConfig:
-    return RecVAEConfig(
-        hidden_dim=config.hidden_dim, latent_dim=config.latent_dim, input_dropout=config.input_dropout,
-        gamma=config.gamma, learning_rate=config.learning_rate, batch_size=config.batch_size,
-        epochs=config.epochs, encoder_passes=config.encoder_passes, decoder_passes=config.decoder_passes,
-        seed=config.seed, patience=config.patience, time_budget_s=config.time_budget_s,
-    )
 
 
 def preview_table(recommender: Recommender, data: VaeInput, k: int) -> dg.MetadataValue:
@@ -77,10 +68,7 @@ def _plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in metrics.items()}
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
+@hourly_asset(
     kinds={"pytorch", "gcs"},
     pool="training",
     description="RecVAE trained on vae_input, scored on the held-out users (score = NDCG@100) next to "
@@ -91,6 +79,10 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     data = vae_input
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
+
+    store = artifact_store.get_store()
+    # a store we cannot write to fails the run now, not after an hour of training
+    probe_write(store, f"{run_id}-{context.retry_number}")
 
     popularity = Popularity().fit(data.train)
     popularity_metrics = _plain_metrics(evaluate(popularity, data.validation_fold_in, data.validation_target))
@@ -104,7 +96,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     started = time.perf_counter()
     validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
                          target=data.validation_target)
-    result = train_recvae(sp.csr_matrix(data.train), validation, recvae_config(config),
+    result = train_recvae(sp.csr_matrix(data.train), validation, config.recvae_config(),
                           device=config.device, on_epoch=on_epoch)
     training_seconds = time.perf_counter() - started
     metrics = _plain_metrics(result.best_metrics)
@@ -126,7 +118,6 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "code_version": version,
         "created_at": datetime.now(UTC).isoformat(),
     })
-    store = artifact_store.get_store()
     stored = put_artifact(store, artifact, score, partition_key, run_id)
     context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
 

@@ -4,7 +4,7 @@
 import dagster as dg
 import numpy as np
 
-from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS
+from batchrec_dagster.assets.common import hourly_asset
 from batchrec_dagster.assets.config import MatrixFilterConfig
 from batchrec_dagster.assets.metadata import prefixed_counts, window_metadata
 from batchrec_dagster.partitions import partition_window
@@ -36,10 +36,7 @@ def build_user_item_matrix(raw: RawRepositories, config: MatrixFilterConfig) -> 
                           window_start=raw.window_start)
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
+@hourly_asset(
     kinds={"scipy"},
     description="Users x repositories (binary CSR) after the star-count and min-count filters, with "
                 "the id vocabularies of rows and columns.",

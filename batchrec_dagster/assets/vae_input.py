@@ -4,7 +4,7 @@
 import dagster as dg
 import numpy as np
 
-from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS, partition_seed
+from batchrec_dagster.assets.common import hourly_asset, partition_seed
 from batchrec_dagster.assets.config import SplitConfig
 from batchrec_dagster.assets.metadata import window_metadata
 from batchrec_dagster.partitions import partition_window
@@ -36,10 +36,7 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
                     window_end=matrix.window_end, item_names=names, window_start=matrix.window_start)
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
+@hourly_asset(
     kinds={"scipy"},
     description="The training matrix plus held-out validation users, each split 80/20 into fold-in and "
                 "scored items. Deterministic for a partition: the seed is derived from its key.",

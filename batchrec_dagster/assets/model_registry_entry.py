@@ -5,11 +5,12 @@ from typing import Any
 
 import dagster as dg
 
-from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS
+from batchrec_dagster.assets.common import hourly_asset
 from batchrec_dagster.assets.metadata import window_metadata
+from batchrec_dagster.freshness import model_freshness_policy
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.resources import ArtifactStoreResource
-from batchrec_dagster.storage import sha256_hex
+from batchrec_dagster.storage import ArtifactMismatchError, BlobNotFoundError, read_verified
 from batchrec_dagster.types import TrainedModel
 
 
@@ -40,23 +41,21 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
     }
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
+@hourly_asset(
     kinds={"mongodb"},
+    freshness_policy=model_freshness_policy(),
     io_manager_key="registry_io_manager",
     description="The model's entry in the MongoDB `models` registry (one per run and partition). The "
                 "served model is the highest score among fresh entries, a tie going to the newest.",
 )
 def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: TrainedModel,
                          artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
-    store = artifact_store.get_store()
     # register only what can be served: the artifact must exist and be the bytes that were scored
-    stored = store.read(recvae_model.file_name)
-    if sha256_hex(stored) != recvae_model.sha256 or len(stored) != recvae_model.size_bytes:
-        raise dg.Failure(description=f"artifact {recvae_model.uri} does not match the trained model's "
-                                     f"checksum; refusing to register it")
+    try:
+        read_verified(artifact_store.get_store(), recvae_model.file_name,
+                      size_bytes=recvae_model.size_bytes, sha256=recvae_model.sha256)
+    except (BlobNotFoundError, ArtifactMismatchError) as exc:
+        raise dg.Failure(description=f"refusing to register {recvae_model.uri}: {exc}") from exc
     entry = registry_entry(recvae_model, partition_key=context.partition_key, run_id=context.run.run_id)
     context.log.info(f"registering {entry['file_name']} (score {entry['score']:.4f})")
     return dg.MaterializeResult(value=entry, metadata={

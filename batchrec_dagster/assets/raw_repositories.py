@@ -4,22 +4,21 @@
 import dagster as dg
 import numpy as np
 
-from batchrec_dagster.assets.common import BACKFILL_POLICY, GROUP, PARTITIONS
+from batchrec_dagster.assets.common import hourly_asset
 from batchrec_dagster.assets.config import SourceConfig
 from batchrec_dagster.assets.metadata import md_table, prefixed_counts, window_metadata
-from batchrec_dagster.mongo import MongoResource
 from batchrec_dagster.partitions import partition_window
-from batchrec_dagster.sources import ensure_source_indexes, read_raw_repositories, resolve_layout
+from batchrec_dagster.resources import MongoResource
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.sources import read_raw_repositories
+from batchrec_dagster.stars import ensure_source_indexes
 
 EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository): there are no per-star "
                  "times, so this partition read the CURRENT state of the collection, not the state at "
                  "the end of its hour.")
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
+@hourly_asset(
     kinds={"mongodb", "numpy"},
     description="The repository catalogue and every star event with starred_at before the end of the "
                 "partition's hour, as columnar arrays. Malformed documents are skipped and counted.",
@@ -27,7 +26,7 @@ EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository):
 def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig,
                      mongo: MongoResource) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
-    layout = resolve_layout(config.layout)
+    layout = config.layout or get_settings().source_layout
     db = mongo.get_database()
     if layout == "stars":
         # the range query needs the starred_at index; the unique one is the loader's business

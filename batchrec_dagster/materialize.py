@@ -1,0 +1,107 @@
+"""Running the hourly job in this process (`batchrec materialize`, `batchrec demo`, the tests).
+
+The job comes from definitions.build_definitions, the same assembly the code location serves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from batchrec_dagster.partitions import hourly_partitions, partition_window
+from batchrec_dagster.process_identity import current_process_tags
+from batchrec_dagster.registry import entries_for_partition
+from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
+
+JOB_NAME = "hourly_training_job"
+
+
+class MaterializeError(RuntimeError):
+    """The run failed or registered nothing (printed without a traceback by the CLI)."""
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """The Dagster instance folder with the repository's dagster.yaml (when DAGSTER_HOME is not set
+    by the operator), exported for Dagster's own code as DAGSTER_HOME."""
+    home = settings.dagster_home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    if source.is_file() and settings.dagster_home is None:
+        target = home / "dagster.yaml"
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
+    override_for_process(DAGSTER_HOME=str(home))
+    return home
+
+
+def latest_partition_key() -> str:
+    key = hourly_partitions.get_last_partition_key()
+    if key is None:
+        raise MaterializeError("no complete hourly partition yet (check BATCHREC_PARTITIONS_START)")
+    return key
+
+
+def training_run_config(training: dict[str, Any] | None = None,
+                        extra: dict[str, Any] | None = None, log_level: str = "INFO") -> dict[str, Any]:
+    """Run config for hourly_training_job: per-asset config plus the console log level."""
+    ops: dict[str, Any] = {}
+    if training:
+        ops["recvae_model"] = {"config": dict(training)}
+    for op, config in (extra or {}).items():
+        ops.setdefault(op, {"config": {}})["config"].update(config)
+    config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    if ops:
+        config["ops"] = ops
+    return config
+
+
+def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | None = None,
+                          settings: Settings | None = None, instance: dg.DagsterInstance | None = None,
+                          raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Run hourly_training_job (the five assets and their checks) for one hour in this process."""
+    from batchrec_dagster.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    # the run lives and dies with this process: name the process on the run, so that run_reaper
+    # can fail the run (and free the training pool) if this process is killed
+    return job.execute_in_process(partition_key=partition_key, run_config=run_config or {},
+                                  instance=instance, raise_on_error=raise_on_error,
+                                  tags=current_process_tags())
+
+
+def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey(asset):
+            return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    return {}
+
+
+def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
+                     settings: Settings | None = None) -> dict[str, Any]:
+    """Materialize the hour on the persistent instance; the registry entry this run wrote."""
+    settings = settings or get_settings()
+    prepare_dagster_home(settings)
+    started = time.perf_counter()
+    print(f"materializing partition {partition_key} ({settings.deployment} deployment) ...", flush=True)
+    with dg.DagsterInstance.get() as instance:
+        result = materialize_partition(partition_key, run_config=run_config, settings=settings,
+                                       instance=instance, raise_on_error=False)
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        raise MaterializeError(f"run {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
+                               f"log above or `batchrec dev` (Dagit) for details")
+    model = asset_metadata(result, "recvae_model")
+    matrix = asset_metadata(result, "user_item_matrix")
+    print(f"run {result.run_id} succeeded in {time.perf_counter() - started:.0f}s: "
+          f"{matrix.get('users')} users x {matrix.get('items')} repositories; "
+          f"RecVAE NDCG@100 {model.get('score', float('nan')):.4f} vs popularity "
+          f"{model.get('popularity_score', float('nan')):.4f} after {model.get('epochs')} epochs")
+    entries = [e for e in entries_for_partition(db, partition_window(partition_key)[1])
+               if e["run_id"] == result.run_id]
+    if not entries:
+        raise MaterializeError(f"run {result.run_id} registered no model")
+    return entries[-1]
