@@ -86,6 +86,9 @@ class Settings(BaseSettings):
                                     "new stars that make new_stars_sensor request a run.", 1000, ge=1)
     sensor_interval_seconds: int = _env("BATCHREC_SENSOR_INTERVAL_SECONDS",
                                         "how often new_stars_sensor evaluates.", 60, ge=5)
+    run_reaper_interval_seconds: int = _env(
+        "BATCHREC_RUN_REAPER_INTERVAL_SECONDS",
+        "how often stale_run_reaper looks for runs whose process died.", 30, ge=5)
     freshness_hours: float = _env("BATCHREC_FRESHNESS_HOURS",
                                   "model_registry_entry fails freshness after this long without a model.",
                                   3.0, ge=1 / 60)
