@@ -19,7 +19,7 @@ import urllib.request
 from datetime import timedelta
 from typing import Any
 
-from batchrec_dagster.mongo import open_database
+from batchrec_dagster.mongo import connect, server_uri
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import blob_store_for
 
@@ -37,8 +37,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--poll-seconds", type=float, default=60.0,
                         help="how often to ask the registry for a better model (default: %(default)s)")
-    parser.add_argument("--max-age-hours", type=float, default=24.0,
-                        help="models trained on data older than this are not served (default: %(default)s)")
+    parser.add_argument("--max-age-hours", type=float, default=None,
+                        help="models trained on data older than this are not served "
+                             "(default: BATCHREC_MODEL_MAX_AGE_HOURS, 24)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads for inference (default: %(default)s; see docs/serving.md)")
     parser.add_argument("--inference", choices=("coalesced", "batched", "inline"), default="batched",
@@ -63,14 +64,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if args.max_age_hours is None:
+        args.max_age_hours = settings.model_max_age_hours
     if args.poll_seconds <= 0 or args.max_age_hours <= 0 or args.torch_threads < 1:
         raise SystemExit("--poll-seconds, --max-age-hours and --torch-threads must be positive")
     torch.set_num_threads(args.torch_threads)
     # the inference thread waits up to one switch interval for the interpreter lock whenever the
     # event loop holds it (default 5 ms); 1 ms bounds that wait at a negligible cost in switches
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    settings = get_settings()
-    db = open_database(settings)
+    # a login look-up fails within 2 s when MongoDB is down (503), instead of pymongo's 10 s+
+    db = connect(server_uri(settings), serverSelectionTimeoutMS=2000,
+                 connectTimeoutMS=2000)[settings.mongodb_database]
     store = blob_store_for(settings)
     manager = ModelManager(db, store, max_age=timedelta(hours=args.max_age_hours),
                            poll_seconds=args.poll_seconds)

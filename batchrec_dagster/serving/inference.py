@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from batchrec_dagster.serving.model_manager import LoadedModel, recommend_batch
+from batchrec_dagster.serving.loaded_model import LoadedModel, recommend_batch
 
 log = logging.getLogger("batchrec.serving")
 
