@@ -7,8 +7,10 @@ Each worker process holds its own model and poller (`model_manager.py`); `batchr
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
@@ -17,9 +19,13 @@ from fastapi.responses import Response
 from pymongo.database import Database
 
 from batchrec_dagster import __version__
+from batchrec_dagster.serving.access import AccessPolicy
+from batchrec_dagster.serving.edge import Edge, ShutdownState
 from batchrec_dagster.serving.fast_path import RecommendationFastPath, read_request_body
 from batchrec_dagster.serving.inference import Inference, make_inference
-from batchrec_dagster.serving.model_manager import ModelManager
+from batchrec_dagster.serving.metrics import CONTENT_TYPE, ServingMetrics
+from batchrec_dagster.serving.model_manager import ModelManager, RefreshResult
+from batchrec_dagster.serving.page import add_page_routes
 from batchrec_dagster.serving.schemas import (
     DEFAULT_K,
     MAX_BODY_BYTES,
@@ -29,6 +35,7 @@ from batchrec_dagster.serving.schemas import (
     Problem,
     RecommendationRequest,
     RecommendationResponse,
+    json_response,
     problem,
     to_json,
 )
@@ -36,13 +43,33 @@ from batchrec_dagster.serving.service import RecommendationService
 from batchrec_dagster.serving.status import manager_status
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Which worker process this app runs in (`/model` says which one answered)."""
+
+    index: int = 0
+    workers: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "index": self.index, "workers": self.workers}
+
+
 class ServingApp(FastAPI):
-    """FastAPI, with `POST /recommendations` answered by `fast_path` (when set) before the
-    middleware stack: the stack's layers cost about a tenth of the server's CPU per request."""
+    """FastAPI behind `edge` (metrics, drain, CORS, API keys; edge.py), with `POST
+    /recommendations` answered by `fast_path` (when set) before FastAPI's middleware stack: the
+    stack's layers cost about a tenth of the server's CPU per request."""
 
     fast_path: RecommendationFastPath | None = None
+    edge: Edge | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:  # type: ignore[override]
+        edge = self.edge
+        if edge is not None and scope["type"] == "http":
+            await edge(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: dict, receive: Any, send: Any) -> None:
         fast_path = self.fast_path
         if fast_path is not None and scope["type"] == "http" and fast_path.handles(scope):
             await fast_path(scope, receive, send)
@@ -50,20 +77,33 @@ class ServingApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def json_response(status: int, body: bytes) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
-
-
 def create_app(manager: ModelManager, db: Database | None = None, *, inference: str = "batched",
                max_batch: int = 32, max_body_bytes: int = MAX_BODY_BYTES,
-               manage_lifecycle: bool = True, fast_path: bool = True) -> ServingApp:
-    """The API around a model manager. `db` (users, stars, repositories) serves the by-login route.
+               manage_lifecycle: bool = True, fast_path: bool = True,
+               metrics: ServingMetrics | None = None, access: AccessPolicy | None = None,
+               cors_origins: list[str] | None = None, worker: WorkerInfo | None = None) -> ServingApp:
+    """The API around a model manager. `db` (users, stars, repositories, models) serves the
+    by-login route and the page.
 
     With `manage_lifecycle`, the app's lifespan starts and stops the manager's poller. With
-    `fast_path`, `POST /recommendations` is answered by `RecommendationFastPath`.
+    `fast_path`, `POST /recommendations` is answered by `RecommendationFastPath`. `metrics`
+    (default: a registry of this app's own), `access` (API keys) and `cors_origins` configure the
+    edge; `app.state.shutdown` is the drain flag that `shutdown.DrainingServer` sets.
     """
+    metrics = metrics if metrics is not None else ServingMetrics()
+    worker = worker or WorkerInfo()
+    shutdown = ShutdownState()
     engine: Inference = make_inference(inference, max_batch)
+    engine.on_batch = metrics.observe_batch
     service = RecommendationService(manager, db, engine, max_body_bytes)
+    previous_hook = manager.on_refresh
+
+    def on_refresh(mgr: ModelManager, result: RefreshResult) -> None:
+        metrics.observe_refresh(mgr, result)
+        if previous_hook is not None:
+            previous_hook(mgr, result)
+
+    manager.on_refresh = on_refresh
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,8 +127,12 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
     app.state.manager = manager
     app.state.inference = engine
     app.state.service = service
+    app.state.metrics = metrics
+    app.state.shutdown = shutdown
     if fast_path:
         app.fast_path = RecommendationFastPath(service)
+    app.edge = Edge(app.dispatch, metrics=metrics, shutdown=shutdown, access=access,
+                    cors_origins=cors_origins)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
@@ -127,7 +171,14 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
     @app.get("/model")
     async def model_status() -> Response:
         """The served model, its registry entry, when it was loaded and the last swap error."""
-        return json_response(200, to_json({**manager_status(manager), "inference": engine.stats()}))
+        return json_response(200, to_json({**manager_status(manager), "worker": worker.to_json(),
+                                            "draining": shutdown.draining, "inference": engine.stats()}))
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics, summed over the worker processes (docs/serving.md, Metrics)."""
+        metrics.observe_model(manager.current, manager.now().timestamp())  # this worker's age, now
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -136,10 +187,14 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
 
     @app.get("/readyz", responses={503: {"model": Problem}})
     async def readyz() -> Response:
-        """Readiness: 200 once a model is loaded, 503 before."""
+        """Readiness: 200 once a model is loaded, 503 before, and 503 from the moment a shutdown
+        signal arrives (drain)."""
+        if shutdown.draining:
+            return json_response(503, problem("shutting down"))
         model = manager.current
         if model is None:
             return json_response(*service.not_ready())
         return json_response(200, to_json({"ready": True, "model": model.summary}))
 
+    add_page_routes(app, service, manager, db)
     return app

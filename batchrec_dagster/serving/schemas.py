@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_K = 1000
@@ -73,3 +74,7 @@ def to_json(content: Any) -> bytes:
 
 def problem(detail: Any) -> bytes:
     return to_json({"detail": detail})
+
+
+def json_response(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type="application/json")

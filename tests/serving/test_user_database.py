@@ -77,4 +77,8 @@ def test_mongodb_down_gets_a_json_503_and_the_model_keeps_serving(own_mongo, gcs
         assert status["last_outcome"]["entry_id"] is None and status["last_swap_error"]["entry_id"] is None
         assert "registry query failed" in status["last_swap_error"]["message"]
         assert status["model"]["id"] == str(entry["_id"])
+        metrics = http.get("/metrics").text
+        assert "batchrec_registry_up 0.0" in metrics and "batchrec_registry_poll_errors_total 1.0" in metrics
+        by_login = 'batchrec_http_requests_total{route="/users/{login}/recommendations",status="503"} 1.0'
+        assert by_login in metrics
     client.close()
