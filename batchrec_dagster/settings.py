@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -131,18 +131,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must look like 2026-01-01-00:00 ({PARTITION_KEY_FORMAT})") from None
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "cors_origins")
     @classmethod
-    def _key_hashes(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_api_keys(value)
-        return value
-
-    @field_validator("cors_origins")
-    @classmethod
-    def _origins(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_origins(value)
+    def _parsable_list(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # checked at start: a bad entry stops the server with its reason
+            (parse_api_keys if info.field_name == "api_keys" else parse_origins)(value)
         return value
 
     @property

@@ -253,7 +253,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ensure_indexes(db)
     store = LocalBlobStore(work / "home" / "storage" / "models")
     env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local"}
+           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local",
+           # the page's challenger is a second model to load in every worker: not what is measured
+           "BATCHREC_SERVE_CHALLENGER": "false"}
     results: dict[str, Any] = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -444,7 +446,9 @@ def markdown(results: dict[str, Any]) -> str:
                   f"keep-alive clients, drain {d['drain_seconds']} s, load average {d['load_avg']}): "
                   f"**{d['in_flight_completed_200']}/{d['in_flight_at_signal']} requests in flight at the "
                   f"signal completed with 200**; {d['after_signal_200']}/{d['after_signal']} requests sent "
-                  f"during the drain answered 200; {d['failed']} failed {d['failure_samples']}; new "
+                  f"during the drain answered 200; {d['failed']} failed {d['failure_samples']}"
+                  + (f" (sent {d['failed_sent_after_s'][0]}-{d['failed_sent_after_s'][1]} s after the "
+                     f"signal)" if d.get("failed_sent_after_s") else "") + "; new "
                   f"connections refused from {d['first_refused_after_s']} s after the signal; the last "
                   f"answer at {d['last_answer_after_s']} s; the server exited with status "
                   f"{d['exit_status']} after {d['exited_after_s']} s."]

@@ -266,10 +266,13 @@ def drain_summary(records: list[tuple[float, float, str]], signalled: float) -> 
     during = [r for r in answered if r[0] >= signalled]
     refused = [r[0] for r in records if r[2] == "refused"]
     errors = [r[2] for r in answered if r[2] != "200"]
+    failed_at = sorted(round(r[0] - signalled, 3) for r in answered if r[2] != "200")
     return {"requests": len(answered), "before_signal": len(answered) - len(in_flight) - len(during),
             "in_flight_at_signal": len(in_flight),
             "in_flight_completed_200": sum(1 for r in in_flight if r[2] == "200"),
             "after_signal": len(during), "after_signal_200": sum(1 for r in during if r[2] == "200"),
             "failed": len(errors), "failure_samples": errors[:5],
+            # when the failed requests were sent, in seconds after the signal
+            "failed_sent_after_s": [failed_at[0], failed_at[-1]] if failed_at else None,
             "first_refused_after_s": round(min(refused) - signalled, 3) if refused else None,
             "last_answer_after_s": round(max(r[1] for r in answered) - signalled, 3) if answered else None}
