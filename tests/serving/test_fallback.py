@@ -69,3 +69,21 @@ def test_outcome_and_swap_error_name_the_same_failed_model(serving: Serving) -> 
     status = serving.http.get("/model").json()
     assert status["last_outcome"]["outcome"] == "skipped_failed"
     assert status["last_outcome"]["entry_id"] == status["last_swap_error"]["entry_id"] == str(best["_id"])
+
+
+def test_the_challenger_is_the_next_model_that_loads_and_is_reused_after_a_swap(serving: Serving) -> None:
+    serving.manager.load_challenger = True
+    low = serving.publish(score=0.20, seed=1)
+    serving.publish(score=0.25, data=tamper(build_artifact(2)))  # between: fails, skipped
+    champion = serving.publish(score=0.30, seed=3)
+    assert serving.manager.refresh_now().entry_id == str(champion["_id"])
+    status = serving.http.get("/model").json()
+    assert status["challenger"]["id"] == str(low["_id"])
+    assert "not a loadable artifact" in status["challenger_error"]["message"]
+    assert status["rejected_candidates"] == []  # ranked below the served model: not a swap failure
+    served = serving.manager.current
+    better = serving.publish(score=0.40, seed=4)
+    assert serving.manager.refresh_now().entry_id == str(better["_id"])
+    # the previous champion becomes the challenger without being loaded again
+    assert serving.manager.challenger is served
+    assert serving.http.get("/model").json()["failed_loads"] == 1
