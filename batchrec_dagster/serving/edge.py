@@ -108,19 +108,24 @@ class Edge:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         started = time.perf_counter()
         status = 500  # what the client saw if the app fails before answering
+        recorded = False
         draining = self.shutdown.draining
+        metrics = self.metrics
 
         async def send_and_record(message: dict) -> None:
-            nonlocal status
+            nonlocal status, recorded
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if draining:
                     message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
+            elif not message.get("more_body", False) and metrics is not None:
+                # counted before the last byte leaves: a client that has its answer finds it counted
+                metrics.observe_request(route_label(scope["path"]), status, time.perf_counter() - started)
+                recorded = True
             await send(message)
 
         try:
             await self.inner(scope, receive, send_and_record)
         finally:
-            if self.metrics is not None:
-                self.metrics.observe_request(route_label(scope["path"]), status,
-                                             time.perf_counter() - started)
+            if not recorded and metrics is not None:
+                metrics.observe_request(route_label(scope["path"]), status, time.perf_counter() - started)
