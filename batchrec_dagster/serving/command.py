@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from batchrec_dagster.serving.runtime import ServeOptions
+from batchrec_dagster.serving.runtime import ServeOptions, exit_now
 from batchrec_dagster.settings import Settings, get_settings, override_for_process
 
 log = logging.getLogger("batchrec.serving")
@@ -102,9 +102,11 @@ def run_serve(args: argparse.Namespace) -> int:
                            inference=args.inference, max_batch=args.max_batch, log_level=args.log_level,
                            drain_seconds=drain, workers=args.workers, state_dir=str(state_dir))
     try:
-        return _serve(options, settings, args.show)
+        code = _serve(options, settings, args.show)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+    exit_now(code)
+    return code  # not reached
 
 
 def _serve(options: ServeOptions, settings: Settings, show: str | None) -> int:

@@ -4,6 +4,8 @@ drain on SIGTERM. `batchrec serve` runs it in-process (one worker) or in each wo
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -88,3 +90,14 @@ def serve(options: ServeOptions, worker_index: int = 0, sockets: list[socket.soc
     server = DrainingServer(config, drain_seconds=options.drain_seconds, state=app.state.shutdown,
                             on_drain=app.state.metrics.begin_draining)
     server.run(sockets=sockets)
+
+
+def exit_now(code: int) -> None:
+    """End the process once the orderly shutdown is complete (listener closed, requests answered,
+    poller and inference thread stopped, files removed), skipping the interpreter's teardown: its
+    garbage collection of the model and torch objects took 2.5-3.5 s more on the shared 2-core
+    machine, which a rollout (and Kubernetes' grace period) would wait on for nothing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 
-from batchrec_dagster.serving.runtime import ServeOptions, serve
+from batchrec_dagster.serving.runtime import ServeOptions, exit_now, serve
 
 log = logging.getLogger("batchrec.serving")
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s %(name)s[w{args.index}]: %(message)s")
     _watch_parent(os.getppid())
     serve(options, args.index, sockets=[socket.socket(fileno=args.fd)])
-    return 0
+    exit_now(0)
+    return 0  # not reached
 
 
 if __name__ == "__main__":
