@@ -14,6 +14,7 @@ from batchrec_dagster.assets import ASSETS
 from batchrec_dagster.checks import ASSET_CHECKS
 from batchrec_dagster.deployment import build_resources
 from batchrec_dagster.jobs import hourly_training_job
+from batchrec_dagster.retention_job import artifact_retention_job, artifact_retention_schedule
 from batchrec_dagster.schedules import SCHEDULES
 from batchrec_dagster.sensors import SENSORS
 from batchrec_dagster.settings import Settings
@@ -24,8 +25,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
-        jobs=[hourly_training_job],
-        schedules=SCHEDULES,
+        jobs=[hourly_training_job, artifact_retention_job],
+        schedules=[*SCHEDULES, artifact_retention_schedule],
         sensors=SENSORS,
         resources=build_resources(settings),
         # one process per run, not one per step: the steps form a chain, and each step process

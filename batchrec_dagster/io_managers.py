@@ -33,9 +33,13 @@ class StoredValueNotFoundError(FileNotFoundError):
     """An asset partition was never materialized into this storage."""
 
 
-def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
-    asset = "/".join(context.asset_key.path)
+def _stored_path(asset_key: dg.AssetKey, partition_key: str | None) -> str:
+    asset = "/".join(asset_key.path)
     return f"{asset}/{partition_key}.npz" if partition_key else f"{asset}.npz"
+
+
+def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
+    return _stored_path(context.asset_key, partition_key)
 
 
 def _run_partition_keys(context: dg.InputContext) -> set[str] | None:
@@ -96,6 +100,13 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         if len(keys) == 1:
             return self._load(_relative_path(context, keys[0]))
         return {key: self._load(_relative_path(context, key)) for key in keys}
+
+    def load_partition(self, asset_key: dg.AssetKey, partition_key: str) -> Any:
+        """The stored value of one partition of an asset, outside Dagster's input loading: how
+        raw_repositories reads its own previous hour (a declared self-dependency would make asset
+        backfills launch one run per asset and hour; docs/pipeline.md). StoredValueNotFoundError
+        when it was never stored, codec.CodecError when it cannot be read."""
+        return self._load(_stored_path(asset_key, partition_key))
 
     def _load(self, path: str) -> Any:
         return codec.decode(self._read(path))

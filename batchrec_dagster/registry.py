@@ -90,6 +90,16 @@ def select_best(db: Database, *, now: datetime | None = None,
     return candidates[0] if candidates else None
 
 
+def warm_start_candidates(db: Database, *, data_end_at_most: datetime, data_end_after: datetime,
+                          model_kind: str = "recvae", limit: int = 3) -> list[dict[str, Any]]:
+    """Models whose data ends in (data_end_after, data_end_at_most], newest data first (a tie: the
+    newest registration): what a warm hourly run may start from (batchrec_dagster.warm_start)."""
+    cursor = (db[MODELS]
+              .find({"model_kind": model_kind, "data_end": {"$gt": data_end_after, "$lte": data_end_at_most}})
+              .sort([("data_end", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]).limit(limit))
+    return list(cursor)
+
+
 def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, Any]]:
     """Every model registered for the partition whose data window ends at `data_end`, oldest first."""
     return list(db[MODELS].find({PARTITION_FIELD: data_end}).sort([("created_at", pymongo.ASCENDING)]))
@@ -114,3 +124,9 @@ def registered_until(db: Database, model_kind: str = "recvae") -> datetime | Non
 def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
     """The newest registrations first (for listings)."""
     return list(db[MODELS].find({}).sort([("created_at", pymongo.DESCENDING)]).limit(limit))
+
+
+def referenced_files(db: Database) -> set[str]:
+    """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
+    return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
+            if isinstance(doc.get("file_name"), str)}

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pymongo
 from dagster_gcp import GCSResource
@@ -32,7 +34,7 @@ class MongoResource(dg.ConfigurableResource):
             return self.uri
         if not self.embedded_data_dir:
             raise ValueError("MongoResource needs a uri or an embedded_data_dir")
-        return ensure_embedded_mongo(self.embedded_data_dir, self.embedded_port)
+        return ensure_embedded_mongo(Path(self.embedded_data_dir), self.embedded_port)
 
     def get_client(self) -> pymongo.MongoClient:
         if self._client is None:

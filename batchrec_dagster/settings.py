@@ -73,6 +73,9 @@ class Settings(BaseSettings):
                                      0.5, gt=0, le=1)
     min_score_margin: float = _env("BATCHREC_MIN_SCORE_MARGIN",
                                    "the model must beat popularity's NDCG@100 by more than this.", 0.0)
+    full_run_hour: int = _env("BATCHREC_FULL_RUN_HOUR",
+                              "KST hour whose run re-reads every star and retrains from scratch "
+                              "(other hours read their hour and warm-start).", 4, ge=0, le=23)
 
     # -- automation
     schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",
@@ -84,6 +87,17 @@ class Settings(BaseSettings):
     freshness_hours: float = _env("BATCHREC_FRESHNESS_HOURS",
                                   "model_registry_entry fails freshness after this long without a model.",
                                   3.0, ge=1 / 60)
+    retention_min_age_hours: float = _env(
+        "BATCHREC_RETENTION_MIN_AGE_HOURS",
+        "unreferenced artifacts younger than this are kept (must exceed the longest run).", 72.0, ge=1)
+    retention_dry_run: bool | None = _env(
+        "BATCHREC_RETENTION_DRY_RUN", "artifact_retention_job only reports; default: true in prod.")
+    pg_bin: Path | None = _env(
+        "BATCHREC_PG_BIN", "PostgreSQL binaries for `batchrec prod-stack` (default: PostgreSQL 15).")
+    prod_stack_pg_dsn: str | None = Field(
+        None, validation_alias=AliasChoices("BATCHREC_PROD_STACK_PG_DSN"), repr=False,
+        description="`batchrec prod-stack` on this PostgreSQL (postgresql://USER:PASSWORD@HOST:PORT/DB) "
+                    "instead of a local cluster.")
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
                                       "models trained on data older than this are never served.", 24.0, gt=0)
 
@@ -157,6 +171,10 @@ class Settings(BaseSettings):
         return self
 
     # -- derived paths
+    @property
+    def retention_reports_only(self) -> bool:
+        return self.retention_dry_run if self.retention_dry_run is not None else self.deployment == "prod"
+
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "storage"
@@ -263,6 +281,11 @@ def override_for_process(**variables: str) -> Settings:
     os.environ.update(variables)
     get_settings.cache_clear()
     return candidate
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a process we start (dagster, PostgreSQL tools): ours, plus `overrides`."""
+    return {**os.environ, **overrides}
 
 
 def prefer_passive_openmp_waiting() -> None:

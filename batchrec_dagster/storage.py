@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +36,13 @@ class BlobNotFoundError(FileNotFoundError):
 
 class ArtifactMismatchError(ValueError):
     """The stored bytes are not the ones the registry (or the training run) recorded."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    updated: datetime  # UTC
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,23 @@ class BlobStore(Protocol):
     def read(self, name: str) -> bytes: ...
     def exists(self, name: str) -> bool: ...
     def uri(self, name: str) -> str: ...
+    def list_blobs(self) -> Iterator[BlobInfo]: ...
+    def delete(self, name: str) -> None: ...
+
+
+PROBE_FOLDER = ".write-probe"
+
+
+def probe_write(store: BlobStore, tag: str) -> None:
+    """Write and delete a tiny object, so that a store we cannot write to fails a run before it
+    trains for an hour, not after. Raises whatever the store raises, with the location named."""
+    name = f"{PROBE_FOLDER}/{tag}"
+    try:
+        store.put_new(name, b"batchrec write probe")
+        store.delete(name)
+    except Exception as exc:
+        raise PermissionError(f"cannot write to the artifact store {store.uri(name)}: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 class LocalBlobStore:
@@ -116,6 +142,21 @@ class LocalBlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
 
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.endswith(".partial"):
+                stat = path.stat()
+                yield BlobInfo(path.relative_to(self.root).as_posix(),
+                               datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
 
 class GCSBlobStore:
     def __init__(self, client: gcs.Client, bucket: str, prefix: str = ""):
@@ -147,6 +188,17 @@ class GCSBlobStore:
     def read(self, name: str) -> bytes:
         try:
             return self.bucket.blob(self._key(name)).download_as_bytes()
+        except gcs_exceptions.NotFound as exc:
+            raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        for blob in self.client.list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
+            yield BlobInfo(blob.name[start:], blob.updated.astimezone(UTC), int(blob.size or 0))
+
+    def delete(self, name: str) -> None:
+        try:
+            self.bucket.blob(self._key(name)).delete()
         except gcs_exceptions.NotFound as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
 

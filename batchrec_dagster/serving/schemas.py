@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+
+from batchrec_dagster.github import MAX_ID, GitHubId
 
 MAX_K = 1000
 DEFAULT_K = 20
 MAX_INPUT_IDS = 10_000
 MAX_BODY_BYTES = 1 << 20           # 10,000 ids of 20 digits fit with room to spare
-MAX_REPO_ID = 2**63 - 1            # ids are int64 in the model and in MongoDB
+MAX_REPO_ID = MAX_ID               # ids are int64 in the model and in MongoDB (github.py)
 MAX_LOGIN_LENGTH = 100
 
-RepoId = Annotated[int, Field(ge=0, le=MAX_REPO_ID)]
+RepoId = GitHubId  # the pipeline's rule (github.is_github_id): the API serves what it trains on
 
 
 class RecommendationRequest(BaseModel):

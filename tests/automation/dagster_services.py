@@ -175,7 +175,7 @@ class DagsterServices:
     def backfill(self, backfill_id: str) -> dict[str, Any]:
         return self.graphql("""query B($id: String!) { partitionBackfillOrError(backfillId: $id) {
             ... on PartitionBackfill { id status partitionNames
-                runs { runId status startTime endTime tags { key value } } } } }""",
+                runs { runId status creationTime startTime endTime tags { key value } } } } }""",
                             {"id": backfill_id})["partitionBackfillOrError"]
 
     def instigator(self, kind: str, name: str) -> dict[str, Any]:

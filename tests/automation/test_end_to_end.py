@@ -16,8 +16,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from batchrec_dagster.codec import decode
 from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.jobs import ASSET_NAMES
 from batchrec_dagster.mongo import connect
@@ -129,6 +131,23 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     spans = sorted((r["startTime"], r["endTime"]) for r in runs)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), \
         f"training runs overlapped: {spans}"
+    # in order, hour by hour: the daemon submits the runs in partition order and the queue starts
+    # them first in, first out, one at a time (training pool), so each hour finds the snapshot of
+    # the hour before it
+    by_start = sorted(runs, key=lambda r: r["startTime"])
+    assert [run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in by_start] == backfill_keys
+    # each hour saw exactly the stars before its end: the first read them all, the next two only
+    # their own hour, each extending the snapshot of the hour before
+    snapshots = [decode((home / "storage" / "assets" / "raw_repositories" / f"{k}.npz").read_bytes())
+                 for k in backfill_keys]
+    assert [s.read_mode for s in snapshots] == ["full", "incremental", "incremental"]
+    for key, snapshot in zip(backfill_keys, snapshots, strict=True):
+        end = partition_window(key)[1]
+        assert len(snapshot.star_user_ids) == db.stars.count_documents({"starred_at": {"$lt": end}})
+        assert snapshot.starred_at.max() < np.datetime64(end.replace(tzinfo=None), "us")
+    hours = [partition_window(k) for k in backfill_keys[1:]]
+    assert [s.stars_read for s in snapshots[1:]] == [
+        db.stars.count_documents({"starred_at": {"$gte": start, "$lt": end}}) for start, end in hours]
 
     backfill_run_ids = {r["runId"] for r in runs}
     entries = [e for e in db[MODELS].find({"run_id": {"$in": sorted(backfill_run_ids)}})]
@@ -138,6 +157,10 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert [e["data_end"] for e in entries] == [partition_window(k)[1] for k in backfill_keys]
     nonzeros = [e["data_sizes"]["nonzeros"] for e in entries]
     assert nonzeros[0] < nonzeros[1] < nonzeros[2], nonzeros
+    # each later hour continued the model of the hour before it (never one that saw later stars)
+    assert [e["training_mode"] for e in entries] == ["warm", "warm", "warm"]   # hour 1: the run above
+    started_from = [e["warm_start"]["from"]["run_id"] for e in entries]
+    assert started_from == [run_id] + [e["run_id"] for e in entries[:2]]
     # the re-run hour kept its first model and gained a second, under another name
     rerun = entries_for_partition(db, partition_window(single_key)[1])
     assert [e["run_id"] for e in rerun][0] == run_id and len(rerun) == 2

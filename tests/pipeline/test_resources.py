@@ -60,3 +60,20 @@ def test_code_location_loads(local_env):
     assert all(graph.get(dg.AssetKey(name)).code_version for name in ASSET_NAMES)
     assert graph.get(dg.AssetKey("model_registry_entry")).freshness_policy is not None
     assert graph.get(dg.AssetKey("recvae_model")).freshness_policy is None
+
+
+def test_mongo_resource_starts_the_embedded_server_from_its_config(tmp_path):
+    """The resource's config is plain strings (Dagster config): the data folder arrives as a str."""
+    from batchrec_dagster.embedded_mongo import stop_embedded_mongo
+    from batchrec_dagster.resources import MongoResource
+    from tests.servers import free_port
+
+    data_dir = tmp_path / "mongo"
+    resource = MongoResource(embedded_data_dir=str(data_dir), embedded_port=free_port(), database="x")
+    try:
+        db = resource.get_database()
+        db["c"].insert_one({"_id": 1})
+        assert db["c"].find_one({"_id": 1}) == {"_id": 1}
+    finally:
+        resource.get_client().close()
+        assert stop_embedded_mongo(data_dir)

@@ -1,0 +1,48 @@
+"""The CLI on a registry that other tools also write to: bad entries print, missing artifacts fall back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchrec_dagster.cli import main
+from batchrec_dagster.registry import MODELS
+from batchrec_dagster.storage import LocalBlobStore
+from tests.serving.helpers import publish
+
+
+def _store(home: Path) -> LocalBlobStore:
+    return LocalBlobStore(home / "storage" / "models")
+
+
+def test_registry_lists_entries_with_wrong_types(local_env: Path, mongo_db, capsys) -> None:
+    good = publish(mongo_db, _store(local_env), score=0.3)
+    mongo_db[MODELS].insert_many([
+        {"file_name": 42, "score": "high", "created_at": "yesterday", "run_id": None},
+        {"partition_key": {"$gt": ""}, "popularity_metrics": [1, 2]},
+    ])
+    assert main(["registry", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert good["file_name"] in out and out.count("?") >= 6  # the bad fields print as "?"
+    assert "Selected:" in out
+
+
+def test_recommend_falls_back_past_a_missing_artifact(local_env: Path, mongo_db, capsys) -> None:
+    store = _store(local_env)
+    served = publish(mongo_db, store, score=0.3, seed=1)
+    missing = publish(mongo_db, store, score=0.9, seed=2)
+    (store.root / missing["file_name"]).unlink()
+    mongo_db["users"].insert_one({"_id": 5, "login": "someone"})
+    mongo_db["stars"].insert_one({"user_id": 5, "repo_id": 1001, "starred_at": served["data_end"]})
+    assert main(["recommend", "--user", "someone", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"passed over a better-ranked model that failed: {missing['_id']}" in out
+    assert f"known to model {served['file_name']}" in out and "Top-3" in out
+
+
+def test_recommend_refuses_a_user_id_that_is_a_query(local_env: Path, mongo_db, capsys) -> None:
+    store = _store(local_env)
+    publish(mongo_db, store, score=0.3)
+    mongo_db["users"].insert_one({"_id": {"$gt": 0}, "login": "injector"})
+    mongo_db["stars"].insert_many([{"user_id": i, "repo_id": 1001} for i in range(3)])
+    assert main(["recommend", "--user", "injector"]) == 1
+    assert "no user with login 'injector'" in capsys.readouterr().err
