@@ -18,6 +18,9 @@ bounded in requests and seconds, and it only ever connects to 127.0.0.1.
     python benchmarks/bench_serving.py --quick        # a short smoke run, writes nothing
     python benchmarks/bench_serving.py --workers 1 2 4 --threads 1 --inference batched --clients 16 \
         --swaps 0 --drain --name serving_workers    # worker processes, and a SIGTERM under load
+
+About 500 lines: the phases and the report of one benchmark read best together; the load side
+(clients, wrk, the drain's client) is in serving_load.py.
 """
 
 from __future__ import annotations
