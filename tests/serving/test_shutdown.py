@@ -16,7 +16,7 @@ import httpx
 from tests.serving.helpers import publish, wait_for
 from tests.serving.processes import ServeProcess, serve_env, store_for
 
-DRAIN_SECONDS = 3.0
+DRAIN_SECONDS = 4.0
 BODY = json.dumps({"repo_ids": [1000, 1002, 1004], "k": 5}).encode()
 
 
@@ -85,9 +85,10 @@ def test_sigterm_drains_and_every_request_in_flight_completes(mongo_server_uri, 
 
         signalled = time.monotonic()
         serve.process.terminate()  # SIGTERM
-        readyz = wait_for(lambda: (r := serve.get("/readyz")).status_code == 503 and r, 2.0,
+        readyz = wait_for(lambda: (r := serve.get("/readyz")).status_code == 503 and r, 3.0,
                           "/readyz to turn 503")
-        assert readyz.json()["detail"] == "shutting down" and time.monotonic() - signalled < 2.0
+        # at once: well within the drain (on a quiet machine the first request after the signal)
+        assert readyz.json()["detail"] == "shutting down" and time.monotonic() - signalled < 3.0
         during = serve.get("/healthz")  # a new connection during the drain: served, asked to close
         assert during.status_code == 200 and during.headers["connection"] == "close"
         # the load stops halfway through the delay (a client still connecting when the listener
@@ -112,4 +113,4 @@ def test_sigterm_drains_and_every_request_in_flight_completes(mongo_server_uri, 
     assert records and all(outcome == 200 for _, _, outcome in records), [
         r for r in records if r[2] != 200][:5]
     log = (tmp_path / "serve.log").read_text()
-    assert "draining for 3.0 s" in log and "Traceback" not in log
+    assert f"draining for {DRAIN_SECONDS} s" in log and "Traceback" not in log
