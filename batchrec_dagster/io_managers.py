@@ -17,15 +17,9 @@ from dagster_gcp import GCSResource
 from google.api_core import exceptions as gcs_exceptions
 from pydantic import PrivateAttr
 
-from batchrec_dagster import codec
+from batchrec_dagster import champions, codec
 from batchrec_dagster.partitions import partition_window
-from batchrec_dagster.registry import (
-    MODELS,
-    ensure_indexes,
-    entries_for_partition,
-    register_model,
-    select_best,
-)
+from batchrec_dagster.registry import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.resources import MongoResource
 
 
@@ -179,14 +173,19 @@ class MongoRegistryIOManager(dg.ConfigurableIOManager):
         ensure_indexes(db)
         stored = register_model(db, obj)
         filter_ = {"run_id": stored["run_id"], "data_end": stored["data_end"].isoformat()}
-        best = select_best(db)
+        # a first model (or one replacing a champion that can no longer serve) serves at once; an
+        # existing valid champion is only replaced on comparable scores (model_evaluation)
+        champions.ensure_indexes(db)
+        decision = champions.decide_and_record(db)
         context.add_output_metadata({
             "registry_id": str(stored["_id"]),
             "registry_collection": f"{db.name}.{MODELS}",
             "registry_filter": dg.MetadataValue.json(filter_),
             "registry_created_at": dg.MetadataValue.timestamp(stored["created_at"]),
-            # the documented rule applied right after registering: is this the model to serve now?
-            "selected_for_serving": bool(best is not None and best["_id"] == stored["_id"]),
+            # the champion decision right after registering: is this the model to serve now?
+            "selected_for_serving": decision.serve_id == str(stored["_id"]),
+            "champion": decision.champion_id or "none",
+            "champion_reason": decision.reason,
         })
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any] | None:

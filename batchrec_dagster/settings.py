@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # -- automation
     schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",
                                        "minute of each KST hour at which the schedule fires.", 5, ge=0, le=59)
+    evaluation_minute_offset: int = _env(
+        "BATCHREC_EVALUATION_MINUTE_OFFSET",
+        "minute of each KST hour at which model_evaluation_schedule scores the closed hour.", 1, ge=0, le=59)
     new_stars_threshold: int = _env("BATCHREC_NEW_STARS_THRESHOLD",
                                     "new stars that make new_stars_sensor request a run.", 1000, ge=1)
     sensor_interval_seconds: int = _env("BATCHREC_SENSOR_INTERVAL_SECONDS",
@@ -98,6 +101,9 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("BATCHREC_PROD_STACK_PG_DSN"), repr=False,
         description="`batchrec prod-stack` on this PostgreSQL (postgresql://USER:PASSWORD@HOST:PORT/DB) "
                     "instead of a local cluster.")
+    score_tie_tolerance: float = _env(
+        "BATCHREC_SCORE_TIE_TOLERANCE",
+        "comparable scores this close to the best are a tie, which the newest model wins.", 1e-4, ge=0, lt=1)
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
                                       "models trained on data older than this are never served.", 24.0, gt=0)
 

@@ -50,8 +50,12 @@ class SplitConfig(dg.Config):
     """Held-out validation users (the Mult-VAE protocol)."""
 
     validation_users: int = Field(default=1000, ge=1, description="Held-out users, at most.")
+    test_users: int = Field(
+        default=1000, ge=1, description="Held-out test users, at most: validation picks the epoch, the "
+                                        "test users give the model's own `score`.")
     max_validation_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="Never hold out more than this share of users.")
+        default=0.2, gt=0, lt=0.5, description="Never hold out more than this share of users (for "
+                                               "validation, and as much again for test).")
     holdout_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share of each held-out user's repositories to score "
                                              "(the rest is folded in).")
@@ -118,9 +122,11 @@ class TrainingConfig(dg.Config):
         description="Start only from models whose data ends at most this long before the hour's end.")
 
     def warm_recvae_config(self) -> RecVAEConfig:
-        """The library's config for a warm run: the same model, fewer epochs, a tighter budget."""
-        return replace(self.recvae_config(), epochs=self.warm_epochs, patience=self.warm_patience,
-                       time_budget_s=self.warm_time_budget_s)
+        """The library's config for a warm run: the same model, fewer epochs, a tighter budget.
+        `epochs` and `time_budget_s` stay upper bounds (`batchrec materialize --epochs 2` means it)."""
+        budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
+        return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
+                       patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
 
     def recvae_config(self) -> RecVAEConfig:
         """The library's config with these values (fields the library does not know are left out)."""

@@ -79,6 +79,7 @@ def services(tmp_path: Path, mongo_server_uri: str):
         "MONGODB_URI": mongo_server_uri,
         "MONGODB_DATABASE": database,
         "BATCHREC_SCHEDULE_MINUTE_OFFSET": str(far_minute),
+        "BATCHREC_EVALUATION_MINUTE_OFFSET": str(far_minute),
         "BATCHREC_SENSOR_INTERVAL_SECONDS": "5",
         "BATCHREC_NEW_STARS_THRESHOLD": "50",
     }

@@ -72,6 +72,12 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     assert entry["file_name"].startswith(f"recvae_{entry['score']:.4f}_")
     assert entry["file_name"].endswith(".pt")
     assert entry["score"] == entry["metrics"]["ndcg@100"] > entry["popularity_metrics"]["ndcg@100"]
+    # score: the test users' NDCG@100; the validation users (who picked the epoch) keep their own field
+    validation = entry["validation_score"]
+    assert validation == entry["validation_metrics"]["ndcg@100"] == model_meta["validation_score"].value
+    sizes = entry["data_sizes"]
+    assert entry["metrics"]["users"] == entry["popularity_metrics"]["users"] == sizes["test_users"] > 0
+    assert entry["validation_metrics"]["users"] == sizes["validation_users"] > 0
     assert entry["data_sizes"]["users"] == matrix_meta["users"].value
     assert entry["created_at"].tzinfo is not None and entry["code_version"]
     data = read_artifact(entry["file_name"])

@@ -102,3 +102,14 @@ def test_a_backfilled_hour_never_starts_from_a_model_that_saw_later_stars(hours,
     _, model, _ = run(hours, H1)
     assert model["training_mode"] == "full", model["training_mode_reason"]
     assert model["training_mode_reason"].startswith("no registered recvae model")
+
+
+def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
+    from batchrec_dagster.assets.config import TrainingConfig
+
+    default = TrainingConfig().warm_recvae_config()
+    assert (default.epochs, default.patience, default.time_budget_s) == (4, 2, 200.0)
+    capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
+    assert (capped.epochs, capped.time_budget_s) == (2, 60.0)
+    unbounded = TrainingConfig(time_budget_s=None, warm_time_budget_s=None).warm_recvae_config()
+    assert unbounded.time_budget_s is None
