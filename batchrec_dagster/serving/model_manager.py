@@ -30,7 +30,8 @@ from typing import Any
 
 from pymongo.database import Database
 
-from batchrec_dagster.registry import DEFAULT_MAX_AGE, select_candidates
+from batchrec_dagster.champions import serving_order
+from batchrec_dagster.registry import DEFAULT_MAX_AGE
 from batchrec_dagster.serving.loaded_model import (
     ArtifactRejected,
     LoadedModel,
@@ -71,6 +72,11 @@ class RefreshResult:
     outcome: str                   # "swapped", "unchanged", "no_model", "skipped_failed", "failed"
     entry_id: str | None = None
     message: str = ""
+
+
+# every fresh model may be walked in one poll (bad entries above good ones must not keep a cold
+# server unready), bounded so that a registry of thousands of fresh models cannot stall a poll
+MAX_CANDIDATES = 500
 
 
 class ModelManager:
@@ -170,8 +176,9 @@ class ModelManager:
         now = self._clock()
         self.last_check_at = now
         try:
-            candidates = select_candidates(self.db, now=now, max_age=self.max_age,
-                                           model_kind=self.model_kind)
+            # the pin, else the champion, then the fallbacks in order (champions.serving_order:
+            # the same answer the CLI and the pipeline's selection give)
+            candidates = serving_order(self.db, now=now, max_age=self.max_age, limit=MAX_CANDIDATES)
         except Exception as exc:  # registry unreachable: keep serving what we have
             self.registry_reachable = False
             self.poll_errors += 1
