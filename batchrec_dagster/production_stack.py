@@ -268,18 +268,30 @@ def run_prod_stack(args: argparse.Namespace) -> int:
         # `batchrec dev`; `batchrec stop` stops it
         env["MONGODB_URI"] = server_uri(settings)
         print(f"embedded MongoDB at {env['MONGODB_URI']} (`batchrec stop` stops it)", flush=True)
-    stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
-                            code_server_port=args.code_server_port, postgres_dsn=args.postgres_dsn,
-                            postgres_dir=args.postgres_dir, postgres_port=args.postgres_port,
-                            max_restarts=args.max_restarts, env=env)
+    try:
+        stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
+                                code_server_port=args.code_server_port, postgres_dsn=args.postgres_dsn,
+                                postgres_dir=args.postgres_dir, postgres_port=args.postgres_port,
+                                max_restarts=args.max_restarts, env=env)
+    except PostgresError as exc:  # no PostgreSQL binaries and no DSN
+        print(f"batchrec prod-stack: {exc}", file=sys.stderr)
+        return 1
     # our handlers (not SIG_IGN, which a shell gives to `cmd &`) are what the children start with:
     # exec resets handled signals to their defaults, so SIGTERM reaches the Dagster processes
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stack.stop_requested.set())
+    previous = {sig: signal.signal(sig, lambda *_: stack.stop_requested.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(stack, args.ready_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(stack: ProductionStack, ready_timeout_s: float) -> int:
     code = 0
     stopped_cleanly = False
     try:
-        stack.start(ready_timeout_s=args.ready_timeout)
+        stack.start(ready_timeout_s=ready_timeout_s)
         print(f"ready: Dagit at {stack.url} (PostgreSQL storage, code server on "
               f"{stack.host}:{stack.code_server_port}); Ctrl-C stops everything", flush=True)
         stack.supervise()
