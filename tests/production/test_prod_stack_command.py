@@ -26,10 +26,10 @@ def test_the_command_is_wired() -> None:
     assert callable(args.func) and args.port == 3100 and args.postgres_dsn == "postgresql://u@h/d"
 
 
-def test_without_postgres_binaries_it_says_so(cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setenv("BATCHREC_PG_BIN", str(cli_env / "no-postgres"))
+def test_without_postgres_binaries_it_says_so(cli_env: Path, capsys) -> None:
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    assert main(["prod-stack", "--home", str(cli_env / "stack")]) == 1
+    argv = ["prod-stack", "--home", str(cli_env / "stack"), "--pg-bin", str(cli_env / "no-postgres")]
+    assert main(argv) == 1
     assert "PostgreSQL binaries (initdb, pg_ctl) not found" in capsys.readouterr().err
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert not (cli_env / "stack").exists()
