@@ -3,7 +3,9 @@
 `initdb` once (user `dagster`, a generated password, scram-sha-256), then `pg_ctl start` on
 127.0.0.1 and a free port, with Unix sockets off (their path length and directory permissions
 vary between machines; TCP on loopback works everywhere). The Dagster processes reach it through
-the same DAGSTER_PG_* variables that deploy/dagster.yaml reads in production.
+the same DAGSTER_PG_* variables that deploy/dagster.yaml reads in production. The database is
+created over the wire (psycopg2, which dagster-postgres installs): no password in a child's
+environment or command line.
 
 PostgreSQL refuses to run as root. Under root the cluster runs as the unprivileged `postgres`
 system account (the Debian package creates it); the folder is handed to that account and must
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from batchrec_dagster.processes import ProcessStopError, is_running, stop_process
-from batchrec_dagster.settings import child_environment, get_settings
+import psycopg2
+from psycopg2 import sql
 
-PG_BIN_ENV = "BATCHREC_PG_BIN"
+from batchrec_dagster.processes import ProcessStopError, is_running, stop_process
+
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SERVICE_ACCOUNT = "postgres"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -66,13 +69,14 @@ class PostgresConnection:
                    password=unquote(parts.password or ""), database=database)
 
 
-def find_pg_bin() -> Path | None:
-    """BATCHREC_PG_BIN, else PostgreSQL 15's Debian location, else `initdb` on PATH."""
-    configured = get_settings().pg_bin
-    candidates = [Path(configured)] if configured else [DEFAULT_PG_BIN]
-    on_path = shutil.which("initdb")
-    if on_path and not configured:
-        candidates.append(Path(on_path).parent)
+def find_pg_bin(configured: Path | None = None) -> Path | None:
+    """The folder holding initdb and pg_ctl: `configured` when given (and only it), else
+    PostgreSQL 15's Debian location, else the one of `initdb` on PATH."""
+    if configured is not None:
+        candidates = [Path(configured)]
+    else:
+        on_path = shutil.which("initdb")
+        candidates = [DEFAULT_PG_BIN, *([Path(on_path).parent] if on_path else [])]
     return next((c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()), None)
 
 
@@ -81,10 +85,12 @@ class LocalPostgres:
 
     def __init__(self, root: Path, bin_dir: Path | None = None, username: str = "dagster",
                  database: str = "dagster"):
-        found = bin_dir or find_pg_bin()
+        found = find_pg_bin(bin_dir)
         if found is None:
-            raise PostgresError(f"PostgreSQL binaries (initdb, pg_ctl) not found: install PostgreSQL 15 "
-                                f"({DEFAULT_PG_BIN}) or set {PG_BIN_ENV}, or pass a DSN of a running server")
+            where = bin_dir or f"{DEFAULT_PG_BIN} or on PATH"
+            raise PostgresError(f"PostgreSQL binaries (initdb, pg_ctl) not found in {where}: install "
+                                f"PostgreSQL 15, or give their folder (--pg-bin), or the DSN of a running "
+                                f"server (--postgres-dsn)")
         self.bin_dir = found
         self.root = Path(root).resolve()
         self.data_dir = self.root / "data"
@@ -110,7 +116,7 @@ class LocalPostgres:
             password_file.chmod(0o600)
             self._hand_over(password_file)
             self._run("initdb", "-D", str(self.data_dir), "-U", self.username, f"--pwfile={password_file}",
-                      "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+                      "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions")
         password = password_file.read_text().strip()
         # one -o string: the server's options; '' turns the Unix socket off
         options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
@@ -161,12 +167,12 @@ class LocalPostgres:
         if self._account is not None:
             os.chown(path, self._account.pw_uid, self._account.pw_gid)
 
-    def _run(self, tool: str, *args: str, env: dict[str, str] | None = None) -> str:
+    def _run(self, tool: str, *args: str) -> str:
         account = self._account
         result = subprocess.run(
             [str(self.bin_dir / tool), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            cwd=self.root, env=child_environment(LC_ALL="C.UTF-8", **(env or {})),
-            user=account.pw_uid if account else None, group=account.pw_gid if account else None,
+            cwd=self.root, user=account.pw_uid if account else None,
+            group=account.pw_gid if account else None,
             # the postmaster that pg_ctl leaves running must not share our session: a Ctrl-C in
             # the terminal would reach it before we stop it in order
             start_new_session=True, timeout=120)
@@ -182,10 +188,16 @@ class LocalPostgres:
             raise PostgresError("the cluster is not started")
         if not _IDENTIFIER.fullmatch(name):
             raise PostgresError(f"{name!r} is not a plain SQL identifier")
-        env = {"PGPASSWORD": self.connection.password}
-        common = ["-h", "127.0.0.1", "-p", str(self.connection.port), "-U", self.username]
-        exists = self._run("psql", *common, "-d", "postgres", "-tAc",
-                           f"SELECT 1 FROM pg_database WHERE datname = '{name}'", env=env)
-        if exists.strip() != "1":
-            self._run("createdb", *common, name, env=env)
+        admin = PostgresConnection(**{**self.connection.__dict__, "database": "postgres"})
+        conn = psycopg2.connect(admin.url())
+        try:
+            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg2.Error as exc:
+            raise PostgresError(f"could not create database {name}: {exc}") from exc
+        finally:
+            conn.close()
         return PostgresConnection(**{**self.connection.__dict__, "database": name})

@@ -27,7 +27,7 @@ from typing import Any
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
 from batchrec_dagster.process_groups import stop_process_group
-from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, child_environment, get_settings
+from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, get_settings, override_for_process
 from batchrec_dagster.webserver_client import WebserverClient, WebserverError
 
 INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
@@ -45,16 +45,16 @@ class ProductionStack:
 
     def __init__(self, home: Path, *, host: str = "127.0.0.1", port: int = 3000, code_server_port: int = 0,
                  postgres_dsn: str | None = None, postgres_dir: Path | None = None, postgres_port: int = 0,
-                 max_restarts: int = 5, env: dict[str, str] | None = None):
+                 pg_bin: Path | None = None, max_restarts: int = 5):
         self.home = Path(home).resolve()
         self.host, self.port = host, port
         self.code_server_port = code_server_port or _free_port(host)
         self.url = f"http://{host}:{port}"
         self.webserver = WebserverClient(self.url)
         self.max_restarts = max_restarts
-        self.base_env = child_environment() if env is None else dict(env)
         self.postgres_dsn = postgres_dsn
-        self.postgres = None if postgres_dsn else LocalPostgres(postgres_dir or self.home / "postgres")
+        self.postgres = None if postgres_dsn else \
+            LocalPostgres(postgres_dir or self.home / "postgres", pg_bin)
         self.postgres_port = postgres_port
         self.processes: dict[str, subprocess.Popen] = {}
         self.restarts = dict.fromkeys(SERVICES, 0)
@@ -62,7 +62,6 @@ class ProductionStack:
         self._reload_pending = False
         self.stop_requested = threading.Event()
         self.dagster_home = self.home / "dagster_home"
-        self.env: dict[str, str] = {}
         self._lock: Any = None
         self._started_postgres = False  # stop only what this stack started
 
@@ -87,12 +86,14 @@ class ProductionStack:
             connection = PostgresConnection.from_url(self.postgres_dsn or "")
         self.dagster_home.mkdir(exist_ok=True)
         shutil.copyfile(INSTANCE_YAML, self.dagster_home / "dagster.yaml")
-        self.env = {**self.base_env, **connection.dagster_env(), "DAGSTER_HOME": str(self.dagster_home),
-                    "BATCHREC_CODE_SERVER_HOST": self.host,
-                    "BATCHREC_CODE_SERVER_PORT": str(self.code_server_port), "PYTHONUNBUFFERED": "1"}
+        # for this process and, inherited, every service: what deploy/dagster.yaml and
+        # deploy/workspace-grpc.yaml read
+        override_for_process(**connection.dagster_env(), DAGSTER_HOME=str(self.dagster_home),
+                             BATCHREC_CODE_SERVER_HOST=self.host,
+                             BATCHREC_CODE_SERVER_PORT=str(self.code_server_port), PYTHONUNBUFFERED="1")
         # creates the schema on a new database, upgrades it after a Dagster upgrade; once, before
         # the services, which would otherwise race to create the same tables
-        migrate = subprocess.run([_tool("dagster"), "instance", "migrate"], env=self.env, cwd=PROJECT_ROOT,
+        migrate = subprocess.run([_tool("dagster"), "instance", "migrate"], cwd=PROJECT_ROOT,
                                  capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
         if migrate.returncode != 0:
             raise StackError(f"dagster instance migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
@@ -116,7 +117,7 @@ class ProductionStack:
     def start_service(self, name: str) -> subprocess.Popen:
         log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            self.command(name), env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            self.command(name), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # own group: stopping it stops what it started (the code server's gRPC child and run
             # workers); own session: a Ctrl-C in the terminal reaches only this supervisor
@@ -243,9 +244,10 @@ def add_prod_stack_command(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--host", default="127.0.0.1", help="interface of the webserver and code server")
     parser.add_argument("-p", "--port", type=int, default=3000, help="webserver port (default: %(default)s)")
     parser.add_argument("--code-server-port", type=int, default=0, help="gRPC port (default: a free one)")
-    parser.add_argument("--postgres-dsn", default=None,
-                        help="postgresql://USER:PASSWORD@HOST:PORT/DB of a running server instead of a "
-                             "local cluster (or BATCHREC_PROD_STACK_PG_DSN)")
+    parser.add_argument("--postgres-dsn", help="postgresql://USER:PASSWORD@HOST:PORT/DB of a running server "
+                                               "instead of a local cluster (default: BATCHREC_PROD_STACK_PG_DSN)")
+    parser.add_argument("--pg-bin", type=Path, help="folder of initdb and pg_ctl (default: "
+                                                   "BATCHREC_PG_BIN, else /usr/lib/postgresql/15/bin, else initdb on PATH)")
     parser.add_argument("--postgres-dir", type=Path, help="local cluster folder (default: HOME/postgres)")
     parser.add_argument("--postgres-port", type=int, default=0, help="local cluster port (default: free)")
     parser.add_argument("--max-restarts", type=int, default=5, help="restarts of a service before giving up")
@@ -260,27 +262,39 @@ def run_prod_stack(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"batchrec prod-stack: {exc}", file=sys.stderr)
         return 1
-    env = child_environment()
+    try:
+        stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
+                                code_server_port=args.code_server_port,
+                                postgres_dsn=args.postgres_dsn or settings.prod_stack_pg_dsn,
+                                postgres_dir=args.postgres_dir, postgres_port=args.postgres_port,
+                                pg_bin=args.pg_bin or settings.pg_bin, max_restarts=args.max_restarts)
+    except PostgresError as exc:  # no PostgreSQL binaries and no DSN
+        print(f"batchrec prod-stack: {exc}", file=sys.stderr)
+        return 1
     if not settings.mongodb_uri:
         from batchrec_dagster.mongo import server_uri
 
         # the embedded server (local deployment), shared with the other local commands like
-        # `batchrec dev`; `batchrec stop` stops it
-        env["MONGODB_URI"] = server_uri(settings)
-        print(f"embedded MongoDB at {env['MONGODB_URI']} (`batchrec stop` stops it)", flush=True)
-    stack = ProductionStack(args.home or settings.home / "prod_stack", host=args.host, port=args.port,
-                            code_server_port=args.code_server_port,
-                            postgres_dsn=args.postgres_dsn or settings.prod_stack_pg_dsn,
-                            postgres_dir=args.postgres_dir, postgres_port=args.postgres_port,
-                            max_restarts=args.max_restarts, env=env)
+        # `batchrec dev`; `batchrec stop` stops it. The services inherit its address.
+        uri = server_uri(settings)
+        override_for_process(MONGODB_URI=uri)
+        print(f"embedded MongoDB at {uri} (`batchrec stop` stops it)", flush=True)
     # our handlers (not SIG_IGN, which a shell gives to `cmd &`) are what the children start with:
     # exec resets handled signals to their defaults, so SIGTERM reaches the Dagster processes
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stack.stop_requested.set())
+    previous = {sig: signal.signal(sig, lambda *_: stack.stop_requested.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(stack, args.ready_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(stack: ProductionStack, ready_timeout_s: float) -> int:
     code = 0
     stopped_cleanly = False
     try:
-        stack.start(ready_timeout_s=args.ready_timeout)
+        stack.start(ready_timeout_s=ready_timeout_s)
         print(f"ready: Dagit at {stack.url} (PostgreSQL storage, code server on "
               f"{stack.host}:{stack.code_server_port}); Ctrl-C stops everything", flush=True)
         stack.supervise()

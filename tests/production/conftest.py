@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrec_dagster.local_postgres import DEFAULT_PG_BIN, PG_BIN_ENV, LocalPostgres, find_pg_bin
+from batchrec_dagster.local_postgres import DEFAULT_PG_BIN, LocalPostgres, find_pg_bin
 
 
 def require_postgres() -> Path:
@@ -17,7 +17,7 @@ def require_postgres() -> Path:
     found = find_pg_bin()
     if found is None:
         pytest.skip(f"PostgreSQL binaries (initdb, pg_ctl) not found in {DEFAULT_PG_BIN} or on PATH; "
-                    f"install PostgreSQL 15 or set {PG_BIN_ENV} to run the PostgreSQL tests")
+                    f"install PostgreSQL 15 to run the PostgreSQL tests")
     return found
 
 

@@ -172,6 +172,10 @@ def test_helm_values_use_workload_identity_and_kubernetes_secrets() -> None:
               for part in (deployment, values["dagsterWebserver"], values["dagsterDaemon"])}
     kustomize = load_yaml(HELM_VALUES.parent.parent / "k8s" / "kustomization.yaml")["images"][0]
     assert images == {(kustomize["newName"], kustomize["newTag"])}
+    # that image runs as a non-root user: Dagit listens (and is probed) on an unprivileged port
+    webserver = values["dagsterWebserver"]
+    assert 1024 <= webserver["service"]["port"] == webserver["readinessProbe"]["httpGet"]["port"]
+    assert "USER 10001" in (HELM_VALUES.parent.parent / "Dockerfile").read_text()
     # nothing secret is written in the values: no password field at all
     assert [key for key in _keys(values) if "password" in key.lower()] == ["generatePostgresqlPasswordSecret"]
 

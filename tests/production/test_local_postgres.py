@@ -67,12 +67,11 @@ def test_connection_from_a_dsn_and_to_the_dagster_variables() -> None:
             PostgresConnection.from_url(bad)
 
 
-def test_missing_binaries_and_bad_names_get_clear_errors(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BATCHREC_PG_BIN", str(tmp_path / "no-postgres-here"))
-    with pytest.raises(PostgresError, match="PostgreSQL binaries .* not found.*BATCHREC_PG_BIN"):
-        LocalPostgres(tmp_path / "pg")
-    monkeypatch.delenv("BATCHREC_PG_BIN")
+def test_missing_binaries_and_bad_names_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(PostgresError, match="binaries .* not found in .*no-postgres-here.*--pg-bin"):
+        LocalPostgres(tmp_path / "pg", bin_dir=tmp_path / "no-postgres-here")
+    for name in ("initdb", "pg_ctl"):
+        (tmp_path / name).touch()
     with pytest.raises(PostgresError, match="not a plain SQL identifier"):
         LocalPostgres(tmp_path / "pg", bin_dir=tmp_path, database="x'; DROP TABLE runs; --")
 
