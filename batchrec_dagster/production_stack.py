@@ -244,10 +244,10 @@ def add_prod_stack_command(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--host", default="127.0.0.1", help="interface of the webserver and code server")
     parser.add_argument("-p", "--port", type=int, default=3000, help="webserver port (default: %(default)s)")
     parser.add_argument("--code-server-port", type=int, default=0, help="gRPC port (default: a free one)")
-    parser.add_argument("--postgres-dsn", help="postgresql://USER:PASSWORD@HOST:PORT/DB of a running server "
-                                               "instead of a local cluster (default: BATCHREC_PROD_STACK_PG_DSN)")
-    parser.add_argument("--pg-bin", type=Path, help="folder of initdb and pg_ctl (default: "
-                                                   "BATCHREC_PG_BIN, else /usr/lib/postgresql/15/bin, else initdb on PATH)")
+    parser.add_argument("--postgres-dsn", help="postgresql://USER:PASSWORD@HOST:PORT/DB of a running "
+                        "server instead of a local cluster (default: BATCHREC_PROD_STACK_PG_DSN)")
+    parser.add_argument("--pg-bin", type=Path, help="folder of initdb and pg_ctl (default: BATCHREC_PG_BIN, "
+                        "else /usr/lib/postgresql/15/bin, else initdb on PATH)")
     parser.add_argument("--postgres-dir", type=Path, help="local cluster folder (default: HOME/postgres)")
     parser.add_argument("--postgres-port", type=int, default=0, help="local cluster port (default: free)")
     parser.add_argument("--max-restarts", type=int, default=5, help="restarts of a service before giving up")

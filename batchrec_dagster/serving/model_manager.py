@@ -4,9 +4,10 @@ The manager holds one reference to an immutable `LoadedModel`. A request reads t
 and keeps using the object it got, so a swap (one attribute assignment, atomic in CPython) never
 changes the model under a request in flight; the old model is freed when its last request ends.
 
-A poll asks the registry for ALL the fresh models in the order of its selection rule
-(`registry.select_candidates`; its first is `select_best`, the function the pipeline uses) and
-walks them from the best down to (never below) the model already serving; the first one that
+A poll asks for ALL the fresh models in serving order (`champions.serving_order`: the operators'
+pin, else the champion decided on comparable scores, then the other fresh, unbanned models by
+comparable score; `rank` replaces it in tests) and walks them from the first down to (never
+below) the model already serving; the first one that
 loads (`loaded_model.load_model`: download, size and sha256, parse, warm-up) is swapped in. A
 candidate that fails is remembered: a bad artifact (`ArtifactRejected`) is not tried again while
 it stays a candidate, a failed download is retried with exponential backoff. So a cold server
@@ -15,7 +16,7 @@ failures instead of downloading them again. Failures are kept for `GET /model`; 
 model keeps serving.
 
 With `load_challenger`, the walk goes on below the served model to the next model that loads
-(the best challenger by the same rule), kept loaded for the page's side-by-side comparison.
+(the best challenger by the same order), kept loaded for the page's side-by-side comparison.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ from batchrec_dagster.storage import BlobStore
 log = logging.getLogger("batchrec.serving")
 
 MAX_BACKOFF = timedelta(minutes=30)  # the longest wait before a failed download is tried again
+MAX_CANDIDATES = 10_000  # all of them, in practice: hourly models within the maximum age
+
+Rank = Callable[[Database, datetime, timedelta], list[dict[str, Any]]]
+
+
+def serving_candidates(db: Database, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+    """The fresh models in serving order; the first carries `selection` (pin, champion or
+    fallback, and why)."""
+    return serving_order(db, now=now, max_age=max_age, limit=MAX_CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -74,11 +84,6 @@ class RefreshResult:
     message: str = ""
 
 
-# every fresh model may be walked in one poll (bad entries above good ones must not keep a cold
-# server unready), bounded so that a registry of thousands of fresh models cannot stall a poll
-MAX_CANDIDATES = 500
-
-
 class ModelManager:
     """Chooses, loads and swaps the served model; see the module docstring.
 
@@ -90,7 +95,7 @@ class ModelManager:
     """
 
     def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = DEFAULT_MAX_AGE,
-                 poll_seconds: float | None = 60.0, model_kind: str = "recvae",
+                 poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,
                  on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None):
@@ -98,7 +103,7 @@ class ModelManager:
         self.store = store
         self.max_age = max_age
         self.poll_seconds = poll_seconds
-        self.model_kind = model_kind
+        self.rank = rank
         self.load_challenger = load_challenger
         # first wait before a failed download is retried; doubles per failure, up to MAX_BACKOFF
         self.backoff = backoff or timedelta(seconds=poll_seconds or 60.0)
@@ -114,6 +119,7 @@ class ModelManager:
         self.last_error: SwapError | None = None
         self.last_outcome: RefreshResult | None = None
         self.registry_reachable: bool | None = None
+        self.selection: dict[str, Any] | None = None  # why the first candidate comes first
         self.swaps = 0
         self.failed_loads = 0
         self.poll_errors = 0
@@ -176,9 +182,7 @@ class ModelManager:
         now = self._clock()
         self.last_check_at = now
         try:
-            # the pin, else the champion, then the fallbacks in order (champions.serving_order:
-            # the same answer the CLI and the pipeline's selection give)
-            candidates = serving_order(self.db, now=now, max_age=self.max_age, limit=MAX_CANDIDATES)
+            candidates = self.rank(self.db, now, self.max_age)
         except Exception as exc:  # registry unreachable: keep serving what we have
             self.registry_reachable = False
             self.poll_errors += 1
@@ -187,6 +191,9 @@ class ModelManager:
             log.error("%s (serving %s)", message, self._served_id())
             return RefreshResult("failed", None, message)
         self.registry_reachable = True
+        self.selection = candidates[0].get("selection") if candidates else None
+        # `selection` describes this poll's order, not the model: kept out of the loaded entry
+        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates]
         if not candidates:
             self.rejected, self.last_error, self._failures = [], None, {}
             self._challenger = None

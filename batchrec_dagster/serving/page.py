@@ -1,10 +1,12 @@
 """The page at `GET /` and the two JSON routes it reads: a side-by-side of the served model (the
-champion) and the best challenger for one input, and the registry's score history.
+champion, or the operators' pin) and the best challenger for one input, and the score history.
 
-Champion and challenger: until the registry records them, they are the two best fresh models by
-the selection rule that load (`registry.select_candidates`): the served one, and the next one the
-manager keeps loaded for this (`BATCHREC_SERVE_CHALLENGER`). The page is one static file (no build
-step, nothing loaded from elsewhere); it asks for an API key when the server needs one.
+Champion and challenger come from the serving order (`champions.serving_order`): the served model,
+and the next one in that order that loads, which the manager keeps loaded for this
+(`BATCHREC_SERVE_CHALLENGER`). The history is the served model's comparable score on each
+evaluation window (`evaluations`), the champion's changes (`champions`) and the newest
+registrations. The page is one static file (no build step, nothing loaded from elsewhere); it
+asks for an API key when the server needs one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo.database import Database
 
+from batchrec_dagster.champions import champion_history
+from batchrec_dagster.evaluations import history_of, latest_for_models
 from batchrec_dagster.registry import recent_entries
 from batchrec_dagster.serving.loaded_model import LoadedModel, json_safe
 from batchrec_dagster.serving.model_manager import ModelManager
@@ -144,19 +148,32 @@ def add_page_routes(app: FastAPI, service: RecommendationService, manager: Model
 
     @app.get("/page/history")
     async def history(limit: int = Query(48, ge=1, le=500)) -> Response:
-        """The newest registry entries with their scores (NDCG@100 on each run's own validation
-        users), which one is served and which one is the challenger."""
+        """The served model's comparable scores, window by window; the champion's changes; and the
+        newest registry entries with their own and their latest comparable score."""
         if db is None:
-            return json_response(200, to_json({"entries": []}))
-        try:
-            entries = await run_in_threadpool(recent_entries, db, limit)
-        except Exception as exc:  # the registry is down: the page says so
-            return json_response(503, problem(f"registry unavailable ({type(exc).__name__})"))
+            return json_response(200, to_json({"served": [], "champions": [], "entries": []}))
         served = manager.current.summary["id"] if manager.current else None
         challenger = manager.challenger.summary["id"] if manager.challenger else None
-        rows = [{k: json_safe(e.get(k)) for k in ("partition_key", "data_end", "created_at", "score",
-                                                  "model_kind")} | {"id": str(e.get("_id"))}
-                for e in entries]
-        for row in rows:
-            row["served"], row["challenger"] = row["id"] == served, row["id"] == challenger
-        return json_response(200, to_json({"entries": rows}))
+        try:
+            body = await run_in_threadpool(_history, db, served, challenger, limit)
+        except Exception as exc:  # the registry is down: the page says so
+            return json_response(503, problem(f"registry unavailable ({type(exc).__name__})"))
+        return json_response(200, to_json(body))
+
+
+def _history(db: Database, served: str | None, challenger: str | None, limit: int) -> dict[str, Any]:
+    entries = recent_entries(db, limit)
+    comparable = latest_for_models(db, [str(e["_id"]) for e in entries])
+    rows = []
+    for e in entries:
+        model_id = str(e["_id"])
+        latest = comparable.get(model_id) or {}
+        rows.append({"id": model_id, "served": model_id == served, "challenger": model_id == challenger,
+                     **{k: json_safe(e.get(k)) for k in ("partition_key", "data_end", "created_at", "score")},
+                     "comparable_score": json_safe(latest.get("score")),
+                     "comparable_window_end": json_safe(latest.get("window_end"))})
+    served_scores = [{"window_end": json_safe(ev.get("window_end")), "score": json_safe(ev.get("score"))}
+                     for ev in reversed(history_of(db, served, limit))] if served else []
+    fields = ("model_id", "promoted_at", "reason", "score", "window_end")
+    champions = [{k: json_safe(c.get(k)) for k in fields} for c in champion_history(db, 10)]
+    return {"served": served_scores, "champions": champions, "entries": rows}

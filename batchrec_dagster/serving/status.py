@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from batchrec_dagster.serving.loaded_model import LoadedModel
+from batchrec_dagster.serving.loaded_model import LoadedModel, json_safe
 from batchrec_dagster.serving.model_manager import ModelManager
 
 
@@ -34,6 +34,8 @@ def manager_status(manager: ModelManager) -> dict[str, Any]:
         "model": None if current is None else {**describe(current, now), "entry": current.entry},
         "challenger": None if challenger is None else describe(challenger, now),
         "challenger_error": manager.challenger_error.to_json() if manager.challenger_error else None,
+        # pin, champion or fallback, and why: for the first model in serving order at the last poll
+        "selection": json_safe(manager.selection),
         "last_check_at": manager.last_check_at.isoformat() if manager.last_check_at else None,
         "last_outcome": None if outcome is None else {
             "outcome": outcome.outcome, "entry_id": outcome.entry_id, "message": outcome.message},

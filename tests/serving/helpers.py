@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from batchrec_dagster.registry import ensure_indexes, register_model
+from batchrec_dagster.registry import ensure_indexes, register_model, select_candidates
 from batchrec_dagster.serving.model_manager import ModelManager
 from batchrec_dagster.storage import BlobStore
 from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
@@ -54,6 +54,13 @@ def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = Non
         "data_start": data_end - timedelta(hours=24 * 30), "data_end": data_end,
         "metrics": {"ndcg@100": score}, "config": {}, "code_version": "test", "epochs": 1,
     })
+
+
+def by_own_score(db: Any, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+    """Fresh models by their own registry score (`registry.select_candidates`): a simple, explicit
+    order for the tests of the walk itself (fallback, backoff, swaps), which would otherwise have
+    to stage evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
+    return select_candidates(db, now=now, max_age=max_age)
 
 
 def wait_for(predicate: Any, timeout_s: float = 20.0, message: str = "condition") -> Any:

@@ -72,8 +72,11 @@ def test_compare_by_pasted_repositories(page: Serving) -> None:
 
 
 def test_history_and_the_page_itself(page: Serving) -> None:
-    entries = page.http.get("/page/history").json()["entries"]
+    history = page.http.get("/page/history").json()
+    assert history["served"] == [] and history["champions"] == []  # no evaluation window yet
+    entries = history["entries"]
     assert [e["score"] for e in entries] == [0.4, 0.3, 0.2]  # newest first
+    assert all(e["comparable_score"] is None for e in entries)
     assert [(e["served"], e["challenger"]) for e in entries] == [(True, False), (False, True), (False, False)]
     html = page.http.get("/")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
