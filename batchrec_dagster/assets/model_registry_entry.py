@@ -52,7 +52,8 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
     freshness_policy=model_freshness_policy(),
     io_manager_key="registry_io_manager",
     description="The model's entry in the MongoDB `models` registry (one per run and partition). The "
-                "served model is the highest score among fresh entries, a tie going to the newest.",
+                "served model is the champion, chosen on comparable scores by model_evaluation; a first "
+                "model serves at once.",
 )
 def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: TrainedModel,
                          artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
