@@ -6,6 +6,7 @@ import dagster as dg
 
 from batchrec_dagster.definitions import build_definitions
 from batchrec_dagster.demo_data import load_demo
+from batchrec_dagster.materialize import asset_metadata
 from batchrec_dagster.mongo import connect
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
@@ -48,7 +49,12 @@ def test_each_asset_with_mongodb_stopped(fault_env, own_mongo) -> None:
         assert _run(instance, READS_MONGO).success  # the re-run reads the hour
 
         own_mongo.stop()  # the middle of the lineage does not need MongoDB
-        assert _run(instance, NO_MONGO).success
+        result = _run(instance, NO_MONGO)
+        assert result.success
+        # without the registry there is no model to continue: the hour trains from scratch
+        model = asset_metadata(result, "recvae_model")
+        assert model["training_mode"] == "full"
+        assert model["training_mode_reason"].startswith("the registry could not be read")
         result = _run(instance, WRITES_MONGO)
         assert not result.success and _failed_steps(result) == ["model_registry_entry"]
         own_mongo.start()
