@@ -78,14 +78,40 @@ def _row_sets(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return matrix
 
 
+def _overlap_problems(groups: dict[str, np.ndarray]) -> list[str]:
+    problems = []
+    names = list(groups)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            overlap = np.intersect1d(groups[first], groups[second])
+            if len(overlap):
+                problems.append(f"{len(overlap)} users are both {first} and {second} users "
+                                f"(e.g. {overlap[:5].tolist()})")
+    return problems
+
+
+def _test_problems(value: VaeInput) -> list[str]:
+    """The test users (absent from values stored before they existed) are held out like validation's."""
+    if value.test_user_ids is None:
+        return []
+    n_test, n_items = len(value.test_user_ids), len(value.item_ids)
+    problems = []
+    for name, matrix in (("test_fold_in", value.test_fold_in), ("test_target", value.test_target)):
+        if matrix is None or matrix.shape != (n_test, n_items):
+            shape = getattr(matrix, "shape", None)
+            problems.append(f"{name} has shape {shape}, expected {(n_test, n_items)}")
+    if not problems and _row_sets(value.test_fold_in).multiply(_row_sets(value.test_target)).nnz:
+        problems.append("test users have items both folded in and scored")
+    return problems
+
+
 def leakage_problems(value: VaeInput) -> list[str]:
-    """Why training and validation are not independent; empty when they are."""
-    problems: list[str] = []
+    """Why training, validation and test are not independent; empty when they are."""
     n_items = len(value.item_ids)
-    overlap = np.intersect1d(value.train_user_ids, value.validation_user_ids)
-    if len(overlap):
-        problems.append(f"{len(overlap)} users are both training and validation users "
-                        f"(e.g. {overlap[:5].tolist()})")
+    groups = {"training": value.train_user_ids, "validation": value.validation_user_ids}
+    if value.test_user_ids is not None:
+        groups["test"] = value.test_user_ids
+    problems = _overlap_problems(groups) + _test_problems(value)
     if value.train.shape[0] != len(value.train_user_ids):
         problems.append(f"train has {value.train.shape[0]} rows for {len(value.train_user_ids)} users")
     if value.train.nnz == 0:
@@ -180,7 +206,8 @@ def user_item_matrix_is_sane(context: dg.AssetCheckExecutionContext, config: Mat
 
 
 @dg.asset_check(asset="vae_input", blocking=True,
-                description="Training and validation users are disjoint; held-out items are not folded in.")
+                description="Training, validation and test users are disjoint; held-out items are not "
+                            "folded in.")
 def vae_input_has_no_leakage(context: dg.AssetCheckExecutionContext,
                              vae_input: VaeInput) -> dg.AssetCheckResult:
     problems = leakage_problems(vae_input)

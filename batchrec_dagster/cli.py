@@ -96,22 +96,14 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_registry(args: argparse.Namespace) -> int:
-    from batchrec_dagster.registry import MODELS, recent_entries, select_best
-    from batchrec_dagster.report import print_entry, print_registry
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import dagster as dg
 
-    db = _database()
-    max_age_hours = args.max_age_hours or get_settings().model_max_age_hours
-    best = select_best(db, max_age=timedelta(hours=max_age_hours))
-    entries = recent_entries(db, args.limit)
-    if not entries:
-        print(f"the registry {db.name}.{MODELS} is empty")
-        return 0
-    print_registry(entries, best["_id"] if best else None, max_age_hours)
-    if best is None:
-        print("no model is selected: every entry is older than the maximum age")
-    elif args.verbose:
-        print_entry(best, title="\nSelected:")
+    from batchrec_dagster.materialize import evaluate_window, latest_partition_key, prepare_dagster_home
+
+    prepare_dagster_home(get_settings())
+    with dg.DagsterInstance.get() as instance:
+        evaluate_window(args.partition or latest_partition_key(), {}, instance)
     return 0
 
 
@@ -235,11 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(p)
     p.set_defaults(func=cmd_materialize)
 
-    p = sub.add_parser("registry", help="list registered models and the one selected for serving")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--max-age-hours", type=float, help="default: BATCHREC_MODEL_MAX_AGE_HOURS (24)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print the selected entry in full")
-    p.set_defaults(func=cmd_registry)
+    p = sub.add_parser("evaluate", help="score the fresh models on one hour's new stars, decide the champion")
+    p.add_argument("--partition", help="the window's partition key (default: the latest complete hour)")
+    p.set_defaults(func=cmd_evaluate)
+
+    from batchrec_dagster.registry_cli import add_registry_command
+
+    add_registry_command(sub)
 
     p = sub.add_parser("recommend", help="top-k repositories from the selected model")
     p.add_argument("--user", help="GitHub login (users collection)")
@@ -283,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dagster_args = [*unknown, *args.dagster_args]
     _quiet_warnings()
     from batchrec_dagster.materialize import MaterializeError
+    from batchrec_dagster.operators import OperatorError
     from batchrec_dagster.recommend import RecommendError
 
     try:
@@ -290,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             override_for_process(BATCHREC_DEPLOYMENT=args.deployment)
         get_settings()  # invalid settings: one clear message before anything starts
         return int(args.func(args) or 0)
-    except (CliError, SettingsError, MaterializeError, RecommendError) as exc:
+    except (CliError, SettingsError, MaterializeError, RecommendError, OperatorError) as exc:
         print(f"batchrec {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dagster as dg
 
 from batchrec_dagster.assets import ASSETS
+from batchrec_dagster.assets.model_evaluation import model_evaluation
 from batchrec_dagster.checks import ASSET_CHECKS
 from batchrec_dagster.deployment import build_resources
-from batchrec_dagster.jobs import hourly_training_job
+from batchrec_dagster.jobs import hourly_training_job, model_evaluation_job
 from batchrec_dagster.retention_job import artifact_retention_job, artifact_retention_schedule
 from batchrec_dagster.schedules import SCHEDULES
 from batchrec_dagster.sensors import SENSORS
@@ -23,9 +24,9 @@ from batchrec_dagster.settings import Settings
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Every asset, check, job, schedule, sensor and resource, on the deployment of `settings`."""
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, model_evaluation],
         asset_checks=ASSET_CHECKS,
-        jobs=[hourly_training_job, artifact_retention_job],
+        jobs=[hourly_training_job, model_evaluation_job, artifact_retention_job],
         schedules=[*SCHEDULES, artifact_retention_schedule],
         sensors=SENSORS,
         resources=build_resources(settings),

@@ -1,4 +1,6 @@
-"""The job the schedule, the sensors and the CLI launch: all five assets for one hour."""
+"""The jobs the schedules, the sensors and the CLI launch: the five training assets for one hour,
+and the comparable evaluation of one hour (its own job and schedule, so that it never waits for a
+training run: a model registered for hour H-1 is scored on hour H as soon as H closes)."""
 
 from __future__ import annotations
 
@@ -14,4 +16,13 @@ hourly_training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSET_NAMES),
     partitions_def=hourly_partitions,
     description="Read the hour's stars from MongoDB, train RecVAE and register it.",
+)
+
+EVALUATION_JOB_NAME = "model_evaluation_job"
+
+model_evaluation_job = dg.define_asset_job(
+    EVALUATION_JOB_NAME,
+    selection=dg.AssetSelection.assets("model_evaluation"),
+    partitions_def=hourly_partitions,
+    description="Score every fresh model on the hour's new stars (comparable scores), decide the champion.",
 )

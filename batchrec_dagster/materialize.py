@@ -12,7 +12,9 @@ from typing import Any
 
 import dagster as dg
 
+from batchrec_dagster.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.partitions import hourly_partitions, partition_window
+from batchrec_dagster.process_identity import current_process_tags
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
 
@@ -60,13 +62,17 @@ def training_run_config(training: dict[str, Any] | None = None,
 
 def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | None = None,
                           settings: Settings | None = None, instance: dg.DagsterInstance | None = None,
-                          raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    """Run hourly_training_job (the five assets and their checks) for one hour in this process."""
+                          raise_on_error: bool = True, job_name: str = JOB_NAME) -> dg.ExecuteInProcessResult:
+    """Run hourly_training_job (the five assets and their checks) for one hour in this process, or
+    another job of the code location (`model_evaluation_job`)."""
     from batchrec_dagster.definitions import build_definitions
 
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(job_name)
+    # the run lives and dies with this process: name the process on the run, so that run_reaper
+    # can fail the run (and free the training pool) if this process is killed
     return job.execute_in_process(partition_key=partition_key, run_config=run_config or {},
-                                  instance=instance, raise_on_error=raise_on_error)
+                                  instance=instance, raise_on_error=raise_on_error,
+                                  tags=current_process_tags())
 
 
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -74,6 +80,40 @@ def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, A
         if event.asset_key == dg.AssetKey(asset):
             return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
     return {}
+
+
+def _evaluation_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The training run config's logger and model_evaluation config (if any), nothing else."""
+    config: dict[str, Any] = {k: v for k, v in run_config.items() if k == "loggers"}
+    ops = run_config.get("ops", {})
+    if "model_evaluation" in ops:
+        config["ops"] = {"model_evaluation": ops["model_evaluation"]}
+    return config
+
+
+def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        raise MaterializeError(f"{what} {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
+                               f"log above or `batchrec dev` (Dagit) for details")
+
+
+def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg.DagsterInstance,
+                    settings: Settings | None = None) -> dict[str, Any]:
+    """Run model_evaluation_job for the hour and print what it scored and decided; its metadata."""
+    result = materialize_partition(partition_key, run_config=_evaluation_config(run_config),
+                                   settings=settings, instance=instance, raise_on_error=False,
+                                   job_name=EVALUATION_JOB_NAME)
+    _raise_if_failed(result, f"evaluation run of {partition_key}")
+    meta = asset_metadata(result, "model_evaluation")
+    scored = meta.get("candidates", 0) - meta.get("not_scored", 0)
+    detail = meta.get("skipped", "nothing to score")
+    if "best_score" in meta:
+        detail = (f"{scored} model(s) scored on {meta.get('users')} users' {meta.get('targets')} new stars; "
+                  f"best {meta['best_score']:.4f}")
+    print(f"evaluated window {partition_key}: {detail}; champion {meta.get('champion')} "
+          f"({'promoted' if meta.get('promoted') else 'kept'}: {meta.get('champion_reason')})", flush=True)
+    return meta
 
 
 def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
@@ -84,12 +124,12 @@ def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
     started = time.perf_counter()
     print(f"materializing partition {partition_key} ({settings.deployment} deployment) ...", flush=True)
     with dg.DagsterInstance.get() as instance:
+        # first the hour's comparable evaluation of the models before it (what the evaluation
+        # schedule does at minute 1), then the training (the training schedule's minute 5)
+        evaluate_window(partition_key, run_config, instance, settings)
         result = materialize_partition(partition_key, run_config=run_config, settings=settings,
                                        instance=instance, raise_on_error=False)
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise MaterializeError(f"run {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
-                               f"log above or `batchrec dev` (Dagit) for details")
+    _raise_if_failed(result, "run")
     model = asset_metadata(result, "recvae_model")
     matrix = asset_metadata(result, "user_item_matrix")
     print(f"run {result.run_id} succeeded in {time.perf_counter() - started:.0f}s: "

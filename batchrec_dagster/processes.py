@@ -84,6 +84,13 @@ def parent_of(pid: int) -> int | None:
     return int(fields[1]) if fields else None
 
 
+def start_ticks(pid: int) -> int | None:
+    """When a running process started, in clock ticks after boot (/proc/<pid>/stat field 22);
+    None when it does not run. With the PID it names one process: a reused PID starts later."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and fields[0] not in ("Z", "X", "x") else None
+
+
 def _all_pids() -> list[int]:
     return [int(p.name) for p in _PROC.iterdir() if p.name.isdigit()]
 

@@ -1,8 +1,8 @@
 """Top-k recommendations outside the server (`batchrec recommend`, `batchrec demo`).
 
-The model is chosen like the server chooses it: the registry's candidates in selection-rule order,
-and a candidate whose artifact is missing, does not verify or does not load is passed over (and
-reported) for the next one.
+The model is the one to serve (champions.serving_order: the pin, else the champion chosen on
+comparable scores), and a model whose artifact is missing, does not verify or does not load is
+passed over (and reported) for the next one in that order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from batchrec_dagster.registry import select_candidates
+from batchrec_dagster.champions import serving_order
 from batchrec_dagster.stars import repo_id_by_name, starred_repo_ids
 from batchrec_dagster.storage import BlobStore, read_verified
 from recvae import Artifact, load_artifact
@@ -36,7 +36,7 @@ def load_served_model(db: Database, store: BlobStore, *, max_age: timedelta
                       ) -> tuple[dict[str, Any], Artifact, list[str]]:
     """The best candidate that loads, with the reasons the better-ranked ones did not."""
     failures: list[str] = []
-    for entry in select_candidates(db, max_age=max_age):
+    for entry in serving_order(db, max_age=max_age, limit=10):
         name = entry.get("file_name")
         try:
             if not isinstance(name, str):

@@ -1,18 +1,24 @@
 """The model registry: one document per trained model in the MongoDB `models` collection.
 
-Selection rule (used by the pipeline and by the serving API alike): among models of the wanted
-kind whose training data is no older than `max_age` (their `data_end`, the end of the partition's
-data window, is at least `now - max_age`), the highest `score` wins and a tie goes to the newest
-`created_at`. Stale models are never candidates, so a stale vocabulary is never served.
+Which model serves is decided by champions.py (`champion_for_serving`) on comparable scores: the
+scores of every candidate on the same held-out window (evaluations.py, promotion.py). A model's
+own `score` (NDCG@100 on its own partition's test users) is drawn on different users each hour
+and is NOT comparable across models.
+
+`select_candidates` / `select_best` rank by that own `score` (the highest wins, a tie goes to the
+newest `created_at`, stale models never): the serving API's rule until it reads the champion
+(issue 12). Do not use them for new code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo.database import Database
 
 from batchrec_dagster.mongo_compat import PARTITION_FIELD, newest_date, upsert_keeping
@@ -97,6 +103,42 @@ def warm_start_candidates(db: Database, *, data_end_at_most: datetime, data_end_
     cursor = (db[MODELS]
               .find({"model_kind": model_kind, "data_end": {"$gt": data_end_after, "$lte": data_end_at_most}})
               .sort([("data_end", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]).limit(limit))
+    return list(cursor)
+
+
+def _object_id(model_id: Any) -> ObjectId | None:
+    try:
+        return model_id if isinstance(model_id, ObjectId) else ObjectId(str(model_id))
+    except (InvalidId, TypeError):
+        return None
+
+
+def entry_by_id(db: Database, model_id: Any) -> dict[str, Any] | None:
+    """The entry whose `_id` is `model_id` (an ObjectId or its 24-hex string), or None."""
+    oid = _object_id(model_id)
+    return db[MODELS].find_one({"_id": oid}) if oid is not None else None
+
+
+def entries_by_ids(db: Database, model_ids: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """str(_id) -> entry, for the ids that exist."""
+    oids = [oid for oid in map(_object_id, model_ids) if oid is not None]
+    if not oids:
+        return {}
+    return {str(doc["_id"]): doc for doc in db[MODELS].find({"_id": {"$in": oids}})}
+
+
+def entries_with_data_end(db: Database, *, since: datetime, until: datetime | None = None,
+                          model_kind: str = "recvae", limit: int | None = None) -> list[dict[str, Any]]:
+    """Models whose data_end is in [since, until] (until: no upper bound when None), newest data
+    first, then newest registration: the fresh models (since = now - max_age), or the models a
+    window can evaluate (until = the window's start: none of them saw a star of the window)."""
+    bounds: dict[str, datetime] = {"$gte": since}
+    if until is not None:
+        bounds["$lte"] = until
+    cursor = (db[MODELS].find({"model_kind": model_kind, "data_end": bounds})
+              .sort([("data_end", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]))
+    if limit is not None:
+        cursor = cursor.limit(limit)
     return list(cursor)
 
 

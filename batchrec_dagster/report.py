@@ -54,15 +54,69 @@ def print_entry(entry: Mapping[str, Any], *, title: str) -> None:
           f"code {_text(entry.get('code_version'))}")
 
 
-def print_registry(entries: list[Mapping[str, Any]], served_id: Any, max_age_hours: float) -> None:
-    print(f"{'':2}{'created (UTC)':<20} {'partition':<17} {'score':>7} {'popular':>7}  {'file':<48} run")
+def _evaluation_text(evaluation: Mapping[str, Any] | None) -> str:
+    if not evaluation:
+        return "not yet"
+    if evaluation.get("problem"):
+        return "failed"
+    return f"{_num(evaluation.get('score'))} @{_text(evaluation.get('window_partition_key'))[5:]}"
+
+
+def _role(model_id: str, served: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
+          controls: Any) -> str:
+    roles = []
+    if champion is not None and champion.get("model_id") == model_id:
+        roles.append("champion")
+    if controls.pin is not None and controls.pin.model_id == model_id:
+        roles.append("pinned")
+    if model_id in controls.bans:
+        roles.append("banned")
+    if served is not None and str(served.get("_id")) == model_id and not roles:
+        roles.append(served["selection"]["role"])
+    return ",".join(roles)
+
+
+def print_registry(entries: list[Mapping[str, Any]], served: Mapping[str, Any] | None,
+                   champion: Mapping[str, Any] | None, controls: Any,
+                   comparable: Mapping[str, Mapping[str, Any]], max_age_hours: float) -> None:
+    """One line per model: id, when, partition, own scores, newest comparable score, role."""
+    print(f"{'':2}{'model id':<24} {'created (UTC)':<19} {'partition':<16} {'test':>6} {'valid':>6} "
+          f"{'comparable @window':<20} {'role':<9} file")
+    served_id = str(served.get("_id")) if served is not None else None
     for e in entries:
-        mark = "* " if served_id is not None and e.get("_id") == served_id else "  "
-        print(f"{mark}{_time(e.get('created_at')):<19} {_text(e.get('partition_key'), 17)} "
-              f"{_num(e.get('score')):>7} {_num(_get(e, 'popularity_metrics', 'ndcg@100')):>7}  "
-              f"{_text(e.get('file_name'), 48)} {_text(e.get('run_id'))[:8]}")
-    print("\n* = selected for serving: highest score among models whose data_end is within "
-          f"{max_age_hours:g} h; a tie goes to the newest.")
+        model_id = str(e.get("_id"))
+        mark = "* " if model_id == served_id else "  "
+        role = _role(model_id, served, champion, controls)
+        print(f"{mark}{model_id:<24} {_time(e.get('created_at')):<19} {_text(e.get('partition_key'), 16)} "
+              f"{_num(e.get('score')):>6} {_num(e.get('validation_score')):>6} "
+              f"{_evaluation_text(comparable.get(model_id)):<20} {role:<9} {_text(e.get('file_name'))}")
+    print(f"\n* = served now. test: NDCG@100 on the model's own held-out test users; valid: on the users "
+          f"that chose its epoch. Neither compares across hours. comparable: NDCG@100 on the newest "
+          f"evaluation window (@hour) it was scored on: only scores of the same window compare. Models "
+          f"whose data is older than {max_age_hours:g} h are never served.")
+
+
+def print_selection(served: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
+                    controls: Any) -> None:
+    """The champion, what serves and why, the pin and the bans (with time and reason)."""
+    if champion is None:
+        print("\nchampion: none")
+    else:
+        partition = _text(champion.get("model_partition_key"))
+        print(f"\nchampion: {champion.get('model_id')} (partition {partition}) "
+              f"since {_time(champion.get('promoted_at'))} UTC: {_text(champion.get('reason'))}")
+    if served is None:
+        print("serving:  no model can be served (none fresh, unbanned and verified)")
+    else:
+        selection = served["selection"]
+        print(f"serving:  {served.get('_id')} ({selection['role']}): {selection['reason']}")
+    pin = controls.pin
+    print(f"pinned:   {pin.model_id} since {_time(pin.at)} UTC: {pin.reason or 'no reason given'}"
+          if pin else "pinned:   none")
+    if not controls.bans:
+        print("banned:   none")
+    for model_id, ban in controls.bans.items():
+        print(f"banned:   {model_id} since {_time(ban.at)} UTC: {ban.reason or 'no reason given'}")
 
 
 def print_recommendations(result: Recommendations, who: str) -> None:

@@ -63,6 +63,11 @@ class VaeInput:
     window_end: datetime | None = None
     item_names: np.ndarray | None = None  # str, full_name per column (same order as item_ids)
     window_start: datetime | None = None
+    # held-out test users, split like the validation users: validation picks the epoch, the test
+    # users give the model's own reported score (None in values stored before they existed)
+    test_user_ids: np.ndarray | None = None
+    test_fold_in: sp.csr_matrix | None = None
+    test_target: sp.csr_matrix | None = None
 
 
 @dataclass
@@ -74,9 +79,9 @@ class TrainedModel:
     uri: str
     sha256: str
     size_bytes: int
-    score: float                  # NDCG@100 on the held-out validation users
-    metrics: dict[str, float]     # ndcg@100, recall@20, recall@50, ...
-    popularity_metrics: dict[str, float]
+    score: float                  # NDCG@100 on the held-out test users (the model's own score)
+    metrics: dict[str, float]     # ndcg@100, recall@20, recall@50, ... on the test users
+    popularity_metrics: dict[str, float]  # the same on the same test users
     config: dict[str, Any]
     history: list[dict[str, float]]   # one row per epoch
     data_sizes: dict[str, int]        # users, items, nonzeros, train_users, validation_users
@@ -93,3 +98,5 @@ class TrainedModel:
     training_mode: str = "full"   # "full" (from scratch) | "warm" (continued a registered model)
     # why that mode, the model started from and the vocabulary mapping (warm_start.Start.record)
     training_start: dict[str, Any] = field(default_factory=dict)
+    validation_score: float | None = None  # NDCG@100 of the best epoch on the validation users
+    validation_metrics: dict[str, float] = field(default_factory=dict)

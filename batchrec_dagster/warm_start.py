@@ -12,9 +12,9 @@ future) and at most `max_age` before it. A candidate is compatible when
 
 The newest few candidates are tried in order; the first compatible one is used. A full retrain
 happens at the daily full-run hour (BATCHREC_FULL_RUN_HOUR), when the run config asks for one,
-when no candidate is compatible, and when the registry cannot be read (MongoDB down: training
-itself needs no database, so the hour still gets its model). `Start.record()` says which, why,
-and from which model; it goes into the asset metadata, the registry entry and the artifact.
+and when no candidate is compatible. Without MongoDB the registry query fails the step before any
+training (tests/faults). `Start.record()` says which, why, and from which model; it goes into the
+asset metadata, the registry entry and the artifact.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from batchrec_dagster.registry import warm_start_candidates
 from batchrec_dagster.storage import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
@@ -97,13 +96,8 @@ def choose_start(db: Database, store: BlobStore, *, window_end: datetime, reques
         return Start("full", "asked in run config (mode: full)")
     if daily_full:
         return Start("full", daily_full)
-    try:
-        candidates = warm_start_candidates(db, model_kind=MODEL_KIND, data_end_at_most=window_end,
-                                           data_end_after=window_end - max_age, limit=MAX_CANDIDATES)
-    except PyMongoError as exc:
-        # Training needs no database: without the registry the hour still gets a model (from
-        # scratch, within the time budget), registered once MongoDB is back
-        return Start("full", f"the registry could not be read, so no model to continue: {exc}")
+    candidates = warm_start_candidates(db, model_kind=MODEL_KIND, data_end_at_most=window_end,
+                                       data_end_after=window_end - max_age, limit=MAX_CANDIDATES)
     if not candidates:
         return Start("full", f"no registered {MODEL_KIND} model trained on data that ends within "
                              f"{max_age.total_seconds() / 3600:g} h before this hour's end")

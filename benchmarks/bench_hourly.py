@@ -115,7 +115,7 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
             model = load_artifact(store.read(entry["file_name"])).recommender
             result.update(label=label, partition_key=key, vocabulary=int(model.n_items),
                           test=score_test_users(hours_data, model, partition_window(key)[1]))
-            vae = work / "home" / "storage" / "assets" / "vae_input" / f"{key}.npz"
+            vae = work / "home" / "storage" / "assets" / "vae_input" / key / f"{result['run_id']}.npz"
             result["vae_input_sha256"] = _validation_digest(vae)
             runs.append(result)
             print(_row(result), flush=True)

@@ -100,10 +100,16 @@ def evaluate(
     ks: Sequence[int] = (20, 50, 100),
     batch_size: int = 1000,
     device: torch.device | str | None = None,
+    n_relevant: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Mean NDCG@k and Recall@k for every k in `ks`, plus "users" (how many were scored).
 
     Fed-in items are excluded from the ranking. With no scorable user every metric is 0.0.
+
+    `n_relevant` (one count per row) says how many items each user really holds out when some of
+    them are not columns of this scorer (e.g. repositories newer than a model): those count as
+    misses, in the normalisation and in which users are scored, so that models with different
+    vocabularies are scored on the same users and the same held-out items.
     """
     fold_in, target = sp.csr_matrix(fold_in), sp.csr_matrix(target)
     device = resolve_device(device) if device is not None else None
@@ -114,7 +120,13 @@ def evaluate(
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("ndcg", "recall")}
     totals: dict[str, torch.Tensor] = {}
     n_users = 0
-    has_target = np.diff(target.indptr) > 0
+    in_columns = np.diff(target.indptr)
+    if n_relevant is not None:
+        n_relevant = np.asarray(n_relevant, dtype=np.int64)
+        if n_relevant.shape != (target.shape[0],) or (n_relevant < in_columns).any():
+            raise ValueError("n_relevant needs one count per row, at least the row's target items")
+    counts = in_columns if n_relevant is None else n_relevant
+    has_target = counts > 0
     for start in range(0, fold_in.shape[0], batch_size):
         stop = start + batch_size
         rows = np.flatnonzero(has_target[start:stop]) + start
@@ -124,6 +136,8 @@ def evaluate(
         scores = _as_tensor(scorer.score(batch_in), device)
         scores = exclude_items(scores, batch_in)
         hits, n_target = _hits(scores, batch_target, k_max)
+        if n_relevant is not None:
+            n_target = torch.from_numpy(n_relevant[rows].astype(np.float32)).to(n_target.device)
         for k in ks:
             for name, fn in (("ndcg", _ndcg), ("recall", _recall)):
                 key = f"{name}@{k}"

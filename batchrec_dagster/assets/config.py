@@ -50,8 +50,12 @@ class SplitConfig(dg.Config):
     """Held-out validation users (the Mult-VAE protocol)."""
 
     validation_users: int = Field(default=1000, ge=1, description="Held-out users, at most.")
+    test_users: int = Field(
+        default=1000, ge=1, description="Held-out test users, at most: validation picks the epoch, the "
+                                        "test users give the model's own `score`.")
     max_validation_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="Never hold out more than this share of users.")
+        default=0.2, gt=0, lt=0.5, description="Never hold out more than this share of users (for "
+                                               "validation, and as much again for test).")
     holdout_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share of each held-out user's repositories to score "
                                              "(the rest is folded in).")

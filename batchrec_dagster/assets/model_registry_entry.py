@@ -22,6 +22,8 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
         "partition_key": partition_key,
         "model_kind": model.model_kind,
         "score": float(model.score),
+        "validation_score": None if model.validation_score is None else float(model.validation_score),
+        "validation_metrics": dict(model.validation_metrics),
         "file_name": model.file_name,
         "bucket": model.bucket,
         "uri": model.uri,

@@ -25,7 +25,8 @@ EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository):
                  "the end of its hour.")
 
 
-def load_previous_hour(io_manager: Any, partition_key: str) -> tuple[Optional[RawRepositories], str]:  # noqa: UP045
+def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, partition_key: str
+                       ) -> tuple[Optional[RawRepositories], str]:  # noqa: UP045
     """The previous hour's stored value of this asset, or None and why not. Read through the IO
     manager, not as a declared input: a self-dependency makes Dagster 1.13's asset backfills split
     every later hour into one run per asset (docs/pipeline.md, "Backfills")."""
@@ -33,7 +34,7 @@ def load_previous_hour(io_manager: Any, partition_key: str) -> tuple[Optional[Ra
     if previous_key is None:
         return None, "the first partition has no previous hour"
     try:
-        value = io_manager.load_partition(dg.AssetKey("raw_repositories"), previous_key)
+        value = io_manager.load_partition(instance, dg.AssetKey("raw_repositories"), previous_key)
     except StoredValueNotFoundError:
         return None, "no snapshot of the previous hour"
     except CodecError as exc:
@@ -61,7 +62,7 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
             context.log.warning(f"could not create index {problem}")
     fingerprint = source_fingerprint(layout=layout, database=mongo.database, uri=mongo.uri,
                                      embedded_data_dir=mongo.embedded_data_dir)
-    previous, missing = load_previous_hour(io_manager, context.partition_key)
+    previous, missing = load_previous_hour(io_manager, context.instance, context.partition_key)
     plan = plan_read(previous, missing=missing, window_start=start, layout=layout, fingerprint=fingerprint,
                      requested=config.read, daily_full=daily_full_run(context.partition_key))
     context.log.info(f"{plan.mode} read: {plan.reason}")

@@ -55,13 +55,23 @@ def preview_table(recommender: Recommender, data: VaeInput, k: int) -> dg.Metada
         f"fed to the model (e.g. {starred}); {len(target)} more were held out.\n\n{table.value}")
 
 
+def _rows(matrix: sp.csr_matrix | None) -> int:
+    return int(matrix.shape[0]) if matrix is not None else 0
+
+
+def _nnz(matrix: sp.csr_matrix | None) -> int:
+    return int(matrix.nnz) if matrix is not None else 0
+
+
 def data_sizes(data: VaeInput) -> dict[str, int]:
     return {
-        "users": int(data.train.shape[0] + len(data.validation_user_ids)),
+        "users": int(data.train.shape[0] + len(data.validation_user_ids) + _rows(data.test_fold_in)),
         "items": int(data.train.shape[1]),
-        "nonzeros": int(data.train.nnz + data.validation_fold_in.nnz + data.validation_target.nnz),
+        "nonzeros": int(data.train.nnz + data.validation_fold_in.nnz + data.validation_target.nnz
+                        + _nnz(data.test_fold_in) + _nnz(data.test_target)),
         "train_users": int(data.train.shape[0]),
         "validation_users": int(len(data.validation_user_ids)),
+        "test_users": int(len(data.test_user_ids)) if data.test_user_ids is not None else 0,
     }
 
 
@@ -69,12 +79,24 @@ def _plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in metrics.items()}
 
 
+def held_out_test_scores(recommender: Recommender, popularity: Popularity, data: VaeInput
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """(model, popularity) metrics on the held-out test users. The validation users picked the
+    best epoch, so their score is optimistic; the test users played no part in training."""
+    if data.test_user_ids is None or data.test_fold_in is None or data.test_target is None:
+        raise dg.Failure(description="this partition's vae_input has no test users (stored by an older "
+                                     "version): materialize vae_input again")
+    return (_plain_metrics(evaluate(recommender, data.test_fold_in, data.test_target)),
+            _plain_metrics(evaluate(popularity, data.test_fold_in, data.test_target)))
+
+
 @hourly_asset(
     kinds={"pytorch", "gcs"},
     pool="training",
     description="RecVAE trained on vae_input: a few epochs continuing the newest compatible registered "
                 "model (warm), or from scratch (full: daily, on request, or without a compatible model); "
-                "scored on the held-out users (score = NDCG@100) next to the popularity baseline, "
+                "validation users pick the epoch, held-out test users give the score (test NDCG@100) "
+                "next to the popularity baseline on the same users, "
                 "written once to the artifact store as recvae_<score>_...pt.",
 )
 def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
@@ -95,8 +117,6 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     context.log.info(f"{start.mode} training: {start.reason}")
 
     popularity = Popularity().fit(data.train)
-    popularity_metrics = _plain_metrics(evaluate(popularity, data.validation_fold_in, data.validation_target))
-    context.log.info(f"popularity baseline: ndcg@100={popularity_metrics['ndcg@100']:.4f}")
 
     def on_epoch(report: Any) -> None:
         context.log.info(f"epoch {report.epoch}: loss={report.loss:.3f} ndcg@100={report.ndcg_at_100:.4f} "
@@ -113,12 +133,14 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     if result.initial_metrics is not None:  # the starting model, scored before any training
         training_start["initial_metrics"] = _plain_metrics(result.initial_metrics)
     training_seconds = time.perf_counter() - started
-    metrics = _plain_metrics(result.best_metrics)
+    validation_metrics = _plain_metrics(result.best_metrics)
+    recommender = Recommender(result.model, data.item_ids, popularity.popularity.astype(np.float32))
+    metrics, popularity_metrics = held_out_test_scores(recommender, popularity, data)
     score = metrics["ndcg@100"]
     context.log.info(f"best epoch {result.best_epoch}/{len(result.history)} ({result.stop_reason}): "
-                     f"ndcg@100={score:.4f} vs popularity {popularity_metrics['ndcg@100']:.4f}")
+                     f"validation ndcg@100={validation_metrics['ndcg@100']:.4f}; test ndcg@100={score:.4f} "
+                     f"vs popularity {popularity_metrics['ndcg@100']:.4f}")
 
-    recommender = Recommender(result.model, data.item_ids, popularity.popularity.astype(np.float32))
     names = data.item_names if data.item_names is not None else data.item_ids.astype(str)
     version = code_version()
     artifact = dump_artifact(recommender, config=result.config, metrics=metrics, extra={
@@ -129,6 +151,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "data_start": window_start.isoformat(),
         "data_end": window_end.isoformat(),
         "popularity_metrics": popularity_metrics,
+        "validation_metrics": validation_metrics,
         "code_version": version,
         "created_at": datetime.now(UTC).isoformat(),
         "training_mode": start.mode,
@@ -148,6 +171,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         window_end=window_end, model_kind=MODEL_KIND, run_id=run_id, partition_key=partition_key,
         window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
         code_version=version, training_mode=start.mode, training_start=training_start,
+        validation_score=validation_metrics["ndcg@100"],
+        validation_metrics=validation_metrics,
     )
     curve = md_table(["epoch", "seconds", "loss", "ndcg@100", "recall@20", "recall@50", "best"],
                      [(r.epoch, r.seconds, r.loss, r.ndcg_at_100, r.recall_at_20, r.recall_at_50,
@@ -161,7 +186,9 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "popularity_recall@20": popularity_metrics["recall@20"],
         "popularity_recall@50": popularity_metrics["recall@50"],
         "score_minus_popularity": score - popularity_metrics["ndcg@100"],
-        "validation_users_scored": int(metrics.get("users", 0)),
+        "validation_score": validation_metrics["ndcg@100"],
+        "validation_users_scored": int(validation_metrics.get("users", 0)),
+        "test_users_scored": int(metrics.get("users", 0)),
         "training_seconds": float(training_seconds),
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

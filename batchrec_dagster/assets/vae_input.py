@@ -1,4 +1,4 @@
-"""vae_input: training users and held-out validation users (80/20 fold-in), fixed per partition."""
+"""vae_input: training users, held-out validation and test users (80/20 fold-in), fixed per partition."""
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 import dagster as dg
@@ -18,12 +18,15 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
     if n_validation < 1:
         raise dg.Failure(description=f"{n_users} users are too few to hold any out for validation "
                                      f"(max_validation_fraction={config.max_validation_fraction})")
+    # separate test users: the validation users choose the epoch, so their score is optimistic
+    n_test = min(config.test_users, int(n_users * config.max_validation_fraction))
     split = split_users(Interactions(matrix.matrix, matrix.user_ids, matrix.item_ids),
-                        n_validation=n_validation, holdout_fraction=config.holdout_fraction,
+                        n_validation=n_validation, n_test=n_test, holdout_fraction=config.holdout_fraction,
                         min_heldout_items=config.min_heldout_items, seed=seed)
-    if split.validation.n_users == 0:
-        raise dg.Failure(description=f"none of the {n_validation} held-out users has "
-                                     f"{config.min_heldout_items} repositories; nothing to validate on")
+    for name, held, wanted in (("validation", split.validation, n_validation), ("test", split.test, n_test)):
+        if held is None or held.n_users == 0:
+            raise dg.Failure(description=f"none of the {wanted} held-out {name} users has "
+                                         f"{config.min_heldout_items} repositories; nothing to score on")
     # split_users keeps the columns the training users have; carry the names along with them
     # (item_ids are sorted: build_interactions orders columns by id and the filters keep that order)
     names = None
@@ -33,20 +36,23 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
                     validation_user_ids=split.validation.user_ids,
                     validation_fold_in=split.validation.fold_in,
                     validation_target=split.validation.target, seed=seed,
-                    window_end=matrix.window_end, item_names=names, window_start=matrix.window_start)
+                    window_end=matrix.window_end, item_names=names, window_start=matrix.window_start,
+                    test_user_ids=split.test.user_ids, test_fold_in=split.test.fold_in,
+                    test_target=split.test.target)
 
 
 @hourly_asset(
     kinds={"scipy"},
-    description="The training matrix plus held-out validation users, each split 80/20 into fold-in and "
-                "scored items. Deterministic for a partition: the seed is derived from its key.",
+    description="The training matrix plus held-out validation and test users, each split 80/20 into "
+                "fold-in and scored items. Deterministic for a partition: the seed is derived from its key.",
 )
 def vae_input(context: dg.AssetExecutionContext, config: SplitConfig,
               user_item_matrix: UserItemMatrix) -> dg.MaterializeResult:
     seed = config.seed if config.seed is not None else partition_seed(context.partition_key)
     result = build_vae_input(user_item_matrix, config, seed)
     context.log.info(f"{result.train.shape[0]} training users, {len(result.validation_user_ids)} validation "
-                     f"users, {result.train.shape[1]} repositories (seed {seed})")
+                     f"users, {len(result.test_user_ids)} test users, {result.train.shape[1]} repositories "
+                     f"(seed {seed})")
     return dg.MaterializeResult(value=result, metadata={
         "train_users": int(result.train.shape[0]),
         "validation_users": int(len(result.validation_user_ids)),
@@ -54,6 +60,7 @@ def vae_input(context: dg.AssetExecutionContext, config: SplitConfig,
         "train_nonzeros": int(result.train.nnz),
         "validation_fold_in_nonzeros": int(result.validation_fold_in.nnz),
         "validation_target_nonzeros": int(result.validation_target.nnz),
+        "test_users": int(len(result.test_user_ids)),
         "seed": seed,
         **window_metadata(*partition_window(context.partition_key)),
     })

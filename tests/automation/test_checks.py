@@ -88,6 +88,13 @@ def test_leakage_rules() -> None:
         "no validation user has a held-out item to score"]
     wrong_shape = vae_input(validation_target=matrix([[1]], 6))
     assert any("expected (2, 6)" in p for p in leakage_problems(wrong_shape))
+    with_test = {"test_user_ids": np.array([9]), "test_fold_in": matrix([[0, 1]], 6),
+                 "test_target": matrix([[2]], 6)}
+    assert leakage_problems(vae_input(**with_test)) == []
+    assert leakage_problems(vae_input(**{**with_test, "test_user_ids": np.array([8])})) == [
+        "1 users are both validation and test users (e.g. [8])"]
+    assert leakage_problems(vae_input(**{**with_test, "test_target": matrix([[1]], 6)})) == [
+        "test users have items both folded in and scored"]
 
 
 def trained_model(store: LocalBlobStore, *, score: float = 0.30, popularity: float = 0.10,

@@ -10,9 +10,7 @@ except in the run that must fail it.
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,18 +18,16 @@ import numpy as np
 import pytest
 
 from batchrec_dagster.codec import decode
-from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.jobs import ASSET_NAMES
-from batchrec_dagster.mongo import connect
 from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
 from batchrec_dagster.run_failures import RUN_FAILURES, run_partition
 from batchrec_dagster.schedules import SCHEDULE_NAME
 from batchrec_dagster.sensors import NEW_STARS_SENSOR_NAME
-from batchrec_dagster.settings import PROJECT_ROOT
 from batchrec_dagster.storage import LocalBlobStore
-from tests.automation.dagster_services import DagsterServices, wait_for
+from tests.automation.dagster_services import wait_for
+from tests.automation.dagster_stack import dagster_stack
 
 pytestmark = pytest.mark.slow
 
@@ -64,34 +60,10 @@ def hour_before(key: str, hours: int) -> str:
 
 @pytest.fixture
 def services(tmp_path: Path, mongo_server_uri: str):
-    database = f"e2e_{uuid.uuid4().hex[:10]}"
-    db = connect(mongo_server_uri)[database]
-    # stars spread over the last 12 hours: every hour sees a longer prefix than the one before
-    write_source(db, generate_demo(DemoSpec(users=300, repos=120, days=0.5), datetime.now(UTC)))
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    far_minute = (datetime.now(UTC).minute + 30) % 60  # the schedule must not fire during the test
-    env = {
-        "DAGSTER_HOME": str(dagster_home),
-        "BATCHREC_HOME": str(tmp_path / "batchrec_home"),
-        "BATCHREC_DEPLOYMENT": "local",
-        "MONGODB_URI": mongo_server_uri,
-        "MONGODB_DATABASE": database,
-        "BATCHREC_SCHEDULE_MINUTE_OFFSET": str(far_minute),
-        "BATCHREC_SENSOR_INTERVAL_SECONDS": "5",
-        "BATCHREC_NEW_STARS_THRESHOLD": "50",
-    }
-    services = DagsterServices(tmp_path, env)
     clock = Clock()
-    try:
-        services.start()
+    with dagster_stack(tmp_path, mongo_server_uri) as stack:
         clock("webserver loaded the code location, daemons healthy")
-        yield services, db, tmp_path / "batchrec_home", clock
-    finally:
-        services.stop()
-        db.client.drop_database(database)
-        db.client.close()
+        yield stack.services, stack.db, stack.home, clock
 
 
 def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
@@ -138,8 +110,11 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert [run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in by_start] == backfill_keys
     # each hour saw exactly the stars before its end: the first read them all, the next two only
     # their own hour, each extending the snapshot of the hour before
-    snapshots = [decode((home / "storage" / "assets" / "raw_repositories" / f"{k}.npz").read_bytes())
-                 for k in backfill_keys]
+    # one stored value per hour, under the run that wrote it (per-run paths)
+    folder = home / "storage" / "assets" / "raw_repositories"
+    stored = [list((folder / k).glob("*.npz")) for k in backfill_keys]
+    assert [len(files) for files in stored] == [1, 1, 1]
+    snapshots = [decode(files[0].read_bytes()) for files in stored]
     assert [s.read_mode for s in snapshots] == ["full", "incremental", "incremental"]
     for key, snapshot in zip(backfill_keys, snapshots, strict=True):
         end = partition_window(key)[1]

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from batchrec_dagster.jobs import hourly_training_job
-from batchrec_dagster.partitions import partition_window
+from batchrec_dagster.partitions import hourly_partitions, partition_window
 from batchrec_dagster.schedules import SCHEDULE_NAME, build_hourly_schedule
 from tests.automation.stubs import stub_assets
 
@@ -58,3 +58,23 @@ def test_minute_offset_sets_the_cron_and_timezone_and_it_runs_by_default() -> No
     assert _tick(schedule, datetime(2026, 3, 2, 0, 17, tzinfo=KST)).partition_key == "2026-03-01-23:00"
 
 
+
+
+def test_the_evaluation_schedule_scores_the_closed_hour_before_training_starts() -> None:
+    from batchrec_dagster.jobs import model_evaluation_job
+    from batchrec_dagster.schedules import EVALUATION_SCHEDULE_NAME, build_evaluation_schedule
+    from batchrec_dagster.settings import load_settings
+
+    @dg.asset(name="model_evaluation", partitions_def=hourly_partitions)
+    def _evaluation_stub() -> None:
+        return None
+
+    defs = dg.Definitions(assets=[_evaluation_stub], jobs=[model_evaluation_job],
+                          schedules=[build_evaluation_schedule(1)])
+    schedule = defs.resolve_schedule_def(EVALUATION_SCHEDULE_NAME)
+    assert schedule.cron_schedule == "1 * * * *" and schedule.execution_timezone == "Asia/Seoul"
+    assert schedule.job_name == "model_evaluation_job"
+    assert _tick(schedule, datetime(2026, 3, 1, 15, 1, tzinfo=KST)).partition_key == "2026-03-01-14:00"
+    # by default, at minute 1: before the training schedule's minute 5
+    defaults = load_settings({})
+    assert defaults.evaluation_minute_offset < defaults.schedule_minute_offset

@@ -12,7 +12,7 @@ from batchrec_dagster.demo_data import load_demo
 from batchrec_dagster.mongo import connect
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.storage import ARTIFACTS_FOLDER
-from tests.faults.test_mongo_down import KEY, NO_MONGO, READS_MONGO, WRITES_MONGO, _failed_steps, _run
+from tests.faults.test_mongo_down import KEY, NO_MONGO, READS_MONGO, TRAINS, WRITES_MONGO, _failed_steps, _run
 from tests.faults.test_mongo_down import _verified_entries as verified_entries
 from tests.pipeline.conftest import TINY_DEMO
 
@@ -22,7 +22,7 @@ def trained(fault_env, own_mongo):
     """The hour read and trained (artifact written), not yet registered."""
     load_demo(connect(own_mongo.uri)["faults"], TINY_DEMO, end=partition_window(KEY)[1])
     with dg.instance_for_test() as instance:
-        assert _run(instance, READS_MONGO + NO_MONGO).success
+        assert _run(instance, READS_MONGO + NO_MONGO + TRAINS).success
         models = fault_env / "storage" / ARTIFACTS_FOLDER
         [artifact] = [p for p in models.iterdir() if p.suffix == ".pt"]
         yield instance, artifact
@@ -57,7 +57,7 @@ def test_a_store_that_cannot_be_written_fails_before_training(fault_env, own_mon
     models.parent.mkdir(parents=True, exist_ok=True)
     models.write_bytes(b"")  # a file where the folder should be: every write fails
     with dg.instance_for_test() as instance:
-        result = _run(instance, READS_MONGO + NO_MONGO + WRITES_MONGO)
+        result = _run(instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO)
         assert not result.success and _failed_steps(result) == ["recvae_model"]
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert "cannot write to the artifact store" in failure.event_specific_data.error.to_string()
@@ -67,5 +67,5 @@ def test_a_store_that_cannot_be_written_fails_before_training(fault_env, own_mon
 
         models.unlink()
         shutil.rmtree(models, ignore_errors=True)
-        assert _run(instance, READS_MONGO + NO_MONGO + WRITES_MONGO).success
+        assert _run(instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO).success
         assert len(verified_entries(own_mongo.uri)) == 1

@@ -6,7 +6,6 @@ import dagster as dg
 
 from batchrec_dagster.definitions import build_definitions
 from batchrec_dagster.demo_data import load_demo
-from batchrec_dagster.materialize import asset_metadata
 from batchrec_dagster.mongo import connect
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
@@ -16,7 +15,8 @@ from tests.pipeline.conftest import TINY_DEMO, tiny_run_config
 
 KEY = "2026-03-01-20:00"
 READS_MONGO = ["raw_repositories"]
-NO_MONGO = ["user_item_matrix", "vae_input", "recvae_model"]
+NO_MONGO = ["user_item_matrix", "vae_input"]
+TRAINS = ["recvae_model"]  # reads the registry for a model to warm-start from
 WRITES_MONGO = ["model_registry_entry"]
 
 
@@ -49,12 +49,14 @@ def test_each_asset_with_mongodb_stopped(fault_env, own_mongo) -> None:
         assert _run(instance, READS_MONGO).success  # the re-run reads the hour
 
         own_mongo.stop()  # the middle of the lineage does not need MongoDB
-        result = _run(instance, NO_MONGO)
-        assert result.success
-        # without the registry there is no model to continue: the hour trains from scratch
-        model = asset_metadata(result, "recvae_model")
-        assert model["training_mode"] == "full"
-        assert model["training_mode_reason"].startswith("the registry could not be read")
+        assert _run(instance, NO_MONGO).success
+        result = _run(instance, TRAINS)  # fails before training, not after
+        assert not result.success and _failed_steps(result) == ["recvae_model"]
+        assert not [e for e in result.all_events if "epoch 1:" in (e.message or "")]
+        own_mongo.start()
+        assert _run(instance, TRAINS).success
+
+        own_mongo.stop()
         result = _run(instance, WRITES_MONGO)
         assert not result.success and _failed_steps(result) == ["model_registry_entry"]
         own_mongo.start()

@@ -63,6 +63,12 @@ def test_split_is_deterministic_per_partition_and_leak_free():
     assert not np.array_equal(a.validation_user_ids, c.validation_user_ids)
     assert not set(a.train_user_ids.tolist()) & set(a.validation_user_ids.tolist())
     assert a.validation_fold_in.multiply(a.validation_target).nnz == 0
+    # separate test users (they give the model's own score; validation only picks the epoch)
+    assert len(a.test_user_ids) > 0 and a.test_fold_in.shape == (len(a.test_user_ids), len(a.item_ids))
+    assert not set(a.test_user_ids.tolist()) & (set(a.train_user_ids.tolist())
+                                                | set(a.validation_user_ids.tolist()))
+    assert a.test_fold_in.multiply(a.test_target).nnz == 0
+    np.testing.assert_array_equal(a.test_user_ids, b.test_user_ids)
     # 80/20: about a fifth of each held-out user's repositories are scored
     share = a.validation_target.nnz / (a.validation_target.nnz + a.validation_fold_in.nnz)
     assert 0.1 < share <= 0.2

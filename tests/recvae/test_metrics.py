@@ -95,3 +95,17 @@ def test_evaluate_hand_computed_partial_hits() -> None:
     assert result["ndcg@5"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(6)) / idcg)
     assert result["recall@2"] == pytest.approx(0.5)
     assert result["recall@5"] == pytest.approx(1.0)
+
+
+def test_evaluate_counts_items_outside_the_columns_as_misses() -> None:
+    # user 0 holds out items 1 (a column) and one item the scorer does not know; user 1 holds out
+    # only unknown items: it is still scored, with 0
+    fold_in = _csr([[0], [2]], 6)
+    target = _csr([[1], []], 6)
+    result = evaluate(_Fixed(), fold_in, target, ks=(3,), n_relevant=np.array([2, 1]))
+    # _Fixed ranks 0,1,2,...; with item 0 fed in, item 1 is at rank 1: DCG 1, ideal 1 + 1/log2(3)
+    assert result["users"] == 2
+    assert result["ndcg@3"] == pytest.approx((1 / (1 + 1 / math.log2(3))) / 2)
+    assert result["recall@3"] == pytest.approx((1 / 2) / 2)
+    with pytest.raises(ValueError, match="n_relevant"):
+        evaluate(_Fixed(), fold_in, target, n_relevant=np.array([0, 1]))

@@ -68,6 +68,19 @@ def wait_for(predicate: Any, timeout_s: float = 20.0, message: str = "condition"
         time.sleep(0.01)
 
 
+class Clock:
+    """Wall-clock time plus an offset that a test moves forward (backoff, model age)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
 
@@ -98,6 +111,7 @@ class Serving:
     manager: ModelManager
     db: Any
     store: BlobStore
+    clock: Clock
 
     def publish(self, **kwargs: Any) -> dict[str, Any]:
         return publish(self.db, self.store, **kwargs)

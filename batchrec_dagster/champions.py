@@ -1,0 +1,191 @@
+"""The champion: which model serves, since when and why, with its history (`champions`).
+
+One answer for the server, the CLI and the pipeline: `champion_for_serving(db, now)` (the pin, else
+the champion) and `serving_order` (that model first, then the fallbacks by the same ranking). Both
+apply promotion.decide to what MongoDB holds now: the fresh models, their comparable scores on the
+newest evaluated window (evaluations.py) and the operators' pin and bans (model_controls.py).
+
+The record: `decide_and_record` runs the same decision and writes it. Each change of champion adds
+a `champions` document (the history); a confirmation on a newer window updates the current one's
+`decided_on`. Written by the `model_evaluation` asset (each window), by `model_registry_entry`
+(a first model, or one replacing a champion that can no longer serve) and by operators' bans.
+
+| field | |
+|---|---|
+| `model_id` | the champion's `models._id` as a string; null when no model can serve |
+| `promoted_at`, `reason` | since when, and why (the decision's words) |
+| `previous_model_id` | the champion it replaced |
+| `score`, `window_start`, `window_end` | its comparable score on the window that promoted it |
+| `decided_on`, `confirmed_at`, `confirmed_reason` | the newest window that promoted or confirmed it |
+| `model_partition_key`, `model_data_end` | the champion's own partition (display, freshness) |
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pymongo
+from pymongo.database import Database
+
+from batchrec_dagster import evaluations as evals
+from batchrec_dagster.model_controls import ControlState, current_controls
+from batchrec_dagster.mongo_compat import upsert_keeping
+from batchrec_dagster.promotion import Candidate, Champion, Controls, Decision, Pin, Window, decide, rank_key
+from batchrec_dagster.registry import entries_by_ids, entries_with_data_end
+from batchrec_dagster.settings import get_settings
+
+CHAMPIONS = "champions"
+
+
+def ensure_indexes(db: Database) -> None:
+    db[CHAMPIONS].create_index([("promoted_at", pymongo.DESCENDING)], name="promoted_at")
+
+
+def default_max_age() -> timedelta:
+    return timedelta(hours=get_settings().model_max_age_hours)
+
+
+def _latest_record(db: Database) -> dict[str, Any] | None:
+    return next(iter(db[CHAMPIONS].find({}).sort([("promoted_at", pymongo.DESCENDING)]).limit(1)), None)
+
+
+def current_champion(db: Database) -> dict[str, Any] | None:
+    """The recorded champion (model_id, promoted_at, reason, ...), or None when there is none."""
+    record = _latest_record(db)
+    return record if record is not None and record.get("model_id") else None
+
+
+def champion_history(db: Database, limit: int = 20) -> list[dict[str, Any]]:
+    """Champion changes, newest first."""
+    return list(db[CHAMPIONS].find({}).sort([("promoted_at", pymongo.DESCENDING)]).limit(limit))
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _candidate(entry: dict[str, Any], evaluation: dict[str, Any] | None) -> Candidate:
+    score = evaluation.get("score") if evaluation else None
+    return Candidate(model_id=str(entry["_id"]), data_end=_utc(entry["data_end"]),
+                     created_at=_utc(entry.get("created_at")) or _utc(entry["data_end"]),
+                     score=float(score) if isinstance(score, int | float) else None,
+                     problem=evaluation.get("problem") if evaluation else None)
+
+
+class _State:
+    """Everything the decision reads, gathered once from MongoDB."""
+
+    def __init__(self, db: Database, *, now: datetime, max_age: timedelta, window_end: datetime | None):
+        self.now, self.max_age = now, max_age
+        self.controls: ControlState = current_controls(db)
+        self.record = _latest_record(db)
+        window_end = window_end or evals.newest_window_end(db)
+        scores = evals.on_window(db, window_end) if window_end else {}
+        self.window = None
+        if scores:
+            start = _utc(next(iter(scores.values())).get("window_start"))
+            self.window = Window(start, window_end) if start else None
+        fresh = {str(e["_id"]): e for e in entries_with_data_end(db, since=now - max_age)}
+        wanted = {self.controls.pin.model_id} if self.controls.pin and self.controls.pin.model_id else set()
+        if self.record and self.record.get("model_id"):
+            wanted.add(self.record["model_id"])
+        self.entries = {**entries_by_ids(db, wanted - set(fresh)), **fresh}
+        self.candidates = [_candidate(e, scores.get(i)) for i, e in fresh.items()]
+
+    def champion(self) -> Champion | None:
+        record = self.record
+        if record is None or not record.get("model_id"):
+            return None
+        entry = self.entries.get(record["model_id"])
+        data_end = _utc(entry["data_end"]) if entry else _utc(record.get("model_data_end"))
+        return Champion(record["model_id"], data_end, _utc(record.get("promoted_at")),
+                        _utc(record.get("decided_on")))
+
+    def decision_controls(self) -> Controls:
+        pin, entry = self.controls.pin, None
+        if pin is not None and pin.model_id:
+            entry = self.entries.get(pin.model_id)
+        return Controls(Pin(pin.model_id, _utc(entry["data_end"]), pin.reason) if entry else None,
+                        self.controls.banned)
+
+    def decide(self) -> Decision:
+        return decide(self.candidates, self.champion(), self.decision_controls(), now=self.now,
+                      max_age=self.max_age, window=self.window,
+                      tie_tolerance=get_settings().score_tie_tolerance)
+
+
+def _record(db: Database, state: _State, decision: Decision) -> None:
+    record, now = state.record, state.now
+    if decision.promoted:
+        entry = state.entries.get(decision.champion_id or "")
+        window = state.window if decision.decided_on is not None else None
+        db[CHAMPIONS].insert_one({
+            "model_id": decision.champion_id, "promoted_at": now, "reason": decision.reason,
+            "previous_model_id": record.get("model_id") if record else None,
+            "score": decision.score, "decided_on": decision.decided_on,
+            "window_start": window.start if window else None, "window_end": window.end if window else None,
+            "model_partition_key": entry.get("partition_key") if entry else None,
+            "model_data_end": entry.get("data_end") if entry else None,
+        })
+    elif record is not None and decision.decided_on is not None and \
+            _utc(record.get("decided_on")) != decision.decided_on:
+        fields = {k: v for k, v in record.items() if k != "_id"}
+        fields.update(decided_on=decision.decided_on, confirmed_at=now, confirmed_reason=decision.reason)
+        upsert_keeping(db[CHAMPIONS], {"_id": record["_id"]}, fields, keep={})
+
+
+def decide_and_record(db: Database, *, now: datetime | None = None, max_age: timedelta | None = None,
+                      window_end: datetime | None = None) -> Decision:
+    """Decide on the window ending at `window_end` (default: the newest evaluated one) and record a
+    change of champion or a confirmation."""
+    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(),
+                   window_end=window_end)
+    decision = state.decide()
+    _record(db, state, decision)
+    return decision
+
+
+def _selection(state: _State, decision: Decision) -> dict[str, Any]:
+    record = state.record if state.record and state.record.get("model_id") else None
+    pin = state.controls.pin
+    role = ("pin" if pin is not None and decision.serve_id == pin.model_id
+            else "champion" if record is not None and decision.serve_id == record["model_id"] else "fallback")
+    return {
+        "role": role,
+        "reason": decision.serve_reason if role != "fallback" else decision.reason,
+        "decided_at": state.now,
+        "champion": None if record is None else {
+            k: record.get(k) for k in ("model_id", "promoted_at", "reason", "score", "decided_on")},
+        "pin": pin.to_json() if pin else None,
+        "banned": sorted(state.controls.banned),
+    }
+
+
+def champion_for_serving(db: Database, now: datetime | None = None, max_age: timedelta | None = None
+                         ) -> dict[str, Any] | None:
+    """The registry entry to serve now (the pin, else the champion), with a `selection` field saying
+    which and why; None when no model can serve. Read-only: a champion that went stale or was
+    banned since the last recorded decision is replaced here by the same rule, not recorded."""
+    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(), window_end=None)
+    decision = state.decide()
+    entry = state.entries.get(decision.serve_id or "")
+    return None if entry is None else {**entry, "selection": _selection(state, decision)}
+
+
+def serving_order(db: Database, now: datetime | None = None, max_age: timedelta | None = None,
+                  limit: int = 5) -> list[dict[str, Any]]:
+    """`champion_for_serving`'s entry first, then the other fresh, unbanned models that verified,
+    best comparable score on the newest window first (then newest): what to fall back to, in
+    order, when an artifact fails to load."""
+    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(), window_end=None)
+    decision = state.decide()
+    served = state.entries.get(decision.serve_id or "")
+    order = [{**served, "selection": _selection(state, decision)}] if served else []
+    others = sorted((c for c in state.candidates if c.model_id != decision.serve_id
+                     and c.model_id not in state.controls.banned and not c.problem),
+                    key=rank_key, reverse=True)
+    order += [state.entries[c.model_id] for c in others]
+    return order[:limit]
