@@ -136,6 +136,9 @@ def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
           f"{matrix.get('users')} users x {matrix.get('items')} repositories; "
           f"RecVAE NDCG@100 {model.get('score', float('nan')):.4f} vs popularity "
           f"{model.get('popularity_score', float('nan')):.4f} after {model.get('epochs')} epochs")
+    raw = asset_metadata(result, "raw_repositories")
+    print(f"  {raw.get('read_mode')} read ({raw.get('read_reason')}); {model.get('training_mode')} "
+          f"training ({model.get('training_mode_reason')})")
     entries = [e for e in entries_for_partition(db, partition_window(partition_key)[1])
                if e["run_id"] == result.run_id]
     if not entries:

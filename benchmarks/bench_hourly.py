@@ -135,21 +135,24 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
 
 
 def _validation_digest(path: Path) -> str:
-    """Which users a vae_input held out: the warm and the full run of H+3 must share them."""
+    """Which users a vae_input held out (validation and test): the warm and the full run of H+3
+    must share them."""
     import hashlib
 
     from batchrec_dagster.codec import decode
 
     value = decode(path.read_bytes())
-    return hashlib.sha256(value.validation_user_ids.tobytes() + value.validation_target.indices.tobytes()
-                          ).hexdigest()[:12]
+    parts = [value.validation_user_ids, value.validation_target.indices]
+    if value.test_user_ids is not None:
+        parts += [value.test_user_ids, value.test_target.indices]
+    return hashlib.sha256(b"".join(p.tobytes() for p in parts)).hexdigest()[:12]
 
 
 def _row(r: dict[str, Any]) -> str:
     raw, model = r["metadata"]["raw_repositories"], r["metadata"]["recvae_model"]
     return (f"{r['label']}: {r['wall_seconds']:.1f}s, read {raw.get('read_mode')} ({raw.get('stars_read')} "
-            f"docs), {model.get('training_mode')} {model.get('epochs')} epochs, val ndcg@100 "
-            f"{model.get('score'):.4f}, test ndcg@100 {r['test']['ndcg@100']:.4f}, "
+            f"docs), {model.get('training_mode')} {model.get('epochs')} epochs, score ndcg@100 "
+            f"{model.get('score'):.4f}, bench ndcg@100 {r['test']['ndcg@100']:.4f}, "
             f"peak {r['peak_rss_mb']:.0f} MB")
 
 

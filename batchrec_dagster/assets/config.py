@@ -72,9 +72,9 @@ PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience"
 
 # A warm run continues a model that has converged on the hour before, so a few epochs suffice;
 # the budget keeps a warm hour within 5 minutes on 2 cores (benchmarks/results/hourly.md). The
-# overlap threshold: hour to hour >99% of the repositories carry over (new ones reach the matrix
-# only once 5 users starred them); under 90% the data changed wholesale (a new import, other
-# filters) and a model from scratch is the sounder start.
+# overlap threshold: hour to hour nearly all repositories carry over (1.000 in bench_hourly; new
+# ones reach the matrix only once 5 users starred them); under 90% the data changed wholesale (a
+# new import, other filters) and a model from scratch is the sounder start.
 WARM_TRAINING = {"epochs": 4, "patience": 2, "time_budget_s": 200.0, "min_vocabulary_overlap": 0.9}
 
 

@@ -20,6 +20,7 @@ def test_demo_then_registry_and_recommend(local_env: Path, mongo_db, capsys):
     assert "demo data loaded: 300 repositories, 300 users" in out
     assert "Registered model:" in out and "score (NDCG@100)" in out
     assert "Top-10 for user demo-user-0" in out and " 10. demo-" in out
+    assert "full read (no snapshot of the previous hour); full training (no registered" in out
     artifacts = list((local_env / "storage" / "models").glob("recvae_*.pt"))
     assert len(artifacts) == 1
     copied = (local_env / "dagster_home" / "dagster.yaml").is_file()
