@@ -60,16 +60,15 @@ def test_outcome_and_swap_error_name_the_same_failed_model(serving: Serving) -> 
     result = serving.manager.refresh_now()
     status = serving.http.get("/model").json()
     assert status["last_outcome"]["outcome"] == result.outcome == "failed"
-    # unscored, the newest ranks first (champions.serving_order): `second`, then `best`
-    assert status["last_outcome"]["entry_id"] == status["last_swap_error"]["entry_id"] == str(second["_id"])
+    assert status["last_outcome"]["entry_id"] == status["last_swap_error"]["entry_id"] == str(best["_id"])
     assert status["last_outcome"]["message"] == status["last_swap_error"]["message"]
-    assert [e["entry_id"] for e in status["rejected_candidates"]] == [str(second["_id"]), str(best["_id"])]
+    assert [e["entry_id"] for e in status["rejected_candidates"]] == [str(best["_id"]), str(second["_id"])]
     assert status["model"]["id"] == str(current["_id"])
     # the next poll skips both and still names the same one in both places
     serving.manager.refresh_now()
     status = serving.http.get("/model").json()
     assert status["last_outcome"]["outcome"] == "skipped_failed"
-    assert status["last_outcome"]["entry_id"] == status["last_swap_error"]["entry_id"] == str(second["_id"])
+    assert status["last_outcome"]["entry_id"] == status["last_swap_error"]["entry_id"] == str(best["_id"])
 
 
 def test_the_challenger_is_the_next_model_that_loads_and_is_reused_after_a_swap(serving: Serving) -> None:

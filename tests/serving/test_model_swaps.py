@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from batchrec_dagster.champions import decide_and_record
 from batchrec_dagster.serving.app import create_app
 from batchrec_dagster.serving.model_manager import ModelManager
 from tests.serving.helpers import ITEM_IDS, ServerThread, Serving, build_artifact, publish, tamper, wait_for
@@ -51,16 +50,12 @@ def test_first_load_then_swap_to_a_better_model(serving: Serving) -> None:
     assert serving.http.get("/model").json()["swaps"] == 2
 
 
-def test_no_swap_to_a_stale_model_or_past_the_recorded_champion(serving: Serving) -> None:
+def test_no_swap_to_a_stale_or_worse_model(serving: Serving) -> None:
     current = serving.publish(score=0.20)
     assert serving.manager.refresh_now().outcome == "swapped"
-    # a higher own score on data older than max_age (24h) is never a candidate
+    # a higher score on data older than max_age (24h) is never a candidate
     serving.publish(score=0.90, data_end=datetime.now(UTC) - timedelta(hours=30), seed=3)
-    assert serving.manager.refresh_now().outcome == "unchanged"
-    # once the registry records a champion, a newer model serves only after a comparable
-    # evaluation promotes it (own scores are not comparable: docs/pipeline.md)
-    assert decide_and_record(serving.db).champion_id == str(current["_id"])
-    serving.publish(score=0.95, seed=4)
+    serving.publish(score=0.10, seed=4)  # fresh but worse
     assert serving.manager.refresh_now().outcome == "unchanged"
     assert serving.recommend([1000]).json()["model"]["id"] == str(current["_id"])
 
@@ -150,29 +145,22 @@ def test_cold_start_falls_back_past_a_corrupt_best_model(serving: Serving) -> No
 
 
 def test_a_loaded_server_falls_back_only_to_models_ranked_above_its_own(serving: Serving) -> None:
-    # no champion recorded and no comparable scores: the newest fresh model ranks first
-    older = serving.publish(score=0.10, seed=2, data_end=_hours_ago(3))
-    current = serving.publish(score=0.20, seed=1, data_end=_hours_ago(2))
-    assert serving.manager.refresh_now().entry_id == str(current["_id"])
-    # the newest is corrupt and the next is ranked below the serving model: keep serving
+    current = serving.publish(score=0.20, seed=1)
+    assert serving.manager.refresh_now().outcome == "swapped"
+    # the best is corrupt and the second-best is worse than the serving model: keep serving
+    serving.publish(score=0.10, seed=2)
     corrupt = serving.publish(score=0.50, registered_sha256="0" * 64, seed=3)
     result = serving.manager.refresh_now()
     assert result.outcome == "failed" and result.entry_id == str(corrupt["_id"])
     assert serving.recommend([1000]).json()["model"]["id"] == str(current["_id"])
-    rejected = serving.http.get("/model").json()["rejected_candidates"]
-    assert str(older["_id"]) not in {e["entry_id"] for e in rejected}
-    # a good model between the corrupt one and the serving one: it replaces the serving one
-    between = serving.publish(score=0.30, seed=4, data_end=_hours_ago(1))
+    # a good model between the corrupt best and the serving one: it replaces the serving one
+    between = serving.publish(score=0.30, seed=4)
     result = serving.manager.refresh_now()
     assert result.outcome == "swapped" and result.entry_id == str(between["_id"])
     assert serving.recommend([1000]).json()["model"]["id"] == str(between["_id"])
     status = serving.http.get("/model").json()
     assert [e["entry_id"] for e in status["rejected_candidates"]] == [str(corrupt["_id"])]
     assert "sha256" in status["last_swap_error"]["message"]
-
-
-def _hours_ago(hours: int) -> datetime:
-    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
 
 
 def test_requests_in_flight_during_swaps_never_fail(serving: Serving) -> None:
