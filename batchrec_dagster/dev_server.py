@@ -115,7 +115,7 @@ def _ensure_local_mongo(settings: Settings) -> None:
     if settings.deployment == "local" and not settings.mongodb_uri:
         from batchrec_dagster.embedded_mongo import ensure_embedded_mongo
 
-        uri = ensure_embedded_mongo(settings.mongo_data_dir, settings.embedded_mongo_port)
+        uri = ensure_embedded_mongo(settings.mongo_data_dir, settings.mongo_port)
         print(f"embedded MongoDB at {uri} (data in {settings.mongo_data_dir})")
 
 

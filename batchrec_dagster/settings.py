@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     score_tie_tolerance: float = _env(
         "BATCHREC_SCORE_TIE_TOLERANCE",
         "comparable scores this close to the best are a tie, which the newest model wins.", 1e-4, ge=0, lt=1)
+    training_device: str | None = _env(
+        "BATCHREC_TRAINING_DEVICE",
+        "`cpu`, `cuda` or `cuda:N` for recvae_model (default: CUDA when present); "
+        "`cuda` also makes training runs ask Kubernetes for a GPU node.")
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
                                       "models trained on data older than this are never served.", 24.0, gt=0)
 
@@ -134,6 +138,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("training_device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if value != "cpu" and value != "cuda" and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError("must be cpu, cuda or cuda:N")
+        return value
 
     @field_validator("gcs_prefix")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, field_validator
 
+from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources import LAYOUTS
 from recvae import RecVAEConfig
 
@@ -98,7 +99,9 @@ class TrainingConfig(dg.Config):
     encoder_passes: int = Field(default=_PAPER.encoder_passes, ge=1)
     decoder_passes: int = Field(default=_PAPER.decoder_passes, ge=0)
     seed: int = _PAPER.seed
-    device: str | None = Field(default=None, description='"cpu", "cuda"; default: cuda when available.')
+    device: str | None = Field(default=get_settings().training_device,
+                               description='"cpu", "cuda"; default: BATCHREC_TRAINING_DEVICE, else cuda '
+                                           'when available.')
     preview_k: int = Field(default=10, ge=1, description="Rows of the top-k preview in the metadata.")
     # -- warm hourly runs (batchrec_dagster.warm_start)
     mode: Literal["auto", "full"] = Field(

@@ -67,5 +67,6 @@ def test_dagster_home_gets_the_repository_dagster_yaml(local_env: Path):
 def test_every_command_is_wired():
     parser = build_parser()
     for argv in (["demo"], ["load-demo"], ["import-csv", "x.csv"], ["materialize", "--partition", "k"],
-                 ["registry"], ["recommend", "--user", "u"], ["dev"], ["stop"], ["serve"]):
+                 ["registry"], ["recommend", "--user", "u"], ["dev"], ["stop"], ["serve"],
+                 ["prod-stack"], ["settings"]):
         assert callable(parser.parse_args(argv).func), argv

@@ -200,3 +200,14 @@ def test_dockerfile_cpu_by_default_cuda_by_argument() -> None:
                 assert (PROJECT_ROOT / source).exists(), source
     assert not any(word in text for word in ("wget", "curl", "huggingface", "gsutil"))
     assert "USER 10001" in lines
+
+
+def test_the_training_job_carries_the_device_tags() -> None:
+    """The job's runs carry dagster-k8s's pod config for BATCHREC_TRAINING_DEVICE (CPU when unset)."""
+    from batchrec_dagster.jobs import hourly_training_job
+    from batchrec_dagster.k8s import K8S_CONFIG_TAG, training_run_tags
+    from batchrec_dagster.settings import load_settings
+
+    assert hourly_training_job.tags[K8S_CONFIG_TAG] == training_run_tags(None)[K8S_CONFIG_TAG]
+    device = load_settings({"BATCHREC_TRAINING_DEVICE": " CUDA "}).training_device
+    assert device == "cuda" and "nvidia.com/gpu" in training_run_tags(device)[K8S_CONFIG_TAG]
