@@ -6,6 +6,7 @@ start), so a changed variable takes effect when the process or the code location
 An invalid value stops the process with one clear line per bad variable (`SettingsError`).
 
 docs/settings.md lists every variable; `batchrec settings` prints the values in force.
+(Over 300 lines on purpose: it is the one table of every setting, kept in one place.)
 """
 
 from __future__ import annotations
