@@ -110,11 +110,10 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert [run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in by_start] == backfill_keys
     # each hour saw exactly the stars before its end: the first read them all, the next two only
     # their own hour, each extending the snapshot of the hour before
-    # one stored value per hour, under the run that wrote it (per-run paths)
+    # each backfill run's own stored value (per-run paths: <asset>/<hour>/<run id>.npz)
     folder = home / "storage" / "assets" / "raw_repositories"
-    stored = [list((folder / k).glob("*.npz")) for k in backfill_keys]
-    assert [len(files) for files in stored] == [1, 1, 1]
-    snapshots = [decode(files[0].read_bytes()) for files in stored]
+    snapshots = [decode((folder / k / f"{r['runId']}.npz").read_bytes())
+                 for k, r in zip(backfill_keys, by_start, strict=True)]
     assert [s.read_mode for s in snapshots] == ["full", "incremental", "incremental"]
     for key, snapshot in zip(backfill_keys, snapshots, strict=True):
         end = partition_window(key)[1]
