@@ -45,3 +45,12 @@ def string_array(values: list[str]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
+
+
+def star_id_problem(user_id: Any, repo_id: Any) -> str | None:
+    """Why a star's ids make it malformed (the skip reason counted by the readers), or None."""
+    if not is_github_id(user_id):
+        return "star_bad_user_id"
+    if not is_github_id(repo_id):
+        return "star_bad_repo_id"
+    return None

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from batchrec_dagster.github import is_full_name, is_github_id, string_array
+from batchrec_dagster.github import is_full_name, is_github_id, star_id_problem, string_array
 from batchrec_dagster.snapshot import StarColumns, merge_hour, sort_stars, with_stars
 from batchrec_dagster.stars import REPOSITORIES, STARS
 from batchrec_dagster.types import RawRepositories
@@ -121,10 +121,8 @@ def _scan_stars(cursor: Any, end_us: int, skipped: Counter) -> tuple[StarColumns
             skipped["star_bad_starred_at"] += 1
         elif micros >= end_us:
             after_window += 1  # not malformed: a later partition's star
-        elif not is_github_id(user_id):
-            skipped["star_bad_user_id"] += 1
-        elif not is_github_id(repo_id):
-            skipped["star_bad_repo_id"] += 1
+        elif problem := star_id_problem(user_id, repo_id):
+            skipped[problem] += 1
         else:
             users.append(user_id)
             repos.append(repo_id)

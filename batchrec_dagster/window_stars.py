@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from pymongo.database import Database
 
-from batchrec_dagster.github import is_github_id
+from batchrec_dagster.github import star_id_problem
 from batchrec_dagster.stars import REPOSITORIES, STARS
 
 USER_BATCH = 1000
@@ -45,10 +45,8 @@ def _pairs(cursor, skipped: Counter) -> tuple[np.ndarray, np.ndarray]:
     users, repos = [], []
     for doc in cursor:
         user_id, repo_id = doc.get("user_id"), doc.get("repo_id")
-        if not is_github_id(user_id):  # user ids are int64 like repository ids
-            skipped["star_bad_user_id"] += 1
-        elif not is_github_id(repo_id):
-            skipped["star_bad_repo_id"] += 1
+        if problem := star_id_problem(user_id, repo_id):  # user ids are int64 like repository ids
+            skipped[problem] += 1
         else:
             users.append(user_id)
             repos.append(repo_id)
