@@ -131,6 +131,8 @@ def test_compatibility_says_warm_or_full_and_why() -> None:
     previous = _previous_model()
     ok = check_compatibility(previous, PREVIOUS_IDS, np.array([10, 20, 30, 40, 99]), min_overlap=0.8)
     assert ok.compatible and (ok.kept, ok.new, ok.dropped) == (4, 1, 1) and ok.overlap == pytest.approx(0.8)
+    by_default = check_compatibility(previous, PREVIOUS_IDS, np.array([10, 20, 30, 40, 99]))
+    assert not by_default.compatible and "below 0.900" in by_default.reason  # DEFAULT_MIN_OVERLAP
     low = check_compatibility(previous, PREVIOUS_IDS, NEW_IDS, min_overlap=0.8)
     assert not low.compatible and "overlap 0.600 is below 0.800" in low.reason
     other = check_compatibility(previous, PREVIOUS_IDS, PREVIOUS_IDS, replace(TINY, hidden_dim=32))
