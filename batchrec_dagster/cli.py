@@ -132,7 +132,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     settings = get_settings()
     for field, variable in env_names().items():
         value = getattr(settings, field)
-        shown = "(set, hidden)" if field == "mongodb_uri" and value else value
+        shown = "(set, hidden)" if field in ("mongodb_uri", "prod_stack_pg_dsn") and value else value
         print(f"{variable:<34} {shown}")
     return 0
 
@@ -252,9 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop the embedded MongoDB that local commands start in the background")
     p.set_defaults(func=cmd_stop)
 
+    from batchrec_dagster.production_stack import add_prod_stack_command
     from batchrec_dagster.serving.command import add_serve_command
 
     add_serve_command(sub)
+    add_prod_stack_command(sub)
     return parser
 
 

@@ -4,6 +4,11 @@ Arrays are stored as npy members (read back with allow_pickle=False, so object a
 on both sides), a CSR matrix as its three arrays plus its shape, and everything else (scalars,
 dicts, lists, datetimes) as JSON in a `__meta__` member that also names the dataclass. Loading an
 unknown type, a newer format version or a member that is missing raises CodecError.
+
+String arrays (object arrays of str, or fixed-width unicode) are stored as their UTF-8 bytes plus
+n+1 offsets and read back as object arrays: a fixed-width array costs 4 bytes per character of the
+*longest* string for every element, so one 250,000-character name among 5,000 cost 5 GB (version
+2; version 1 files, which stored fixed-width arrays, are still read).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import scipy.sparse as sp
 from batchrec_dagster.types import RawRepositories, TrainedModel, UserItemMatrix, VaeInput
 
 FORMAT = "batchrec-asset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _META = "__meta__"
 TYPES: dict[str, type] = {t.__name__: t for t in (RawRepositories, UserItemMatrix, VaeInput, TrainedModel)}
 
@@ -47,14 +53,27 @@ def _json_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _plain_array(name: str, value: np.ndarray) -> np.ndarray:
-    if value.dtype.kind == "O":
-        # object arrays would need pickle; strings become a fixed-width unicode array instead
-        try:
-            value = value.astype(str)
-        except (TypeError, ValueError) as exc:
-            raise CodecError(f"field {name!r} is an object array that is not strings") from exc
-    return value
+def _encode_strings(name: str, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets) of a 1-d string array; object arrays would otherwise need pickle."""
+    if value.ndim != 1:
+        raise CodecError(f"field {name!r}: only 1-d string arrays are stored")
+    if value.dtype.kind == "O" and not all(isinstance(v, str) for v in value):
+        raise CodecError(f"field {name!r} is an object array that is not strings")
+    encoded = [v.encode("utf-8") for v in value.tolist()]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _decode_strings(utf8: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(utf8) \
+            or np.any(np.diff(offsets) < 0):
+        raise CodecError("string offsets do not match their bytes")
+    data = utf8.tobytes()
+    bounds = offsets.tolist()
+    out = np.empty(len(bounds) - 1, dtype=object)
+    out[:] = [data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return out
 
 
 def encode(value: Any) -> bytes:
@@ -72,8 +91,11 @@ def encode(value: Any) -> bytes:
             arrays[f"{f.name}.indices"] = csr.indices
             arrays[f"{f.name}.indptr"] = csr.indptr
             fields[f.name] = {"kind": "csr", "shape": [int(n) for n in csr.shape]}
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "OU":
+            arrays[f"{f.name}.utf8"], arrays[f"{f.name}.offsets"] = _encode_strings(f.name, v)
+            fields[f.name] = {"kind": "strings"}
         elif isinstance(v, np.ndarray):
-            arrays[f.name] = _plain_array(f.name, v)
+            arrays[f.name] = v
             fields[f.name] = {"kind": "array"}
         else:
             fields[f.name] = {"kind": "json", "value": v}
@@ -102,8 +124,9 @@ def decode(data: bytes) -> Any:
             raise CodecError(f"unreadable metadata: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise CodecError(f"wrong format {meta.get('format')!r}")
-        if meta.get("version") != FORMAT_VERSION:
-            raise CodecError(f"unsupported format version {meta.get('version')!r} (reads {FORMAT_VERSION})")
+        if meta.get("version") not in _READABLE_VERSIONS:
+            raise CodecError(f"unsupported format version {meta.get('version')!r} "
+                             f"(reads {', '.join(map(str, _READABLE_VERSIONS))})")
         cls = TYPES.get(meta.get("type"))
         if cls is None:
             raise CodecError(f"unknown stored type {meta.get('type')!r}")
@@ -115,11 +138,13 @@ def decode(data: bytes) -> Any:
                         (npz[f"{name}.data"], npz[f"{name}.indices"], npz[f"{name}.indptr"]),
                         shape=tuple(spec["shape"]),
                     )
+                elif spec["kind"] == "strings":
+                    kwargs[name] = _decode_strings(npz[f"{name}.utf8"], npz[f"{name}.offsets"])
                 elif spec["kind"] == "array":
                     kwargs[name] = npz[name]
                 else:
                     kwargs[name] = spec["value"]
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise CodecError(f"stored {cls.__name__} is incomplete: {exc}") from exc
     known = {f.name for f in dataclasses.fields(cls)}
     try:

@@ -24,6 +24,7 @@ import numpy as np
 from pymongo.database import Database
 
 from batchrec_dagster.demo_data import SourceData, clear_source, record_dataset, write_source
+from batchrec_dagster.github import is_github_id, string_array
 
 USER_HEADERS = ("user", "user_id", "login")
 REPO_HEADERS = ("repo", "repo_id", "repository", "full_name", "project")
@@ -39,6 +40,11 @@ def _is_int(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _bad_id(text: str) -> bool:
+    """An integer that is not an id (github.is_github_id): skipped here, as the pipeline would."""
+    return _is_int(text) and not is_github_id(int(text))
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -96,6 +102,9 @@ def read_stars_csv(stars_csv: Path, repos_csv: Path | None = None, *, time_end: 
             if star_col is not None and row[star_col].strip() != "1":
                 skipped["not_starred"] += 1
                 continue
+            if _bad_id(row[0]) or _bad_id(row[1]):
+                skipped["bad_user_id" if _bad_id(row[0]) else "bad_repo_id"] += 1
+                continue
             if time_col is not None:
                 when = _parse_time(row[time_col])
                 if when is None:
@@ -137,7 +146,7 @@ def read_stars_csv(stars_csv: Path, repos_csv: Path | None = None, *, time_end: 
         login_col = [f"user-{int(u)}" for u in all_users]
     data = SourceData(
         repo_ids=catalogue,
-        full_names=np.asarray([repo_names[int(r)] for r in catalogue], dtype=str),
+        full_names=string_array([repo_names[int(r)] for r in catalogue]),
         repo_stars=stargazers.astype(np.int64),
         languages=np.full(len(catalogue), "", dtype=str),
         repo_topics=np.full(len(catalogue), "", dtype=str),

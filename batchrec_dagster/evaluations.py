@@ -73,3 +73,9 @@ def latest_for_models(db: Database, model_ids: Iterable[str]) -> dict[str, dict[
     for doc in db[EVALUATIONS].find({"model_id": {"$in": ids}}).sort([("window_end", pymongo.DESCENDING)]):
         latest.setdefault(doc["model_id"], doc)
     return latest
+
+
+def history_of(db: Database, model_id: str, limit: int = 48) -> list[dict[str, Any]]:
+    """One model's evaluations, newest window first (its comparable score over time)."""
+    return list(db[EVALUATIONS].find({"model_id": str(model_id)})
+                .sort([("window_end", pymongo.DESCENDING)]).limit(limit))

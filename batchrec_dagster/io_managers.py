@@ -1,9 +1,16 @@
 """IO managers: typed asset values in a local folder or a GCS bucket, registry entries in MongoDB.
 
 The first four assets are stored with codec.py (npz + JSON, no pickle) at
-`<prefix>/<asset key>/<partition key>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager` are
-twins that differ only in where the bytes go, so a local run and a prod run store the same files.
-Re-materializing a partition replaces its file (unlike model artifacts, which are write-once).
+`<prefix>/<asset key>/<partition key>/<run id>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager`
+are twins that differ only in where the bytes go, so a local run and a prod run store the same files.
+
+Paths are per run, so that two runs of one hour at the same time never read each other's values
+(issue 13: one run registered the other's model). A step loads the value its own run stored (or,
+in a re-execution, the parent run's: Dagster names that run on the upstream output). A value no
+run step produced, e.g. recvae_model when model_registry_entry is materialized alone, or the
+previous hour's snapshot that raw_repositories extends, is that of the partition's newest
+materialization. (Values stored before paths were per run, at `<asset>/<partition>.npz`, are not
+read: re-materialize such a partition to load it alone.)
 """
 
 from __future__ import annotations
@@ -27,9 +34,37 @@ class StoredValueNotFoundError(FileNotFoundError):
     """An asset partition was never materialized into this storage."""
 
 
-def _relative_path(context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> str:
-    asset = "/".join(context.asset_key.path)
-    return f"{asset}/{partition_key}.npz" if partition_key else f"{asset}.npz"
+def _relative_path(asset_key: dg.AssetKey, partition_key: str | None, run_id: str) -> str:
+    """`<asset>/<partition>/<run id>.npz` (`<asset>/<run id>.npz` when unpartitioned)."""
+    base = "/".join(asset_key.path) + (f"/{partition_key}" if partition_key else "")
+    return f"{base}/{run_id}.npz"
+
+
+def _producing_run(context: dg.InputContext, partition_key: str | None) -> str:
+    """The run whose stored value of this input partition the step must load."""
+    upstream = context.upstream_output
+    try:
+        run_id = upstream.run_id if upstream is not None else None
+    except dg.DagsterInvariantViolationError:
+        run_id = None
+    # a step of this run (or, re-executed, of its parent) produced it; for an asset from outside
+    # the run, Dagster's stand-in upstream context carries a placeholder instead of a run id
+    if run_id and context.instance.has_run(run_id):
+        return run_id
+    return _newest_materialization_run(context.instance, context.asset_key, partition_key)
+
+
+def _newest_materialization_run(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                                partition_key: str | None) -> str:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key,
+                              asset_partitions=[partition_key] if partition_key else None),
+        limit=1).records
+    if not records:
+        where = f" partition {partition_key}" if partition_key else ""
+        raise StoredValueNotFoundError(f"{asset_key.to_user_string()}{where} was never "
+                                       f"materialized: materialize it first")
+    return records[0].run_id
 
 
 def _run_partition_keys(context: dg.InputContext) -> set[str] | None:
@@ -74,7 +109,7 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         key = context.asset_partition_key if context.has_asset_partitions else None
-        path = _relative_path(context, key)
+        path = _relative_path(context.asset_key, key, context.run_id)
         data = codec.encode(obj)
         self._write(path, data)
         uri = self._uri(path)
@@ -85,14 +120,23 @@ class _TypedIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not context.has_asset_partitions:
-            return self._load(_relative_path(context, None))
+            return self._load(context, None)
         keys = _partition_keys(context)
         if len(keys) == 1:
-            return self._load(_relative_path(context, keys[0]))
-        return {key: self._load(_relative_path(context, key)) for key in keys}
+            return self._load(context, keys[0])
+        return {key: self._load(context, key) for key in keys}
 
-    def _load(self, path: str) -> Any:
-        return codec.decode(self._read(path))
+    def load_partition(self, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> Any:
+        """The newest materialization's value of one partition of an asset, outside Dagster's input
+        loading: how raw_repositories reads its own previous hour (a declared self-dependency would
+        make asset backfills launch one run per asset and hour; docs/pipeline.md).
+        StoredValueNotFoundError when it was never stored, codec.CodecError when it is unreadable."""
+        run_id = _newest_materialization_run(instance, asset_key, partition_key)
+        return codec.decode(self._read(_relative_path(asset_key, partition_key, run_id)))
+
+    def _load(self, context: dg.InputContext, partition_key: str | None) -> Any:
+        run_id = _producing_run(context, partition_key)
+        return codec.decode(self._read(_relative_path(context.asset_key, partition_key, run_id)))
 
 
 class LocalTypedIOManager(_TypedIOManager):

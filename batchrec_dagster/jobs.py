@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from batchrec_dagster.k8s import training_run_tags
 from batchrec_dagster.partitions import hourly_partitions
+from batchrec_dagster.settings import get_settings
 
 ASSET_NAMES = ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model",
                "model_registry_entry")
@@ -16,6 +18,8 @@ hourly_training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSET_NAMES),
     partitions_def=hourly_partitions,
     description="Read the hour's stars from MongoDB, train RecVAE and register it.",
+    # on Kubernetes (K8sRunLauncher) the run's pod asks for a GPU node when training on CUDA
+    tags=training_run_tags(get_settings().training_device),
 )
 
 EVALUATION_JOB_NAME = "model_evaluation_job"

@@ -14,6 +14,7 @@ import dagster as dg
 
 from batchrec_dagster.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.partitions import hourly_partitions, partition_window
+from batchrec_dagster.process_identity import current_process_tags
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
 
@@ -67,8 +68,11 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
     from batchrec_dagster.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def(job_name)
+    # the run lives and dies with this process: name the process on the run, so that run_reaper
+    # can fail the run (and free the training pool) if this process is killed
     return job.execute_in_process(partition_key=partition_key, run_config=run_config or {},
-                                  instance=instance, raise_on_error=raise_on_error)
+                                  instance=instance, raise_on_error=raise_on_error,
+                                  tags=current_process_tags())
 
 
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -132,6 +136,9 @@ def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
           f"{matrix.get('users')} users x {matrix.get('items')} repositories; "
           f"RecVAE NDCG@100 {model.get('score', float('nan')):.4f} vs popularity "
           f"{model.get('popularity_score', float('nan')):.4f} after {model.get('epochs')} epochs")
+    raw = asset_metadata(result, "raw_repositories")
+    print(f"  {raw.get('read_mode')} read ({raw.get('read_reason')}); {model.get('training_mode')} "
+          f"training ({model.get('training_mode_reason')})")
     entries = [e for e in entries_for_partition(db, partition_window(partition_key)[1])
                if e["run_id"] == result.run_id]
     if not entries:

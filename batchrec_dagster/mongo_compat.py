@@ -13,11 +13,13 @@ Quirks of nx-27017 0.8.1 (each one reproduced when it was found):
                                              -> PARTITION_FIELD: partitions are found by the
                                                 data_end datetime, never by their key string.
 6. `{"_id": {"$gt": ObjectId}}` matches nothing -> nothing pages by ObjectId; ranges use dates.
+7. a range over dates also returns documents whose field is a string
+                                             -> only_dates() keeps the documents that hold a date.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,3 +53,8 @@ def upsert_keeping(collection: Collection, key: Mapping[str, Any], fields: Mappi
         kept = {name: existing.get(name, value) for name, value in keep.items()}
         collection.replace_one(dict(key), {**key, **fields, **kept})
     return collection.find_one(dict(key))
+
+
+def only_dates(docs: Iterable[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """The documents of a date-range query whose `field` is a date (7)."""
+    return [doc for doc in docs if isinstance(doc.get(field), datetime)]

@@ -21,7 +21,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
-from batchrec_dagster.mongo_compat import PARTITION_FIELD, newest_date, upsert_keeping
+from batchrec_dagster.mongo_compat import PARTITION_FIELD, newest_date, only_dates, upsert_keeping
 
 MODELS = "models"
 DEFAULT_MAX_AGE = timedelta(hours=24)
@@ -85,7 +85,7 @@ def select_candidates(db: Database, *, now: datetime | None = None,
               .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]))
     if limit is not None:
         cursor = cursor.limit(limit)
-    return list(cursor)
+    return only_dates(cursor, "data_end")
 
 
 def select_best(db: Database, *, now: datetime | None = None,
@@ -94,6 +94,16 @@ def select_best(db: Database, *, now: datetime | None = None,
     """The model to serve under the documented rule, or None when no fresh model exists."""
     candidates = select_candidates(db, now=now, max_age=max_age, model_kind=model_kind, limit=1)
     return candidates[0] if candidates else None
+
+
+def warm_start_candidates(db: Database, *, data_end_at_most: datetime, data_end_after: datetime,
+                          model_kind: str = "recvae", limit: int = 3) -> list[dict[str, Any]]:
+    """Models whose data ends in (data_end_after, data_end_at_most], newest data first (a tie: the
+    newest registration): what a warm hourly run may start from (batchrec_dagster.warm_start)."""
+    cursor = (db[MODELS]
+              .find({"model_kind": model_kind, "data_end": {"$gt": data_end_after, "$lte": data_end_at_most}})
+              .sort([("data_end", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]).limit(limit))
+    return only_dates(cursor, "data_end")
 
 
 def _object_id(model_id: Any) -> ObjectId | None:
@@ -129,7 +139,7 @@ def entries_with_data_end(db: Database, *, since: datetime, until: datetime | No
               .sort([("data_end", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]))
     if limit is not None:
         cursor = cursor.limit(limit)
-    return list(cursor)
+    return only_dates(cursor, "data_end")
 
 
 def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 new_stars_sensor (off by default): requests the latest closed KST hour once enough new stars have
 arrived (new_stars.py). run_failure_recorder (on): records every failed run in MongoDB
-`run_failures` and in its tick log (run_failures.py).
+`run_failures` and in its tick log (run_failures.py). stale_run_reaper (on): fails runs whose
+process died, which frees the training pool (run_reaper.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from batchrec_dagster.jobs import hourly_training_job
 from batchrec_dagster.new_stars import RUN_KEY_PREFIX, NewStarsCursor, decide_new_stars
 from batchrec_dagster.resources import MongoResource
 from batchrec_dagster.run_failures import RUN_FAILURES, failure_document, failure_reason, record_failure
+from batchrec_dagster.run_reaper import stale_run_reaper
 from batchrec_dagster.settings import get_settings
 
 NEW_STARS_SENSOR_NAME = "new_stars_sensor"
@@ -62,4 +64,4 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, mongo: MongoResour
                       f"(partition {document['partition_key']}): {failure_reason(document)}")
 
 
-SENSORS = [new_stars_sensor, run_failure_recorder]
+SENSORS = [new_stars_sensor, run_failure_recorder, stale_run_reaper]

@@ -6,18 +6,20 @@ start), so a changed variable takes effect when the process or the code location
 An invalid value stops the process with one clear line per bad variable (`SettingsError`).
 
 docs/settings.md lists every variable; `batchrec settings` prints the values in force.
+(Over 300 lines on purpose: it is the one table of every setting, kept in one place.)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +74,9 @@ class Settings(BaseSettings):
                                      0.5, gt=0, le=1)
     min_score_margin: float = _env("BATCHREC_MIN_SCORE_MARGIN",
                                    "the model must beat popularity's NDCG@100 by more than this.", 0.0)
+    full_run_hour: int = _env("BATCHREC_FULL_RUN_HOUR",
+                              "KST hour whose run re-reads every star and retrains from scratch "
+                              "(other hours read their hour and warm-start).", 4, ge=0, le=23)
 
     # -- automation
     schedule_minute_offset: int = _env("BATCHREC_SCHEDULE_MINUTE_OFFSET",
@@ -83,6 +88,9 @@ class Settings(BaseSettings):
                                     "new stars that make new_stars_sensor request a run.", 1000, ge=1)
     sensor_interval_seconds: int = _env("BATCHREC_SENSOR_INTERVAL_SECONDS",
                                         "how often new_stars_sensor evaluates.", 60, ge=5)
+    run_reaper_interval_seconds: int = _env(
+        "BATCHREC_RUN_REAPER_INTERVAL_SECONDS",
+        "how often stale_run_reaper looks for runs whose process died.", 30, ge=5)
     freshness_hours: float = _env("BATCHREC_FRESHNESS_HOURS",
                                   "model_registry_entry fails freshness after this long without a model.",
                                   3.0, ge=1 / 60)
@@ -91,16 +99,56 @@ class Settings(BaseSettings):
         "unreferenced artifacts younger than this are kept (must exceed the longest run).", 72.0, ge=1)
     retention_dry_run: bool | None = _env(
         "BATCHREC_RETENTION_DRY_RUN", "artifact_retention_job only reports; default: true in prod.")
+    pg_bin: Path | None = _env(
+        "BATCHREC_PG_BIN", "PostgreSQL binaries for `batchrec prod-stack` (default: PostgreSQL 15).")
+    prod_stack_pg_dsn: str | None = Field(
+        None, validation_alias=AliasChoices("BATCHREC_PROD_STACK_PG_DSN"), repr=False,
+        description="`batchrec prod-stack` on this PostgreSQL (postgresql://USER:PASSWORD@HOST:PORT/DB) "
+                    "instead of a local cluster.")
     score_tie_tolerance: float = _env(
         "BATCHREC_SCORE_TIE_TOLERANCE",
         "comparable scores this close to the best are a tie, which the newest model wins.", 1e-4, ge=0, lt=1)
+    training_device: str | None = _env(
+        "BATCHREC_TRAINING_DEVICE",
+        "`cpu`, `cuda` or `cuda:N` for recvae_model (default: CUDA when present); "
+        "`cuda` also makes training runs ask Kubernetes for a GPU node.")
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
                                       "models trained on data older than this are never served.", 24.0, gt=0)
+
+    # -- serving (docs/serving.md)
+    api_keys: str | None = Field(
+        None, validation_alias=AliasChoices("BATCHREC_API_KEYS"), repr=False,
+        description="API keys the server accepts, as comma-separated `name:sha256-hex-of-the-key` "
+                    "(hashes only; `batchrec serve --new-api-key NAME` makes one). Unset: no keys, "
+                    "loopback only.")
+    api_rate_limit: float = _env("BATCHREC_API_RATE_LIMIT",
+                                 "requests per second allowed per API key (0: no limit).", 50.0, ge=0)
+    api_rate_burst: int = _env("BATCHREC_API_RATE_BURST",
+                               "requests a key may send at once beyond its rate.", 100, ge=1)
+    cors_origins: str | None = _env(
+        "BATCHREC_CORS_ORIGINS", "comma-separated origins allowed to call the API from a browser "
+        "(`chrome-extension://<id>`, `https://host`).")
+    drain_seconds: float = _env("BATCHREC_DRAIN_SECONDS",
+                                "after SIGTERM: /readyz 503 at once, new connections refused after this.",
+                                5.0, ge=0, le=600)
+    serve_challenger: bool = _env("BATCHREC_SERVE_CHALLENGER",
+                                  "the server also loads the best challenger, for the page's "
+                                  "side-by-side (twice the model memory).", True)
 
     @field_validator("deployment", "source_layout", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("training_device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if value != "cpu" and value != "cuda" and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError("must be cpu, cuda or cuda:N")
+        return value
 
     @field_validator("gcs_prefix")
     @classmethod
@@ -120,6 +168,22 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"must look like 2026-01-01-00:00 ({PARTITION_KEY_FORMAT})") from None
         return value
+
+    @field_validator("api_keys", "cors_origins")
+    @classmethod
+    def _parsable_list(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # checked at start: a bad entry stops the server with its reason
+            (parse_api_keys if info.field_name == "api_keys" else parse_origins)(value)
+        return value
+
+    @property
+    def api_key_hashes(self) -> dict[str, str]:
+        """sha256 hex of each accepted key -> the key's name (empty: no keys configured)."""
+        return parse_api_keys(self.api_keys) if self.api_keys else {}
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return parse_origins(self.cors_origins) if self.cors_origins else []
 
     @model_validator(mode="after")
     def _prod_needs_services(self) -> Settings:
@@ -154,6 +218,40 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
 
+_KEY_ENTRY = re.compile(r"^([A-Za-z0-9_.-]{1,64}):([0-9a-fA-F]{64})$")
+_ORIGIN = re.compile(r"^(https?|chrome-extension|moz-extension)://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """`name:sha256hex, ...` -> {sha256hex: name}. Plaintext keys are refused: the setting holds
+    only hashes, so a leaked environment or config does not leak a usable key."""
+    hashes: dict[str, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        match = _KEY_ENTRY.match(item)
+        if match is None:
+            raise ValueError("each entry must be NAME:SHA256 (64 hex digits of the key's sha256; "
+                             "`batchrec serve --new-api-key NAME` prints one), not a plaintext key")
+        name, digest = match.group(1), match.group(2).lower()
+        if name in hashes.values() or digest in hashes:
+            raise ValueError(f"key {name!r} is listed twice")
+        hashes[digest] = name
+    if not hashes:
+        raise ValueError("no key listed (leave it unset for none)")
+    return hashes
+
+
+def parse_origins(value: str) -> list[str]:
+    """Exact origins (scheme://host[:port], no path, no wildcard)."""
+    origins = [part.strip() for part in value.split(",") if part.strip()]
+    bad = [origin for origin in origins if not _ORIGIN.match(origin)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))}: an origin is scheme://host[:port] with scheme http, "
+                         "https, chrome-extension or moz-extension, no path, no trailing slash, no *")
+    return origins
+
+
 class _MappingSettings(Settings):
     """Settings from an explicit mapping (tests, `--deployment`): the process environment is ignored."""
 
@@ -175,7 +273,9 @@ def _explain(exc: ValidationError) -> SettingsError:
         field = str(error["loc"][0]) if error["loc"] else ""
         variable = names.get(field, field)
         value = error.get("input")
-        shown = "" if field == "mongodb_uri" or not isinstance(value, str | int | float) else f"={value!r}"
+        # a password, or a key pasted by mistake (errors name the field or its variable)
+        secret = variable in ("MONGODB_URI", "BATCHREC_API_KEYS") or field in ("mongodb_uri", "api_keys")
+        shown = "" if secret or not isinstance(value, str | int | float) else f"={value!r}"
         lines.append(f"{variable}{shown}: {error['msg']}" if variable else error["msg"].removeprefix(
             "Value error, "))
     return SettingsError("invalid settings: " + "; ".join(lines))
@@ -205,6 +305,11 @@ def override_for_process(**variables: str) -> Settings:
     os.environ.update(variables)
     get_settings.cache_clear()
     return candidate
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a process we start (dagster, PostgreSQL tools): ours, plus `overrides`."""
+    return {**os.environ, **overrides}
 
 
 def prefer_passive_openmp_waiting() -> None:

@@ -12,6 +12,7 @@ import pymongo
 import pymongo.errors
 from pymongo.database import Database
 
+from batchrec_dagster.github import is_github_id
 from batchrec_dagster.mongo_compat import newest_date
 
 REPOSITORIES = "repositories"
@@ -69,21 +70,16 @@ def starred_repo_ids(db: Database, login: str, limit: int = MAX_STARRED) -> list
         return None
     stars = (db[STARS].find({"user_id": user_id}, {"repo_id": 1, "_id": 0})
              .sort([("starred_at", pymongo.DESCENDING)]).limit(limit))
-    repo_ids = [s["repo_id"] for s in stars if is_repo_id(s.get("repo_id"))]
+    repo_ids = [s["repo_id"] for s in stars if is_github_id(s.get("repo_id"))]
     if not repo_ids and db[STARS].find_one({}, {"_id": 1}) is None:
         legacy = db[REPOSITORIES].find({"star_user_list": user_id}, {"_id": 1}).limit(limit)
-        repo_ids = [r["_id"] for r in legacy if is_repo_id(r.get("_id"))]
+        repo_ids = [r["_id"] for r in legacy if is_github_id(r.get("_id"))]
     return repo_ids
 
 
 def repo_id_by_name(db: Database, full_name: str) -> int | None:
     doc = db[REPOSITORIES].find_one({"full_name": full_name}, {"_id": 1})
-    return doc["_id"] if doc is not None and is_repo_id(doc.get("_id")) else None
-
-
-def is_repo_id(value: Any) -> bool:
-    """Repository ids are int64 integers (booleans are not ids)."""
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**63 - 1) <= value <= 2**63 - 1
+    return doc["_id"] if doc is not None and is_github_id(doc.get("_id")) else None
 
 
 def newest_star_at(db: Database) -> datetime | None:

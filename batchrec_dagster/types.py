@@ -16,9 +16,9 @@ class RawRepositories:
     """The catalogue and the star events of one partition, as columnar arrays."""
 
     repo_ids: np.ndarray          # int64, unique
-    full_names: np.ndarray        # str
+    full_names: np.ndarray        # str, object array: each name at its own length (github.string_array)
     repo_stars: np.ndarray        # int64, GitHub star count
-    languages: np.ndarray         # str ("" when unknown)
+    languages: np.ndarray         # str, object array ("" when unknown)
     star_user_ids: np.ndarray     # int64
     star_repo_ids: np.ndarray     # int64, every one in repo_ids
     starred_at: np.ndarray        # datetime64[us], UTC; NaT in the legacy layout (no per-star time)
@@ -26,7 +26,18 @@ class RawRepositories:
     window_end: datetime          # UTC, exclusive: every star has starred_at < window_end
     layout: str                   # "stars" (event collection) or "embedded" (legacy star_user_list)
     skipped: dict[str, int] = field(default_factory=dict)  # malformed documents by reason
-    stars_after_window: int = 0   # well-formed stars left out because starred_at >= window_end
+    # well-formed stars left out because starred_at >= window_end; None when the read was
+    # incremental (a range query over the hour never sees them)
+    stars_after_window: int | None = 0
+    # Well-formed stars on repositories the catalogue lacks (counted as star_unknown_repo), kept
+    # so that the next incremental hour takes them in once the catalogue knows their repository,
+    # exactly as a full read would. int64 / int64 / datetime64[us]; None in values stored before.
+    orphan_user_ids: np.ndarray | None = None
+    orphan_repo_ids: np.ndarray | None = None
+    orphan_starred_at: np.ndarray | None = None
+    read_mode: str = "full"       # "full" (every star before window_end) | "incremental" (the hour's)
+    source_fingerprint: str = ""  # what was read and how (snapshot.source_fingerprint)
+    stars_read: int = 0           # star documents this read fetched from MongoDB
 
 
 @dataclass
@@ -84,5 +95,8 @@ class TrainedModel:
     best_epoch: int = 0
     stop_reason: str = ""         # "epochs" | "patience" | "time_budget"
     code_version: str = ""
+    training_mode: str = "full"   # "full" (from scratch) | "warm" (continued a registered model)
+    # why that mode, the model started from and the vocabulary mapping (warm_start.Start.record)
+    training_start: dict[str, Any] = field(default_factory=dict)
     validation_score: float | None = None  # NDCG@100 of the best epoch on the validation users
     validation_metrics: dict[str, float] = field(default_factory=dict)

@@ -18,7 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from pymongo.database import Database
 
-from batchrec_dagster.stars import REPOSITORIES, STARS, is_repo_id
+from batchrec_dagster.github import is_github_id
+from batchrec_dagster.stars import REPOSITORIES, STARS
 
 USER_BATCH = 1000
 
@@ -44,9 +45,9 @@ def _pairs(cursor, skipped: Counter) -> tuple[np.ndarray, np.ndarray]:
     users, repos = [], []
     for doc in cursor:
         user_id, repo_id = doc.get("user_id"), doc.get("repo_id")
-        if not is_repo_id(user_id):  # user ids are int64 like repository ids
+        if not is_github_id(user_id):  # user ids are int64 like repository ids
             skipped["star_bad_user_id"] += 1
-        elif not is_repo_id(repo_id):
+        elif not is_github_id(repo_id):
             skipped["star_bad_repo_id"] += 1
         else:
             users.append(user_id)

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_recvae.py                      # everything, 3 seeds
     python benchmarks/bench_recvae.py --skip-large --seeds 0 --epochs 50
+    python benchmarks/bench_recvae.py --mixed-precision    # + the same RecVAE runs in bf16
+    python benchmarks/bench_recvae.py --device cuda ...    # on a GPU (benchmarks/gpu_check.sh)
 
 Each case runs in its own subprocess so its peak memory (ru_maxrss) is its own. Results go to
 benchmarks/results/recvae.json and .md together with the command line and the machine's load
@@ -22,11 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from recvae_markdown import KEYS, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
 RESULTS = ROOT / "benchmarks" / "results"
-KEYS = ("ndcg@100", "recall@20", "recall@50")
 
 
 def _peak_mb() -> float:
@@ -37,8 +39,22 @@ def _pick(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(metrics[k]), 4) for k in KEYS}
 
 
+def _device_peak_mb(device: str) -> float | None:
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 def case_github(
-    dataset: Path, seed: int, epochs: list[int], tune_gammas: list[float], tune_epochs: int
+    dataset: Path,
+    seed: int,
+    epochs: list[int],
+    tune_gammas: list[float],
+    tune_epochs: int,
+    device: str = "cpu",
+    mixed_precision: bool = False,
 ) -> dict:
     from recvae import (
         EASE,
@@ -68,9 +84,11 @@ def case_github(
     out["ease"].update(lam=lam, seconds_with_search=round(time.perf_counter() - t0, 1))
     out["ease_validation_by_lambda"] = {str(k): round(v, 4) for k, v in by_lambda.items()}
 
-    for n in epochs:
+    runs = [(n, mp) for n in epochs for mp in ([False, True] if mixed_precision else [False])]
+    for n, mp in runs:
         cpu0 = time.process_time()
-        result = train_recvae(split.train, split.validation, RecVAEConfig(epochs=n, seed=seed), device="cpu")
+        cfg = RecVAEConfig(epochs=n, seed=seed, mixed_precision=mp)
+        result = train_recvae(split.train, split.validation, cfg, device=device)
         cpu = time.process_time() - cpu0
         rec = Recommender(result.model, split.item_ids, pop.popularity)
         metrics = _pick(evaluate(rec, test.fold_in, test.target))
@@ -83,7 +101,7 @@ def case_github(
             cpu_s_per_epoch=round(cpu / len(hist), 3),
             val_ndcg_best=round(result.best_metrics["ndcg@100"], 4),
         )
-        out[f"recvae_{n}"] = metrics
+        out[f"recvae_{n}" + ("_bf16" if mp else "")] = metrics
     if tune_gammas:
         # Same algorithm, hyper-parameters picked on validation for this small dataset: with 1.5k
         # training users a 500-user batch gives only 4 updates per pass, and a stronger KL weight
@@ -91,7 +109,7 @@ def case_github(
         trials = []
         for gamma in tune_gammas:
             cfg = RecVAEConfig(epochs=tune_epochs, batch_size=200, gamma=gamma, patience=20, seed=seed)
-            result = train_recvae(split.train, split.validation, cfg, device="cpu")
+            result = train_recvae(split.train, split.validation, cfg, device=device)
             rec = Recommender(result.model, split.item_ids, pop.popularity)
             trial = _pick(evaluate(rec, test.fold_in, test.target))
             trial.update(
@@ -106,10 +124,11 @@ def case_github(
         out["recvae_tuned_trials"] = trials
         out["recvae_tuned"] = max(trials, key=lambda t: t["val_ndcg_best"])
     out["peak_mb"] = round(_peak_mb(), 1)
+    out["device"], out["device_peak_mb"] = device, _device_peak_mb(device)
     return out
 
 
-def case_large(epochs: int, n_validation: int) -> dict:
+def case_large(epochs: int, n_validation: int, device: str = "cpu", mixed_precision: bool = False) -> dict:
     from recvae import RecVAEConfig, split_users, train_recvae
     from recvae.datasets import power_law_interactions
 
@@ -118,10 +137,15 @@ def case_large(epochs: int, n_validation: int) -> dict:
     gen_s = time.perf_counter() - t0
     split = split_users(inter, n_validation=n_validation, seed=0)
     cpu0 = time.process_time()
-    result = train_recvae(split.train, split.validation, RecVAEConfig(epochs=epochs), device="cpu")
+    cfg = RecVAEConfig(epochs=epochs, mixed_precision=mixed_precision)
+    result = train_recvae(split.train, split.validation, cfg, device=device)
     cpu = time.process_time() - cpu0
     hist = result.history
     return {
+        "device": device,
+        "mixed_precision": mixed_precision,
+        "device_peak_mb": _device_peak_mb(device),
+        "val_ndcg_per_epoch": [round(h.ndcg_at_100, 4) for h in hist],
         "users": inter.n_users,
         "items": inter.n_items,
         "interactions": int(inter.matrix.nnz),
@@ -154,85 +178,6 @@ def _run_child(args: list[str], omp_wait_policy: str) -> dict:
     return result
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-
-
-def _markdown(report: dict) -> str:
-    lines = [
-        "# recvae benchmarks",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Machine: {report['machine']}; torch threads: {report['threads']}; "
-        f"OMP_WAIT_POLICY={report['omp_wait_policy'] or '(unset)'}; "
-        f"`uptime` at start: `{report['uptime_start']}`, at end: `{report['uptime_end']}`",
-        "",
-    ]
-    github = report.get("github")
-    if github:
-        seeds = [r["seed"] for r in github]
-        lines += [
-            f"## GitHub stars (Mult-VAE protocol, 300 validation / 300 test users), seeds {seeds}",
-            "",
-            "Test metrics, mean ± std over seeds (each seed: its own split and initialisation).",
-            "",
-            "| model | NDCG@100 | Recall@20 | Recall@50 | s / epoch (train+val) | cpu s / epoch |",
-            "|---|---|---|---|---|---|",
-        ]
-        names = ["popularity", "ease"] + sorted(
-            (k for k in github[0] if k.split("_")[-1].isdigit()), key=lambda k: int(k.split("_")[1])
-        )
-        if "recvae_tuned" in github[0]:
-            names.append("recvae_tuned")
-        for name in names:
-            rows = [r[name] for r in github]
-            cells = [_mean_std([r[k] for r in rows]) for k in KEYS]
-            if name == "recvae_tuned":
-                picks = ", ".join(f"{r['gamma']}" for r in rows)
-                label = f"RecVAE, batch 200, gamma by validation ({picks}), patience 20"
-                sec = _mean_std([r["s_per_epoch"] for r in rows])
-                cpu = ""
-            elif name.startswith("recvae_"):
-                label = f"RecVAE, {rows[0]['epochs']} epochs (best by validation)"
-                sec = _mean_std([r["s_per_epoch"] for r in rows])
-                cpu = _mean_std([r["cpu_s_per_epoch"] for r in rows])
-            else:
-                label = name
-                if name == "ease":
-                    label = "EASE (lambda by validation: " + ", ".join(str(r["lam"]) for r in rows) + ")"
-                sec = cpu = ""
-            lines.append(f"| {label} | {' | '.join(cells)} | {sec} | {cpu} |")
-        lines.append("")
-        for r in github:
-            best = {k: v["best_epoch"] for k, v in r.items() if k.startswith("recvae_") and "trials" not in k}
-            lines.append(
-                f"- seed {r['seed']}: best epochs {best}, load avg before/after "
-                f"{r['load_avg_1m_before_after']}, peak {r['peak_mb']} MB"
-            )
-        lines.append("")
-    large = report.get("large")
-    if large:
-        train_s = large["train_s_per_epoch"]
-        lines += [
-            "## Generated matrix: 50,000 users x 20,000 items, 2.5M interactions (power law)",
-            "",
-            "| measure | value | target | reference (ilya-shenbin/RecVAE) |",
-            "|---|---|---|---|",
-            f"| seconds per epoch, 3 encoder + 1 decoder pass | {', '.join(map(str, train_s))} "
-            f"| <= 100 | 298 |",
-            f"| validation scoring of {large['validation_users']} users, s | "
-            f"{', '.join(map(str, large['eval_s_per_epoch']))} | | |",
-            f"| CPU seconds per epoch (both cores together) | {large['cpu_s_per_epoch']} | | |",
-            f"| peak memory (max RSS of the whole process), MB | {large['peak_mb']} | < 1536 | 1640 |",
-            "",
-            f"Load average (1 min) before/after: {large['load_avg_1m_before_after']}; "
-            f"{large['train_users']} training users, {large['interactions']} interactions.",
-            "",
-        ]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
@@ -252,6 +197,11 @@ def main() -> None:
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="'' to leave it unset")
     parser.add_argument("--skip-github", action="store_true")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="also run each RecVAE case in bf16 mixed precision"
+    )
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # a child's precision
     parser.add_argument("--output", type=Path, default=RESULTS / "recvae")
     parser.add_argument("--case", choices=["github", "large"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -261,17 +211,27 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.case == "github":
-        result = case_github(args.dataset, args.seed, args.epochs, args.tune_gammas, args.tune_epochs)
+        result = case_github(
+            args.dataset,
+            args.seed,
+            args.epochs,
+            args.tune_gammas,
+            args.tune_epochs,
+            args.device,
+            args.mixed_precision,
+        )
         print("RESULT " + json.dumps(result))
         return
     if args.case == "large":
-        print("RESULT " + json.dumps(case_large(args.large_epochs, args.large_validation)))
+        result = case_large(args.large_epochs, args.large_validation, args.device, args.bf16)
+        print("RESULT " + json.dumps(result))
         return
 
-    common = ["--threads", str(args.threads)]
+    common = ["--threads", str(args.threads), "--device", args.device]
+    gpu = f", {torch.cuda.get_device_name(0)}" if args.device.startswith("cuda") else ""
     report: dict = {
         "command": "python " + shlex.join(["benchmarks/bench_recvae.py", *sys.argv[1:]]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, "
         f"torch {torch.__version__}",
         "threads": args.threads,
         "omp_wait_policy": args.omp_wait_policy,
@@ -286,6 +246,7 @@ def main() -> None:
             child = ["--case", "github", "--seed", str(seed), "--dataset", str(args.dataset)]
             child += ["--epochs", *epochs, "--tune-epochs", str(args.tune_epochs)]
             child += ["--tune-gammas", *map(str, args.tune_gammas)]
+            child += ["--mixed-precision"] if args.mixed_precision else []
             result = _run_child([*child, *common], args.omp_wait_policy)
             print(json.dumps(result), flush=True)
             report["github"].append(result)
@@ -294,11 +255,14 @@ def main() -> None:
         child += ["--large-validation", str(args.large_validation)]
         report["large"] = _run_child([*child, *common], args.omp_wait_policy)
         print(json.dumps(report["large"]), flush=True)
+        if args.mixed_precision:
+            report["large_bf16"] = _run_child([*child, *common, "--bf16"], args.omp_wait_policy)
+            print(json.dumps(report["large_bf16"]), flush=True)
     report["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = _markdown(report)
+    markdown = render_markdown(report)
     args.output.with_suffix(".md").write_text(markdown + "\n")
     print(markdown)
 

@@ -4,8 +4,10 @@ For a model of 5,000 and of 50,000 items (RecVAE at the paper's size: hidden 600
 weights untrained, which costs exactly what trained ones cost) it measures p50/p99 latency and
 requests per second of `POST /recommendations` (50 starred repositories in, k=20 out) at 1 and
 16 concurrent clients, next to the floor: the bare forward pass of the same model on the same
-inputs in this process, and the full `Recommender.recommend` call. A last phase keeps 16 clients
-running while the server's poller swaps in new models, and counts errors.
+inputs in this process, and the full `Recommender.recommend` call. A phase keeps 16 clients
+running while the server's poller swaps in new models, and counts errors; with `--workers` the
+rows repeat for each number of worker processes; with `--drain` a last phase sends SIGTERM under
+load and counts the requests in flight that completed.
 
 Everything is real: embedded MongoDB (nx-27017) holds the registry, artifacts sit in a local
 store, the server is the `batchrec serve` entry point in its own process. The load generator is a
@@ -14,6 +16,11 @@ bounded in requests and seconds, and it only ever connects to 127.0.0.1.
 
     python benchmarks/bench_serving.py                # full run, writes benchmarks/results/serving.*
     python benchmarks/bench_serving.py --quick        # a short smoke run, writes nothing
+    python benchmarks/bench_serving.py --workers 1 2 4 --threads 1 --inference batched --clients 16 \
+        --swaps 0 --drain --name serving_workers    # worker processes, and a SIGTERM under load
+
+About 500 lines: the phases and the report of one benchmark read best together; the load side
+(clients, wrk, the drain's client) is in serving_load.py.
 """
 
 from __future__ import annotations
@@ -25,13 +32,11 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,33 +46,29 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from serving_load import (  # noqa: E402
+    GENERATORS,
+    HOST,
+    STARRED_PER_REQUEST,
+    K,
+    children_of,
+    cpu_seconds,
+    drain_summary,
+    drive,
+    drive_through_signal,
+    drive_wrk,
+    free_port,
+    load_average,
+    wrk_available,
+)
+
 from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
 from batchrec_dagster.mongo import connect  # noqa: E402
 from batchrec_dagster.registry import ensure_indexes, register_model  # noqa: E402
 from batchrec_dagster.storage import LocalBlobStore  # noqa: E402
 
-HOST = "127.0.0.1"  # the load generator targets loopback only
-STARRED_PER_REQUEST = 50
-K = 20
-MAX_REQUESTS_PER_PHASE = 200_000
 TARGET_P99_MS = 10.0
 TARGET_OVERHEAD = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of a process (this one by default), all threads."""
-    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # -- artifacts and registry ------------------------------------------------------------------------
@@ -169,198 +170,75 @@ class Floor:
                 "recommender_recommend_p50_ms": round(float(np.percentile(full, 50)), 3)}
 
 
-# -- the load generator ----------------------------------------------------------------------------
-
-@dataclass
-class PhaseResult:
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    models: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        return {"requests": len(self.latencies_ms), "errors": len(self.errors),
-                "error_samples": self.errors[:5], "seconds": round(self.seconds, 2),
-                "rps": round(len(self.latencies_ms) / self.seconds, 1) if self.seconds else 0.0,
-                "p50_ms": round(float(np.percentile(lat, 50)), 3),
-                "p90_ms": round(float(np.percentile(lat, 90)), 3),
-                "p99_ms": round(float(np.percentile(lat, 99)), 3),
-                "max_ms": round(float(lat.max()), 3), "models_seen": dict(self.models)}
-
-
-async def _client(port: int, bodies: list[bytes], deadline: float, result: PhaseResult,
-                  budget: list[int], offset: int) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        i = offset
-        while time.perf_counter() < deadline and budget[0] > 0:
-            budget[0] -= 1
-            body = bodies[i % len(bodies)]
-            i += 1
-            request = (b"POST /recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                       b"Content-Type: application/json\r\nContent-Length: "
-                       + str(len(body)).encode() + b"\r\n\r\n" + body)
-            start = time.perf_counter_ns()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            payload = await reader.readexactly(length)
-            elapsed = (time.perf_counter_ns() - start) / 1e6
-            status = head[9:12]
-            if status != b"200":
-                result.errors.append(f"{status.decode()} {payload[:200]!r}")
-                continue
-            answer = json.loads(payload)
-            if len(answer["recommendations"]) != K:
-                result.errors.append(f"{len(answer['recommendations'])} recommendations, wanted {K}")
-                continue
-            result.latencies_ms.append(elapsed)
-            model = answer["model"]["id"]
-            result.models[model] = result.models.get(model, 0) + 1
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        result.errors.append(f"connection: {exc!r}")
-    finally:
-        writer.close()
-
-
-async def drive(port: int, inputs: list[list[int]], clients: int, seconds: float,
-                during: Any = None) -> PhaseResult:
-    bodies = [json.dumps({"repo_ids": ids, "k": K}).encode() for ids in inputs]
-    result = PhaseResult()
-    budget = [MAX_REQUESTS_PER_PHASE]
-    start = time.perf_counter()
-    deadline = start + seconds
-    tasks = [asyncio.create_task(_client(port, bodies, deadline, result, budget, c * 97))
-             for c in range(clients)]
-    if during is not None:
-        await asyncio.get_running_loop().run_in_executor(None, during)
-    await asyncio.gather(*tasks)
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-# wrk (C, from Debian's `wrk` package) when it is installed: it spends a fraction of the Python
-# client's CPU per request, which matters when the load generator shares the server's 2 cores.
-# Same closed loop: each of `clients` keep-alive connections sends its next request when the
-# previous answer is in. The Lua script rotates through pre-formatted requests and stops the
-# thread after MAX_REQUESTS_PER_PHASE; wrk counts answers with status >= 400 as errors.
-WRK_SCRIPT = """
-local bodies = {%(bodies)s}
-local requests = {}
-local i = 0
-local n = 0
-function init(args)
-  for j, b in ipairs(bodies) do
-    requests[j] = wrk.format("POST", "/recommendations", {["Content-Type"] = "application/json"}, b)
-  end
-end
-function request()
-  n = n + 1
-  if n > %(max_requests)d then wrk.thread:stop() end
-  i = i %% #requests + 1
-  return requests[i]
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,' ..
-    '"p99_us":%%d,"max_us":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
-
-GENERATORS = {
-    "wrk": "wrk, one thread, a Lua script rotating 400 pre-formatted requests; errors = socket "
-           "errors + answers with status >= 400",
-    "python": "the asyncio keep-alive client in the benchmark process, which checks every answer",
-}
-
-
-def wrk_available() -> bool:
-    return shutil.which("wrk") is not None
-
-
-def drive_wrk(port: int, inputs: list[list[int]], clients: int, seconds: float, work: Path
-              ) -> tuple[dict[str, Any], float]:
-    """One wrk run (one thread, `clients` connections) against 127.0.0.1; its summary in the
-    PhaseResult.summary() layout, and the CPU seconds wrk used."""
-    import resource
-
-    bodies = ",".join("'" + json.dumps({"repo_ids": ids, "k": K}, separators=(",", ":")) + "'"
-                      for ids in inputs)  # JSON of integers: no quote or backslash to escape
-    script = work / "bench.lua"
-    script.write_text(WRK_SCRIPT % {"bodies": bodies, "max_requests": MAX_REQUESTS_PER_PHASE})
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                          "-s", str(script), f"http://{HOST}:{port}/recommendations"],
-                         capture_output=True, text=True, timeout=seconds + 60, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    w = json.loads(line[len("WRKJSON "):])
-    errors = w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"]
-    secs = w["duration_us"] / 1e6
-    ok = w["requests"] - w["status"]
-    return {"requests": w["requests"], "errors": errors,
-            "error_samples": [f"{k}={w[k]}" for k in ("connect", "read", "write", "status", "timeout")
-                              if w[k]],
-            "seconds": round(secs, 2), "rps": round(ok / secs, 1) if secs else 0.0,
-            "p50_ms": round(w["p50_us"] / 1e3, 3), "p90_ms": round(w["p90_us"] / 1e3, 3),
-            "p99_ms": round(w["p99_us"] / 1e3, 3), "max_ms": round(w["max_us"] / 1e3, 3),
-            "models_seen": {}}, cpu
-
-
 # -- the server ------------------------------------------------------------------------------------
 
 class Server:
+    """`batchrec serve` in its own process (with `workers` worker processes under it)."""
+
     def __init__(self, env: dict[str, str], *, threads: int, inference: str, poll_seconds: float,
-                 log: Path):
+                 log: Path, workers: int = 1, drain_seconds: float = 0.0):
         self.port = free_port()
         self.log = log
+        self.workers = workers
         self.command = [sys.executable, "-m", "batchrec_dagster.serving.command", "serve",
                         "--host", HOST, "--port", str(self.port), "--poll-seconds", str(poll_seconds),
                         "--torch-threads", str(threads), "--inference", inference,
+                        "--workers", str(workers), "--drain-seconds", str(drain_seconds),
                         "--log-level", "warning"]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=ROOT)
 
-    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+    def get(self, path: str) -> tuple[int, Any]:
         import urllib.error
         import urllib.request
         try:
             with urllib.request.urlopen(f"http://{HOST}:{self.port}{path}", timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
+                data = resp.read()
+                return resp.status, json.loads(data) if path != "/metrics" else data.decode()
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
+    def cpu(self) -> float:
+        """CPU seconds of the server and its workers (the workers live as long as the server)."""
+        pids = [self.process.pid, *children_of(self.process.pid)]
+        return sum(cpu_seconds(pid) for pid in pids)
+
+    def batches(self) -> tuple[float, float]:
+        """Requests answered and forward passes run so far, summed over the workers (/metrics)."""
+        text = self.get("/metrics")[1]
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith("batchrec_inference_batch_size_")}
+        return values.get("batchrec_inference_batch_size_sum", 0.0), \
+            values.get("batchrec_inference_batch_size_count", 0.0)
+
     def wait_for_model(self, model_id: str, timeout_s: float = 300.0) -> None:
+        """Until every worker serves `model_id` (each /model request opens a new connection, which
+        the kernel hands to any worker)."""
+        serving: dict[int, str] = {}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
                 status, body = self.get("/model")
-                if status == 200 and (body.get("model") or {}).get("id") == model_id:
+                if status == 200 and body.get("model"):
+                    serving[body["worker"]["pid"]] = body["model"]["id"]
+                if sum(1 for m in serving.values() if m == model_id) >= self.workers:
                     return
             except OSError:
                 pass
             time.sleep(0.1)  # waiting for a subprocess to load a model: polled with a deadline
-        raise RuntimeError(f"model {model_id} not served after {timeout_s}s")
+        raise RuntimeError(f"model {model_id} not served by {self.workers} worker(s) after {timeout_s}s")
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         self.process.terminate()
         try:
-            self.process.wait(30)
+            return self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+            return None
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -378,7 +256,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ensure_indexes(db)
     store = LocalBlobStore(work / "home" / "storage" / "models")
     env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local"}
+           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local",
+           # the page's challenger is a second model to load in every worker: not what is measured
+           "BATCHREC_SERVE_CHALLENGER": "false"}
     results: dict[str, Any] = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -388,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"starred_per_request": STARRED_PER_REQUEST, "k": K, "seconds": args.seconds,
                      "generator": args.generator, "swap_phase_generator": "python",
                      "hidden_dim": 600, "latent_dim": 200},
-        "runs": [], "swap": None,
+        "runs": [], "swap": None, "drain": None,
     }
     score = 0.0
     try:
@@ -400,57 +280,87 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 scorer = floor.scorer_ms()
                 print(f"[{n_items} items, {threads} thread(s)] {scorer}", flush=True)
                 for inference in args.inference:
-                    score += 1.0
-                    entry = register(db, store, data, score)
-                    server = Server(env, threads=threads, inference=inference, poll_seconds=1.0,
-                                    log=work / "server.log")
-                    try:
-                        server.wait_for_model(str(entry["_id"]))
-                        asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
-                        for clients in args.clients:
-                            bare = floor.forward(clients)  # measured now, under the same load
-                            load = load_average()
-                            before = server.get("/model")[1]["inference"]
-                            cpu = cpu_seconds(server.process.pid), cpu_seconds()
-                            if args.generator == "wrk":
-                                summary, client_cpu = drive_wrk(server.port, inputs, clients,
-                                                                args.seconds, work)
-                            else:
-                                summary = asyncio.run(drive(server.port, inputs, clients,
-                                                            args.seconds)).summary()
-                                client_cpu = cpu_seconds() - cpu[1]
-                            server_cpu = cpu_seconds(server.process.pid) - cpu[0]
-                            answered = max(summary["requests"], 1)
-                            after = server.get("/model")[1]["inference"]
-                            batches = after["batches"] - before["batches"]
-                            mean_batch = (after["requests"] - before["requests"]) / max(batches, 1)
-                            row = {"items": n_items, "threads": threads, "inference": inference,
-                                   "clients": clients, "generator": args.generator, "load_avg": load,
-                                   **summary, **bare, **scorer,
-                                   "scorer_mode": server.get("/model")[1]["model"].get("scorer"),
-                                   "mean_batch": round(mean_batch, 2),
-                                   "server_cpu_ms_per_request": round(server_cpu * 1e3 / answered, 3),
-                                   "client_cpu_ms_per_request": round(client_cpu * 1e3 / answered, 3)}
-                            row["overhead_vs_floor"] = round(row["p50_ms"] / row["floor_ms"], 2)
-                            row["cpu_overhead"] = round(
-                                row["server_cpu_ms_per_request"] / row["floor_cpu_ms_per_user"], 2)
-                            results["runs"].append(row)
-                            print(f"  {inference:7s} {args.generator} c={clients:2d} rps={row['rps']:8.1f} "
-                                  f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms "
-                                  f"floor={row['floor_ms']}ms "
-                                  f"batch={row['mean_batch']} "
-                                  f"cpu/req server={row['server_cpu_ms_per_request']}ms "
-                                  f"client={row['client_cpu_ms_per_request']}ms "
-                                  f"errors={row['errors']} load={load}", flush=True)
-                    finally:
-                        server.stop()
-        results["swap"] = swap_phase(args, db, store, env, work, score)
+                    for workers in args.workers:
+                        score += 1.0
+                        entry = register(db, store, data, score)
+                        server = Server(env, threads=threads, inference=inference, poll_seconds=1.0,
+                                        log=work / "server.log", workers=workers)
+                        try:
+                            server.wait_for_model(str(entry["_id"]))
+                            asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
+                            for clients in args.clients:
+                                row = measure(args, server, floor, inputs, clients, work)
+                                row.update(items=n_items, threads=threads, inference=inference,
+                                           workers=workers, **scorer)
+                                results["runs"].append(row)
+                        finally:
+                            server.stop()
+        if args.swaps:
+            results["swap"] = swap_phase(args, db, store, env, work, score)
+            score += args.swaps + 1
+        if args.drain:
+            results["drain"] = drain_phase(args, db, store, env, work, score + 1)
     finally:
         mongo.terminate()
         mongo.wait(30)
         shutil.rmtree(work, ignore_errors=True)  # the 50,000-item artifacts are 160 MB each
     results["machine"]["load_after"] = load_average()
     return results
+
+
+def measure(args: argparse.Namespace, server: Server, floor: Floor, inputs: list[list[int]],
+            clients: int, work: Path) -> dict[str, Any]:
+    """One row: `clients` closed-loop clients for `args.seconds` against a ready server."""
+    bare = floor.forward(clients)  # measured now, under the same load
+    load = load_average()
+    answered_before, passes_before = server.batches()
+    cpu = server.cpu(), cpu_seconds()
+    if args.generator == "wrk":
+        summary, client_cpu = drive_wrk(server.port, inputs, clients, args.seconds, work)
+    else:
+        summary = asyncio.run(drive(server.port, inputs, clients, args.seconds)).summary()
+        client_cpu = cpu_seconds() - cpu[1]
+    server_cpu = server.cpu() - cpu[0]
+    answered = max(summary["requests"], 1)
+    answered_after, passes_after = server.batches()
+    row = {"clients": clients, "generator": args.generator, "load_avg": load, **summary, **bare,
+           "scorer_mode": server.get("/model")[1]["model"].get("scorer"),
+           "mean_batch": round((answered_after - answered_before) / max(passes_after - passes_before, 1), 2),
+           "server_cpu_ms_per_request": round(server_cpu * 1e3 / answered, 3),
+           "client_cpu_ms_per_request": round(client_cpu * 1e3 / answered, 3)}
+    row["overhead_vs_floor"] = round(row["p50_ms"] / row["floor_ms"], 2)
+    row["cpu_overhead"] = round(row["server_cpu_ms_per_request"] / row["floor_cpu_ms_per_user"], 2)
+    print(f"  {server.workers} worker(s) {args.generator} c={clients:2d} rps={row['rps']:8.1f} "
+          f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms floor={row['floor_ms']}ms "
+          f"batch={row['mean_batch']} cpu/req server={row['server_cpu_ms_per_request']}ms "
+          f"client={row['client_cpu_ms_per_request']}ms errors={row['errors']} load={load}", flush=True)
+    return row
+
+
+def drain_phase(args: argparse.Namespace, db: Any, store: LocalBlobStore, env: dict[str, str],
+                work: Path, score: float) -> dict[str, Any]:
+    """SIGTERM under load: 16 keep-alive clients against `--drain-workers` workers (5,000 items);
+    the signal after 3 s; the clients go on (reconnecting when asked to close) until refused."""
+    n_items = min(args.items)
+    data, item_ids = make_artifact(n_items, seed=200)
+    inputs = make_inputs(item_ids, 400, seed=3)
+    entry = register(db, store, data, score)
+    server = Server(env, threads=min(args.threads), inference=args.inference[0], poll_seconds=60.0,
+                    log=work / "server.log", workers=args.drain_workers, drain_seconds=args.drain_seconds)
+    try:
+        server.wait_for_model(str(entry["_id"]))
+        records, signalled = asyncio.run(drive_through_signal(
+            server.port, inputs, 16, 3.0, server.process.terminate, args.drain_seconds + 60))
+        code = server.process.wait(90)
+        exited_after = time.monotonic() - signalled
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+    summary = drain_summary(records, signalled)
+    summary.update(items=n_items, clients=16, workers=args.drain_workers, drain_seconds=args.drain_seconds,
+                   exit_status=code, exited_after_s=round(exited_after, 2), load_avg=load_average())
+    print(f"[drain] {summary}", flush=True)
+    return summary
 
 
 def swap_phase(args: argparse.Namespace, db: Any, store: LocalBlobStore, env: dict[str, str],
@@ -504,8 +414,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"(benchmark process, same thread count, measured just before the row) over a batch of as "
         f"many users as there are clients: 1 client, one user; 16 concurrent requests can at best "
         f"share one pass over 16 users. Overhead = server p50 / floor. Mean batch = requests per "
-        f"forward pass in the server (micro-batching). CPU ms/req = CPU time the server process (all "
-        f"threads) and the load generator spent per request; CPU overhead = server CPU per request / "
+        f"forward pass in the server (micro-batching). Workers = `batchrec serve --workers N` processes "
+        f"on the port. CPU ms/req = CPU time the server processes (all threads, all workers) and the "
+        f"load generator spent per request; CPU overhead = server CPU per request / "
         f"CPU of the bare forward pass per user at that batch size. CPU times are barely affected "
         f"by other work on the machine, latencies are: 2 cores / (server + client CPU per request) "
         f"is what a quiet 2-core machine could sustain.", "",
@@ -513,13 +424,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"({GENERATORS.get(results['settings'].get('generator', 'python'), '')}); "
         f"swap phase: the asyncio client (it checks each answer's model id and count). "
         f"Server inference: {', '.join(sorted({str(r.get('scorer_mode')) for r in results['runs']}))}.", "",
-        "| items | torch threads | inference | clients | req/s | p50 ms | p99 ms | errors | mean batch "
-        "| floor ms | overhead | server CPU ms/req | CPU overhead | client CPU ms/req | load avg |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| items | workers | torch threads | inference | clients | req/s | p50 ms | p99 ms | errors "
+        "| mean batch | floor ms | overhead | server CPU ms/req | CPU overhead | client CPU ms/req "
+        "| load avg |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results["runs"]:
         lines.append(
-            f"| {r['items']:,} | {r['threads']} | {r['inference']} | {r['clients']} | {r['rps']:,.0f} "
+            f"| {r['items']:,} | {r.get('workers', 1)} | {r['threads']} | {r['inference']} | {r['clients']} "
+            f"| {r['rps']:,.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['mean_batch']:.1f} "
             f"| {r['floor_ms']:.2f} | {r['overhead_vs_floor']:.2f}x | {r['server_cpu_ms_per_request']:.2f} "
             f"| {r['cpu_overhead']:.2f}x | {r['client_cpu_ms_per_request']:.2f} "
@@ -530,6 +443,18 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{s['swaps_done']} models swapped in by the poller while serving; {s['requests']:,} "
                   f"requests, **{s['errors']} errors**, p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
                   f"max {s['max_ms']} ms; {s['models_answering']} different models answered."]
+    d = results.get("drain")
+    if d:
+        lines += ["", f"SIGTERM under load ({d['items']:,} items, {d['workers']} workers, {d['clients']} "
+                  f"keep-alive clients, drain {d['drain_seconds']} s, load average {d['load_avg']}): "
+                  f"**{d['in_flight_completed_200']}/{d['in_flight_at_signal']} requests in flight at the "
+                  f"signal completed with 200**; {d['after_signal_200']}/{d['after_signal']} requests sent "
+                  f"during the drain answered 200; {d['failed']} failed {d['failure_samples']}"
+                  + (f" (sent {d['failed_sent_after_s'][0]}-{d['failed_sent_after_s'][1]} s after the "
+                     f"signal)" if d.get("failed_sent_after_s") else "") + "; new "
+                  f"connections refused from {d['first_refused_after_s']} s after the signal; the last "
+                  f"answer at {d['last_answer_after_s']} s; the server exited with status "
+                  f"{d['exit_status']} after {d['exited_after_s']} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -542,7 +467,16 @@ def main() -> int:
                         choices=["coalesced", "batched", "inline"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measured row (at most 60)")
-    parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="worker processes of the server (`batchrec serve --workers`), one row set each")
+    parser.add_argument("--swaps", type=int, default=3,
+                        help="models swapped in under load (0: no swap phase)")
+    parser.add_argument("--drain", action="store_true",
+                        help="also measure a SIGTERM under load: requests in flight completed / total")
+    parser.add_argument("--drain-workers", type=int, default=2)
+    parser.add_argument("--drain-seconds", type=float, default=2.0)
+    parser.add_argument("--name", default="serving",
+                        help="results file name under --out (default: %(default)s.md and .json)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator for the measured rows: wrk (if installed; apt-get install "
                              "wrk) or the asyncio client; auto = wrk when on PATH. The swap phase "
@@ -562,9 +496,9 @@ def main() -> int:
     results = run(args)
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "serving.md").write_text(markdown(results))
-        print(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
+        (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / f"{args.name}.md").write_text(markdown(results))
+        print(f"wrote {args.out / args.name}.json and .md")
     print(markdown(results))
     return 0
 

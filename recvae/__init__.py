@@ -11,18 +11,33 @@ from recvae.data import (
     filter_min_counts,
     split_users,
 )
+from recvae.device import CudaUnavailableError
 from recvae.inference import Recommender
 from recvae.metrics import Scorer, evaluate, ndcg_at_k, recall_at_k
 from recvae.model import RecVAE, RecVAEConfig
 from recvae.train import EpochReport, TrainResult, train_recvae
+from recvae.warm import (
+    DEFAULT_MIN_OVERLAP,
+    Compatibility,
+    IncompatibleModelError,
+    VocabularyMap,
+    WarmStartReport,
+    check_compatibility,
+    map_vocabulary,
+    warm_start,
+)
 
 __all__ = [
+    "DEFAULT_MIN_OVERLAP",
     "FORMAT_VERSION",
     "EASE",
     "Artifact",
     "ArtifactError",
+    "Compatibility",
+    "CudaUnavailableError",
     "EpochReport",
     "HeldOut",
+    "IncompatibleModelError",
     "Interactions",
     "Popularity",
     "RecVAE",
@@ -31,14 +46,19 @@ __all__ = [
     "Scorer",
     "Split",
     "TrainResult",
+    "VocabularyMap",
+    "WarmStartReport",
     "build_interactions",
+    "check_compatibility",
     "choose_ease_lambda",
     "dump_artifact",
     "evaluate",
     "filter_min_counts",
     "load_artifact",
+    "map_vocabulary",
     "ndcg_at_k",
     "recall_at_k",
     "split_users",
     "train_recvae",
+    "warm_start",
 ]

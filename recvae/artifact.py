@@ -18,6 +18,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from recvae.device import resolve_device
 from recvae.inference import Recommender
 from recvae.model import RecVAE, RecVAEConfig
 
@@ -104,7 +105,10 @@ def _read_metadata(data: bytes) -> dict[str, str]:
 
 
 def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
-    """Parse and verify an artifact; raises ArtifactError for anything it cannot trust."""
+    """Parse and verify an artifact; raises ArtifactError for anything it cannot trust, and
+    CudaUnavailableError (before reading anything) for a CUDA `device` this process lacks."""
+    if device is not None:
+        device = str(resolve_device(device))
     raw_meta = _read_metadata(bytes(data))
     try:
         meta = json.loads(raw_meta["meta"])

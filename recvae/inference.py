@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from recvae.data import normalize_ids
+from recvae.device import resolve_device
 from recvae.metrics import csr_to_dense_mask
 from recvae.model import RecVAE
 from recvae.sparse import SparseBatch
@@ -68,7 +69,7 @@ class Recommender:
                 f"model has {self.n_items} items but item_ids has {len(self.item_ids)} and "
                 f"item_popularity {len(self.item_popularity)}"
             )
-        self.device = torch.device(device) if device is not None else model_device(model)
+        self.device = resolve_device(device) if device is not None else model_device(model)
         self.model = model.to(self.device).eval()
         # log1p keeps popularity scores finite and in a range comparable to logits.
         self._popularity_scores = torch.log1p(torch.from_numpy(self.item_popularity).clamp_min(0)).to(

@@ -6,6 +6,12 @@ gradient, their sum...); each fresh multi-MB allocation is page-faulted in by th
 a 2-core CPU costs more than the matmuls themselves. Here forward and backward run in two
 buffers owned by the caller, so a step touches no new large memory, and the dense input matrix
 never exists: the target term is a gather/scatter on the user's non-zeros.
+
+Mixed precision (a workspace built with `low_precision=torch.bfloat16`): the three matmuls (logits,
+the gradient to z, the weight gradient) run in bf16 through their own reused bf16 buffers, while
+the bias, the log-softmax, the likelihood and every gradient that reaches the optimiser stay
+float32. A bf16 logit carries ~3 significant digits, enough for a training signal, which is why
+only training uses it: ranking (evaluation, inference) always scores in float32.
 """
 
 from __future__ import annotations
@@ -25,14 +31,33 @@ def accumulate_grad(param: torch.Tensor, add: Callable[[torch.Tensor], object]) 
 
 
 class LogitsWorkspace:
-    """Two [max_batch, n_items] float buffers reused by every training step."""
+    """Two [max_batch, n_items] float buffers reused by every training step (plus, in mixed
+    precision, a bf16 one of that shape and bf16 copies of the decoder weight and its gradient)."""
 
-    def __init__(self, max_batch: int, n_items: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        max_batch: int,
+        n_items: int,
+        device: torch.device,
+        low_precision: torch.dtype | None = None,
+    ) -> None:
         self.logits = torch.empty(max_batch, n_items, device=device)
         self.log_probs = torch.empty(max_batch, n_items, device=device)
+        self.low_precision = low_precision
+        self._low: dict[str, torch.Tensor] = {}
+        if low_precision is not None:
+            self._low["logits"] = torch.empty(max_batch, n_items, device=device, dtype=low_precision)
 
     def views(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.logits[:batch], self.log_probs[:batch]
+
+    def low(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A reused low-precision buffer of `shape` (views of the first one of that name)."""
+        buf = self._low.get(name)
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
+            buf = torch.empty(shape, device=self.logits.device, dtype=self.low_precision)
+            self._low[name] = buf
+        return buf[: shape[0]]
 
 
 class _DecoderNLL(torch.autograd.Function):
@@ -49,13 +74,21 @@ class _DecoderNLL(torch.autograd.Function):
         workspace: LogitsWorkspace,
     ) -> torch.Tensor:
         logits, log_probs = workspace.views(z.shape[0])
-        torch.addmm(bias, z, weight.t(), out=logits)
+        if workspace.low_precision is None:
+            torch.addmm(bias, z, weight.t(), out=logits)
+        else:
+            weight_low = workspace.low("weight", tuple(weight.shape))
+            weight_low.copy_(weight)
+            logits_low = workspace.low("logits", tuple(logits.shape))
+            torch.mm(z.to(workspace.low_precision), weight_low.t(), out=logits_low)
+            # The bias is added in float32: a bf16 sum would round the popularity prior away.
+            torch.add(logits_low, bias, out=logits)
         torch.ops.aten._log_softmax.out(logits, 1, False, out=log_probs)
         picked = log_probs[rows, indices] * values
         nll = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype).index_add_(0, rows, -picked)
         ctx.save_for_backward(z, weight, rows, indices, values, counts)
         ctx.log_probs = log_probs
-        ctx.weight, ctx.bias = weight, bias
+        ctx.weight, ctx.bias, ctx.workspace = weight, bias, workspace
         return nll
 
     @staticmethod
@@ -67,15 +100,38 @@ class _DecoderNLL(torch.autograd.Function):
         grad = ctx.log_probs.exp_()
         grad.mul_((grad_nll * counts)[:, None])
         grad.index_put_((rows, indices), -(grad_nll[rows] * values), accumulate=True)
-        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
-        # Weight and bias gradients are added straight into their .grad buffers (what autograd's
-        # accumulation would do) so no n_items x latent gradient is allocated per step.
-        if ctx.needs_input_grad[1]:
-            accumulate_grad(ctx.weight, lambda g: torch.addmm(g, grad.t(), z, out=g))
+        workspace: LogitsWorkspace = ctx.workspace
+        if workspace.low_precision is None:
+            grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+            # Weight and bias gradients are added straight into their .grad buffers (what
+            # autograd's accumulation would do) so no n_items x latent gradient is allocated.
+            if ctx.needs_input_grad[1]:
+                accumulate_grad(ctx.weight, lambda g: torch.addmm(g, grad.t(), z, out=g))
+        else:
+            grad_z = _low_precision_backward(ctx, grad, z, workspace)
         if ctx.needs_input_grad[2]:
             accumulate_grad(ctx.bias, lambda g: g.add_(grad.sum(0)))
-        ctx.log_probs = ctx.weight = ctx.bias = None
+        ctx.log_probs = ctx.weight = ctx.bias = ctx.workspace = None
         return grad_z, None, None, None, None, None, None, None
+
+
+def _low_precision_backward(
+    ctx: torch.autograd.function.FunctionCtx,
+    grad: torch.Tensor,
+    z: torch.Tensor,
+    workspace: LogitsWorkspace,
+) -> torch.Tensor | None:
+    """The two gradient matmuls in bf16; results go back to float32 (z's grad, weight's .grad)."""
+    grad_low = workspace.low("logits", tuple(grad.shape))
+    grad_low.copy_(grad)
+    # The forward pass left the bf16 weight copy in the workspace; nothing has changed it since.
+    weight_low = workspace.low("weight", tuple(ctx.weight.shape))
+    grad_z = (grad_low @ weight_low).to(z.dtype) if ctx.needs_input_grad[0] else None
+    if ctx.needs_input_grad[1]:
+        weight_grad = workspace.low("weight_grad", tuple(ctx.weight.shape))
+        torch.mm(grad_low.t(), z.to(workspace.low_precision), out=weight_grad)
+        accumulate_grad(ctx.weight, lambda g: g.add_(weight_grad))
+    return grad_z
 
 
 def decoder_nll(

@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae.device import resolve_device
+
 
 class Scorer(Protocol):
     def score(self, fold_in: sp.csr_matrix) -> torch.Tensor:
@@ -110,6 +112,7 @@ def evaluate(
     vocabularies are scored on the same users and the same held-out items.
     """
     fold_in, target = sp.csr_matrix(fold_in), sp.csr_matrix(target)
+    device = resolve_device(device) if device is not None else None
     if fold_in.shape != target.shape:
         raise ValueError(f"fold_in {fold_in.shape} and target {target.shape} differ in shape")
     ks = sorted(set(int(k) for k in ks))

@@ -41,6 +41,8 @@ class RecVAEConfig:
     seed: int = 0
     patience: int | None = None
     time_budget_s: float | None = None
+    # bf16 matmuls in training (likelihood, KL and optimiser state stay float32); see device.py.
+    mixed_precision: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -86,6 +88,37 @@ def composite_prior_log_density(
     return torch.logsumexp(components, dim=-1)
 
 
+def add_input_grad(
+    grad: torch.Tensor,
+    batch: SparseBatch,
+    weights: torch.Tensor,
+    grad_h: torch.Tensor,
+    scatter: bool | None = None,
+) -> None:
+    """grad += x^T @ grad_h for the sparse batch x (entries `weights`), in place.
+
+    On CPU: one sparse CSR x dense product. Elsewhere (CUDA), or with `scatter=True`: a
+    scatter-add of each entry's weighted row, one atomic kernel that needs no sparse-matrix
+    support from the backend.
+    """
+    if scatter if scatter is not None else grad.device.type != "cpu":
+        grad.index_add_(0, batch.indices, grad_h[batch.rows] * weights[:, None])
+        return
+    order = torch.argsort(batch.indices)
+    n_items = grad.shape[0]
+    crow = torch.searchsorted(batch.indices[order], torch.arange(n_items + 1, device=grad_h.device))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        x_t = torch.sparse_csr_tensor(
+            crow,
+            batch.rows[order],
+            weights[order],
+            (n_items, batch.size),
+            check_invariants=False,
+        )
+    torch.addmm(grad, x_t, grad_h, out=grad)
+
+
 class SparseInputLayer(torch.autograd.Function):
     """x @ W for a sparse batch x, with W's gradient x^T @ grad added into W.grad in place.
 
@@ -109,22 +142,11 @@ class SparseInputLayer(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_h: torch.Tensor
     ) -> tuple[None, None, None]:
-        batch, weights, param = ctx.batch, ctx.weights, ctx.input_weight
-        order = torch.argsort(batch.indices)
-        n_items = param.shape[0]
-        crow = torch.searchsorted(batch.indices[order], torch.arange(n_items + 1, device=grad_h.device))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            x_t = torch.sparse_csr_tensor(
-                crow,
-                batch.rows[order],
-                weights[order].detach(),
-                (n_items, batch.size),
-                check_invariants=False,
-            )
+        param = ctx.input_weight
         if param.grad is None:
             param.grad = torch.zeros_like(param)
-        torch.addmm(param.grad, x_t, grad_h, out=param.grad)
+        # float32 even when autocast ran the layers above in bf16.
+        add_input_grad(param.grad, ctx.batch, ctx.weights.detach(), grad_h.to(param.dtype))
         ctx.batch = ctx.weights = ctx.input_weight = None
         return None, None, None
 

@@ -12,6 +12,18 @@ Cost savings over the reference, none of which changes what is optimised:
 - decoder phases run the encoder under no_grad, encoder phases freeze the decoder's weights so
   their gradients are never formed;
 - validation is batched on the device.
+
+Warm start (`initial_model`): training continues from the given weights, and the composite
+prior's q_old starts as that model's own encoder: at the start of every epoch of the alternating
+scheme q_old equals the current encoder (the last decoder pass refilled the cache with it), so
+this is the state the scheme would be in had it never stopped. A freshly drawn old encoder, as in
+a cold start, would pull the trained posterior towards noise with 3/4 of the prior's weight. The
+starting model is scored on validation first as epoch 0 and stays the answer unless an epoch
+beats it. Adam's moments are not carried over (artifacts hold weights only).
+
+Mixed precision (`config.mixed_precision`): the encoder's dense layers run under bf16 autocast and
+the decoder's matmuls in bf16 (likelihood.py); the KL, the likelihood and the optimisers stay
+float32. Validation always scores in float32.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import scipy.sparse as sp
 import torch
 
 from recvae.data import HeldOut
+from recvae.device import autocast, low_precision_dtype, resolve_device
 from recvae.inference import score_with_model
 from recvae.likelihood import LogitsWorkspace, decoder_nll
 from recvae.metrics import evaluate
@@ -36,7 +49,8 @@ from recvae.model import (
     log_norm_pdf,
     reparameterize,
 )
-from recvae.sparse import DeviceCSR
+from recvae.sparse import DeviceCSR, SparseBatch
+from recvae.warm import check_architecture
 
 
 @dataclass
@@ -62,10 +76,8 @@ class TrainResult:
     stop_reason: str = "epochs"  # "epochs" | "patience" | "time_budget"
     seconds: float = 0.0
     device: str = "cpu"
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    # Validation metrics of `initial_model` before any training (warm start only).
+    initial_metrics: dict[str, float] | None = None
 
 
 class _ModelScorer:
@@ -85,36 +97,56 @@ def _make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device
 
 
 class _Trainer:
-    def __init__(self, train: sp.csr_matrix, config: RecVAEConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        config: RecVAEConfig,
+        device: torch.device,
+        initial_model: RecVAE | None = None,
+    ) -> None:
         self.config = config
         self.device = device
         self.data = DeviceCSR(train, device)
         n_users, n_items = train.shape
-        self.model = RecVAE(n_items, config).to(device)
+        self.model = RecVAE(n_items, config)
+        if initial_model is not None:  # copied in: the caller's model is left as it was
+            self.model.load_state_dict(initial_model.state_dict())
+        self.model.to(device)
         self.model.encoder.fast_input_grad = True
         # Gradient buffers live for the whole run (zeroed in place, never set to None): the
         # sparse first-layer gradient is added into them and allocations stay out of the loop.
         for p in self.model.parameters():
             p.grad = torch.zeros_like(p)
-        self.workspace = LogitsWorkspace(min(config.batch_size, n_users), n_items, device)
+        self.workspace = LogitsWorkspace(
+            min(config.batch_size, n_users), n_items, device, low_precision_dtype(config.mixed_precision)
+        )
         self.opt_encoder = _make_adam(list(self.model.encoder.parameters()), config.learning_rate, device)
         self.opt_decoder = _make_adam(list(self.model.decoder.parameters()), config.learning_rate, device)
         self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.order_rng = np.random.default_rng(config.seed + 2)
         self.prior_mu = torch.zeros(n_users, config.latent_dim, device=device)
         self.prior_logvar = torch.zeros(n_users, config.latent_dim, device=device)
+        if initial_model is not None:
+            self._refresh_prior(self.model.encoder)  # warm: q_old = the starting encoder
+            return
         # The reference starts with an independently initialised "old" encoder as the prior.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + 3)
             initial = Encoder(n_items, config.hidden_dim, config.latent_dim)
         self._refresh_prior(initial.to(device))
 
+    def _encode(
+        self, encoder: Encoder, batch: SparseBatch, dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(self.device, self.config.mixed_precision):
+            mu, logvar = encoder(batch, dropout, self.noise)
+        return mu.float(), logvar.float()  # the KL and the prior cache are float32
+
     @torch.no_grad()
     def _refresh_prior(self, encoder: Encoder) -> None:
         order = np.arange(self.data.n_rows)
         for rows, batch in self.data.iterate(order, max(self.config.batch_size, 2000)):
-            mu, logvar = encoder(batch)
-            self.prior_mu[rows], self.prior_logvar[rows] = mu, logvar
+            self.prior_mu[rows], self.prior_logvar[rows] = self._encode(encoder, batch)
 
     def _encoder_pass(self) -> tuple[torch.Tensor, int]:
         cfg, model = self.config, self.model
@@ -122,7 +154,7 @@ class _Trainer:
         steps = 0
         for rows, batch in self.data.iterate(self.order_rng.permutation(self.data.n_rows), cfg.batch_size):
             self.opt_encoder.zero_grad(set_to_none=False)
-            mu, logvar = model.encoder(batch, cfg.input_dropout, self.noise)
+            mu, logvar = self._encode(model.encoder, batch, cfg.input_dropout)
             z = reparameterize(mu, logvar, self.noise)
             nll = decoder_nll(z, model.decoder, batch, self.workspace)
             prior = composite_prior_log_density(
@@ -142,7 +174,7 @@ class _Trainer:
         for rows, batch in self.data.iterate(self.order_rng.permutation(self.data.n_rows), cfg.batch_size):
             self.opt_decoder.zero_grad(set_to_none=False)
             with torch.no_grad():
-                mu, logvar = model.encoder(batch)
+                mu, logvar = self._encode(model.encoder, batch)
                 if fill_prior:
                     self.prior_mu[rows], self.prior_logvar[rows] = mu, logvar
                 z = reparameterize(mu, logvar, self.noise)
@@ -176,12 +208,19 @@ def train_recvae(
     *,
     device: str | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    initial_model: RecVAE | None = None,
 ) -> TrainResult:
     """Train RecVAE on `train` (users x items), keeping the epoch with the best validation NDCG@100.
 
     Stops after `config.epochs`, after `config.patience` epochs without improvement, or before an
     epoch that would overrun `config.time_budget_s` (judged by the previous epoch's duration).
     The returned model holds the best epoch's weights and is in eval mode.
+
+    `device`: "cpu", "cuda", "cuda:N" (None: CUDA when present); CudaUnavailableError when CUDA is
+    asked for and absent. `initial_model` (warm start, see `recvae.warm_start`): training starts
+    from a copy of its weights; it must have `config`'s layer sizes and `train`'s item count
+    (IncompatibleModelError otherwise). It is scored first as epoch 0 (`initial_metrics`) and is
+    returned with best_epoch 0 if no epoch beats it.
     """
     config = config or RecVAEConfig()
     if config.epochs < 1:
@@ -189,15 +228,22 @@ def train_recvae(
     train = sp.csr_matrix(train, dtype=np.float32)
     if validation.fold_in.shape[1] != train.shape[1]:
         raise ValueError(f"validation has {validation.fold_in.shape[1]} items, train has {train.shape[1]}")
-    dev = torch.device(device or default_device())
+    if initial_model is not None:
+        check_architecture(initial_model, config, n_items=train.shape[1])
+    dev = resolve_device(device)
     started = time.perf_counter()
-    trainer = _Trainer(train, config, dev)
+    trainer = _Trainer(train, config, dev, initial_model)
     scorer = _ModelScorer(trainer.model, dev)
 
     history: list[EpochReport] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_metrics: dict[str, float] = {}
     best_epoch, best_ndcg = 0, -1.0
+    initial_metrics = None
+    if initial_model is not None:
+        initial_metrics = evaluate(scorer, validation.fold_in, validation.target, device=dev)
+        best_metrics, best_ndcg = initial_metrics, initial_metrics["ndcg@100"]
+        best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     stop_reason = "epochs"
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
@@ -256,4 +302,5 @@ def train_recvae(
         stop_reason=stop_reason,
         seconds=time.perf_counter() - started,
         device=str(dev),
+        initial_metrics=initial_metrics,
     )

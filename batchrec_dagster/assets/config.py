@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field, field_validator
 
+from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources import LAYOUTS
 from recvae import RecVAEConfig
 
@@ -18,6 +22,11 @@ class SourceConfig(dg.Config):
                     'star_user_list inside each repository, no per-star time). Default: '
                     'BATCHREC_SOURCE_LAYOUT (settings), else "stars".')
     batch_size: int = Field(default=5000, ge=1, description="Cursor batch size.")
+    read: Literal["auto", "full"] = Field(
+        default="auto",
+        description='"auto": only the hour\'s stars, merged into the previous hour\'s snapshot, when '
+                    'that snapshot exists and was read from the same source (a full read otherwise and '
+                    'at BATCHREC_FULL_RUN_HOUR); "full": every star before the hour\'s end.')
 
     @field_validator("layout")
     @classmethod
@@ -62,6 +71,14 @@ _PAPER = RecVAEConfig()  # the library keeps the paper's values; the pipeline ch
 PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience": 20}
 
 
+# A warm run continues a model that has converged on the hour before, so a few epochs suffice;
+# the budget keeps a warm hour within 5 minutes on 2 cores (benchmarks/results/hourly.md). The
+# overlap threshold: hour to hour nearly all repositories carry over (1.000 in bench_hourly; new
+# ones reach the matrix only once 5 users starred them); under 90% the data changed wholesale (a
+# new import, other filters) and a model from scratch is the sounder start.
+WARM_TRAINING = {"epochs": 4, "patience": 2, "time_budget_s": 200.0, "min_vocabulary_overlap": 0.9}
+
+
 class TrainingConfig(dg.Config):
     """RecVAE hyper-parameters and the time budget that keeps an hourly run inside its hour.
 
@@ -82,8 +99,37 @@ class TrainingConfig(dg.Config):
     encoder_passes: int = Field(default=_PAPER.encoder_passes, ge=1)
     decoder_passes: int = Field(default=_PAPER.decoder_passes, ge=0)
     seed: int = _PAPER.seed
-    device: str | None = Field(default=None, description='"cpu", "cuda"; default: cuda when available.')
+    device: str | None = Field(default=get_settings().training_device,
+                               description='"cpu", "cuda"; default: BATCHREC_TRAINING_DEVICE, else cuda '
+                                           'when available.')
     preview_k: int = Field(default=10, ge=1, description="Rows of the top-k preview in the metadata.")
+    # -- warm hourly runs (batchrec_dagster.warm_start)
+    mode: Literal["auto", "full"] = Field(
+        default="auto",
+        description='"auto": continue the newest compatible registered model for a few epochs (warm), '
+                    'except at BATCHREC_FULL_RUN_HOUR or when no model is compatible; "full": train '
+                    'from scratch.')
+    warm_epochs: int = Field(default=WARM_TRAINING["epochs"], ge=1,
+                             description="Epochs of a warm run, at most.")
+    warm_patience: int | None = Field(
+        default=WARM_TRAINING["patience"],
+        description="A warm run stops after this many epochs without beating the best so far (the "
+                    "starting model counts as epoch 0).")
+    warm_time_budget_s: float | None = Field(
+        default=WARM_TRAINING["time_budget_s"], description="Training seconds of a warm run, at most.")
+    min_vocabulary_overlap: float = Field(
+        default=WARM_TRAINING["min_vocabulary_overlap"], gt=0, le=1,
+        description="Share of this hour's repositories the starting model must know.")
+    warm_max_age_hours: float = Field(
+        default=24.0, gt=0,
+        description="Start only from models whose data ends at most this long before the hour's end.")
+
+    def warm_recvae_config(self) -> RecVAEConfig:
+        """The library's config for a warm run: the same model, fewer epochs, a tighter budget.
+        `epochs` and `time_budget_s` stay upper bounds (`batchrec materialize --epochs 2` means it)."""
+        budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
+        return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
+                       patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
 
     def recvae_config(self) -> RecVAEConfig:
         """The library's config with these values (fields the library does not know are left out)."""

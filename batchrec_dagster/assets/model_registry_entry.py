@@ -40,6 +40,10 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
         "epochs": int(model.epochs),
         "best_epoch": int(model.best_epoch),
         "stop_reason": model.stop_reason,
+        "training_mode": model.training_mode,
+        "training_mode_reason": model.training_start.get("reason", ""),
+        "warm_start": ({k: v for k, v in model.training_start.items() if k not in ("mode", "reason")}
+                       if model.training_mode == "warm" else None),
     }
 
 
@@ -68,5 +72,6 @@ def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: Traine
         "artifact": (dg.MetadataValue.url(entry["uri"]) if entry["uri"].startswith("gs://")
                      else dg.MetadataValue.path(entry["uri"].removeprefix("file://"))),
         "run_id": entry["run_id"],
+        "training_mode": entry["training_mode"],
         **window_metadata(entry["data_start"], entry["data_end"]),
     })

@@ -2,7 +2,7 @@
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -12,10 +12,11 @@ import scipy.sparse as sp
 from batchrec_dagster.assets.common import code_version, hourly_asset
 from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import md_table, window_metadata
-from batchrec_dagster.partitions import partition_window
-from batchrec_dagster.resources import ArtifactStoreResource
+from batchrec_dagster.partitions import daily_full_run, partition_window
+from batchrec_dagster.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.types import TrainedModel, VaeInput
+from batchrec_dagster.warm_start import choose_start
 from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae
 
 MODEL_KIND = "recvae"
@@ -92,19 +93,28 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
 @hourly_asset(
     kinds={"pytorch", "gcs"},
     pool="training",
-    description="RecVAE trained on vae_input (validation users pick the epoch), scored on the held-out "
-                "test users (score = test NDCG@100) next to the popularity baseline on the same users, "
+    description="RecVAE trained on vae_input: a few epochs continuing the newest compatible registered "
+                "model (warm), or from scratch (full: daily, on request, or without a compatible model); "
+                "validation users pick the epoch, held-out test users give the score (test NDCG@100) "
+                "next to the popularity baseline on the same users, "
                 "written once to the artifact store as recvae_<score>_...pt.",
 )
 def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
-                 artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+                 artifact_store: ArtifactStoreResource, mongo: MongoResource) -> dg.MaterializeResult:
     data = vae_input
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
-
+    train = sp.csr_matrix(data.train)
     store = artifact_store.get_store()
     # a store we cannot write to fails the run now, not after an hour of training
     probe_write(store, f"{run_id}-{context.retry_number}")
+    start = choose_start(mongo.get_database(), store, window_end=window_end, requested=config.mode,
+                         daily_full=daily_full_run(partition_key), config=config.recvae_config(),
+                         item_ids=data.item_ids, train=train, min_overlap=config.min_vocabulary_overlap,
+                         max_age=timedelta(hours=config.warm_max_age_hours))
+    for passed_over in start.passed_over:
+        context.log.warning(f"not warm-starting from {passed_over}")
+    context.log.info(f"{start.mode} training: {start.reason}")
 
     popularity = Popularity().fit(data.train)
 
@@ -116,8 +126,12 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     started = time.perf_counter()
     validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
                          target=data.validation_target)
-    result = train_recvae(sp.csr_matrix(data.train), validation, config.recvae_config(),
-                          device=config.device, on_epoch=on_epoch)
+    training = config.warm_recvae_config() if start.mode == "warm" else config.recvae_config()
+    result = train_recvae(train, validation, training, device=config.device, on_epoch=on_epoch,
+                          initial_model=start.model)
+    training_start = start.record()
+    if result.initial_metrics is not None:  # the starting model, scored before any training
+        training_start["initial_metrics"] = _plain_metrics(result.initial_metrics)
     training_seconds = time.perf_counter() - started
     validation_metrics = _plain_metrics(result.best_metrics)
     recommender = Recommender(result.model, data.item_ids, popularity.popularity.astype(np.float32))
@@ -140,6 +154,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "validation_metrics": validation_metrics,
         "code_version": version,
         "created_at": datetime.now(UTC).isoformat(),
+        "training_mode": start.mode,
+        "training_start": training_start,
     })
     stored = put_artifact(store, artifact, score, partition_key, run_id)
     context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
@@ -154,7 +170,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         data_sizes=data_sizes(data), training_seconds=training_seconds, epochs=len(result.history),
         window_end=window_end, model_kind=MODEL_KIND, run_id=run_id, partition_key=partition_key,
         window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
-        code_version=version, validation_score=validation_metrics["ndcg@100"],
+        code_version=version, training_mode=start.mode, training_start=training_start,
+        validation_score=validation_metrics["ndcg@100"],
         validation_metrics=validation_metrics,
     )
     curve = md_table(["epoch", "seconds", "loss", "ndcg@100", "recall@20", "recall@50", "best"],
@@ -177,6 +194,9 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "best_epoch": result.best_epoch,
         "stop_reason": result.stop_reason,
         "device": result.device,
+        **start.metadata(),
+        **({"initial_score": training_start["initial_metrics"]["ndcg@100"]}
+           if "initial_metrics" in training_start else {}),
         "learning_curve": curve,
         "top_repositories_preview": preview_table(recommender, data, config.preview_k),
         "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")

@@ -3,7 +3,7 @@
 local: registry and users in the embedded MongoDB (or MONGODB_URI), artifacts under
 BATCHREC_HOME/storage/models. prod: MONGODB_URI, artifacts in GCS_BUCKET under
 GCS_PREFIX/models (Application Default Credentials), the same store the pipeline writes to.
-One uvicorn process: the model lives in its memory and is swapped there.
+One process by default; `--workers N` runs N worker processes on the port (workers.py).
 """
 
 from __future__ import annotations
@@ -11,34 +11,47 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import timedelta
-from typing import Any
+from pathlib import Path
 
-from batchrec_dagster.mongo import open_database
-from batchrec_dagster.settings import get_settings
-from batchrec_dagster.storage import blob_store_for
+from batchrec_dagster.serving.runtime import ServeOptions, exit_now
+from batchrec_dagster.settings import Settings, get_settings, override_for_process
 
 log = logging.getLogger("batchrec.serving")
 
-SWITCH_INTERVAL_S = 0.001
+MAX_WORKERS = 64
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve", help="serve recommendations over HTTP with the best registered model",
         description=("Serve the best model of the registry over HTTP (FastAPI); poll the registry "
-                     "and swap in a better model without downtime. Docs at /docs."))
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+                     "and swap in a better model without downtime. Docs at /docs, a page at /, "
+                     "Prometheus metrics at /metrics (docs/serving.md)."))
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default: %(default)s); other than loopback only "
+                             "with BATCHREC_API_KEYS set or --allow-without-keys")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes on the port, each with its own model and poller "
+                             "(default: %(default)s)")
+    parser.add_argument("--allow-without-keys", action="store_true",
+                        help="listen on a non-loopback interface without API keys (only when something "
+                             "in front of the server controls who reaches it)")
     parser.add_argument("--poll-seconds", type=float, default=60.0,
                         help="how often to ask the registry for a better model (default: %(default)s)")
-    parser.add_argument("--max-age-hours", type=float, default=24.0,
-                        help="models trained on data older than this are not served (default: %(default)s)")
+    parser.add_argument("--max-age-hours", type=float, default=None,
+                        help="models trained on data older than this are not served "
+                             "(default: BATCHREC_MODEL_MAX_AGE_HOURS, 24)")
+    parser.add_argument("--drain-seconds", type=float, default=None,
+                        help="after SIGTERM, keep accepting connections this long while /readyz says "
+                             "503 (default: BATCHREC_DRAIN_SECONDS, 5)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads for inference (default: %(default)s; see docs/serving.md)")
     parser.add_argument("--inference", choices=("coalesced", "batched", "inline"), default="batched",
@@ -49,65 +62,94 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="largest micro-batch (default: %(default)s)")
     parser.add_argument("--show", metavar="LOGIN",
                         help="once ready, print the recommendations for this user, then keep serving")
+    parser.add_argument("--new-api-key", metavar="NAME",
+                        help="print a new random API key and its BATCHREC_API_KEYS entry, then exit")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run_serve, handler=run_serve)
     return parser
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import torch
-    import uvicorn
+    from batchrec_dagster.serving.access import check_bind, new_api_key
 
-    from batchrec_dagster.serving.app import create_app
-    from batchrec_dagster.serving.model_manager import ModelManager
-
+    if args.new_api_key:
+        key, entry = new_api_key(args.new_api_key)
+        print(f"API key (give it to the client; it is not stored anywhere): {key}\n"
+              f"add to BATCHREC_API_KEYS (comma-separated): {entry}")
+        return 0
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.poll_seconds <= 0 or args.max_age_hours <= 0 or args.torch_threads < 1:
-        raise SystemExit("--poll-seconds, --max-age-hours and --torch-threads must be positive")
-    torch.set_num_threads(args.torch_threads)
-    # the inference thread waits up to one switch interval for the interpreter lock whenever the
-    # event loop holds it (default 5 ms); 1 ms bounds that wait at a negligible cost in switches
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = get_settings()
-    db = open_database(settings)
-    store = blob_store_for(settings)
-    manager = ModelManager(db, store, max_age=timedelta(hours=args.max_age_hours),
-                           poll_seconds=args.poll_seconds)
-    app = create_app(manager, db, inference=args.inference, max_batch=args.max_batch)
-    config = uvicorn.Config(app, host=args.host, port=args.port, workers=1, access_log=False,
-                            log_level=args.log_level, loop="auto", http="auto",
-                            proxy_headers=False)  # no client address is used: skip the X-Forwarded-* layer
-    server = uvicorn.Server(config)
-    print(f"batchrec serve: {settings.deployment} deployment, models from {store.location}; "
-          f"http://{args.host}:{args.port}/docs", flush=True)
-    if args.show:
-        threading.Thread(target=_show, args=(server, args), daemon=True).start()
-    server.run()
-    return 0
+    max_age = args.max_age_hours if args.max_age_hours is not None else settings.model_max_age_hours
+    drain = args.drain_seconds if args.drain_seconds is not None else settings.drain_seconds
+    if args.poll_seconds <= 0 or max_age <= 0 or args.torch_threads < 1 or drain < 0:
+        raise SystemExit("--poll-seconds, --max-age-hours and --torch-threads must be positive, "
+                         "--drain-seconds not negative")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise SystemExit(f"--workers must be between 1 and {MAX_WORKERS}")
+    refusal = check_bind(args.host, bool(settings.api_key_hashes), args.allow_without_keys)
+    if refusal:
+        print(f"batchrec serve: {refusal}", file=sys.stderr)
+        return 2
+    # one folder per run for what the workers share: prometheus-client's multiprocess files (it
+    # reads the folder from PROMETHEUS_MULTIPROC_DIR, which must be set before it is imported)
+    # and the rate-limit buckets
+    state_dir = Path(tempfile.mkdtemp(prefix="batchrec-serve-"))
+    (state_dir / "metrics").mkdir()
+    override_for_process(PROMETHEUS_MULTIPROC_DIR=str(state_dir / "metrics"))
+    options = ServeOptions(host=args.host, port=args.port, poll_seconds=args.poll_seconds,
+                           max_age_hours=max_age, torch_threads=args.torch_threads,
+                           inference=args.inference, max_batch=args.max_batch, log_level=args.log_level,
+                           drain_seconds=drain, workers=args.workers, state_dir=str(state_dir))
+    try:
+        code = _serve(options, settings, args.show)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    exit_now(code)
+    return code  # not reached
 
 
-def _show(server: Any, args: argparse.Namespace, timeout_s: float = 120.0) -> None:
+def _serve(options: ServeOptions, settings: Settings, show: str | None) -> int:
+    from batchrec_dagster.mongo import server_uri
+    from batchrec_dagster.serving.runtime import serve
+    from batchrec_dagster.storage import blob_store_for
+
+    server_uri(settings)  # the embedded MongoDB (local) is started once here, not by N workers at once
+    keys = len(settings.api_key_hashes)
+    store = blob_store_for(settings).location
+    print(f"batchrec serve: {settings.deployment} deployment, models from {store}; "
+          f"{options.workers} worker(s); API keys: {keys or 'none (loopback only)'}; "
+          f"http://{options.host}:{options.port}/ (page), /docs, /metrics", flush=True)
+    if show:
+        threading.Thread(target=_show, args=(options, show), daemon=True).start()
+    if options.workers == 1:
+        serve(options)
+        return 0
+    from batchrec_dagster.serving.workers import run_workers
+
+    return run_workers(options)
+
+
+def _show(options: ServeOptions, login: str, timeout_s: float = 120.0) -> None:
     """Wait for readiness, then print one user's recommendations the way a client gets them."""
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    base = f"http://{host}:{args.port}"
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+    base = f"http://{host}:{options.port}"
     deadline = time.monotonic() + timeout_s
     reason = "server did not start"
-    while time.monotonic() < deadline and not server.should_exit:
-        if server.started:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except urllib.error.HTTPError as exc:
-                reason = json.loads(exc.read() or b"{}").get("detail", str(exc))
-            except OSError as exc:
-                reason = str(exc)
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    break
+        except urllib.error.HTTPError as exc:
+            reason = json.loads(exc.read() or b"{}").get("detail", str(exc))
+        except OSError as exc:
+            reason = str(exc)
         time.sleep(0.2)  # a human-facing wait for readiness, not test synchronisation
     else:
         print(f"--show: not ready after {timeout_s:.0f}s: {reason} (run `make demo` first?)", flush=True)
         return
-    url = f"{base}/users/{urllib.request.quote(args.show)}/recommendations?k=10"
+    url = f"{base}/users/{urllib.request.quote(login)}/recommendations?k=10"
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
             body = json.loads(resp.read())

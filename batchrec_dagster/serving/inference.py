@@ -21,12 +21,13 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from batchrec_dagster.serving.model_manager import LoadedModel, recommend_batch
+from batchrec_dagster.serving.loaded_model import LoadedModel, recommend_batch
 
 log = logging.getLogger("batchrec.serving")
 
@@ -49,6 +50,13 @@ class _Counted:
     def __init__(self) -> None:
         self.batches = 0
         self.jobs = 0
+        self.on_batch: Callable[[int], None] | None = None  # called with each batch's size (metrics)
+
+    def _count(self, size: int) -> None:
+        self.batches += 1
+        self.jobs += size
+        if self.on_batch is not None:
+            self.on_batch(size)
 
     def stats(self) -> dict[str, Any]:
         return {"mode": self.mode, "batches": self.batches, "requests": self.jobs,
@@ -63,8 +71,7 @@ class InlineInference(_Counted):
     async def recommend(self, model: LoadedModel, columns: np.ndarray, k: int
                         ) -> tuple[np.ndarray, np.ndarray]:
         indices, scores = recommend_batch(model, [columns], k)
-        self.batches += 1
-        self.jobs += 1
+        self._count(1)
         return indices[0], scores[0]
 
     def start(self) -> None:
@@ -206,8 +213,7 @@ class BatchedInference(_Counted):
                 for job in group:
                     answers.setdefault(job.loop, []).append((job.future, None, exc))
                 continue
-            self.batches += 1
-            self.jobs += len(group)
+            self._count(len(group))
             for row, job in enumerate(group):
                 result = (indices[row, :job.k], scores[row, :job.k])
                 answers.setdefault(job.loop, []).append((job.future, result, None))
@@ -268,8 +274,7 @@ class CoalescedInference(_Counted):
                     for job in chunk:
                         _resolve(job[3], None, exc)
                     continue
-                self.batches += 1
-                self.jobs += len(chunk)
+                self._count(len(chunk))
                 for row, job in enumerate(chunk):
                     _resolve(job[3], (indices[row, :job[2]], scores[row, :job[2]]), None)
 

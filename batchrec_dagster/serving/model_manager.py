@@ -4,97 +4,56 @@ The manager holds one reference to an immutable `LoadedModel`. A request reads t
 and keeps using the object it got, so a swap (one attribute assignment, atomic in CPython) never
 changes the model under a request in flight; the old model is freed when its last request ends.
 
-A refresh asks the registry for the fresh models in the order of its selection rule
-(`registry.select_candidates`; its first is `select_best`, the function the pipeline uses). When
-the best one is not the model serving, its artifact is read from the blob store, its size and
-sha256 are checked against the registry entry, it is parsed by `recvae.load_artifact`
-(safetensors + JSON, never pickle), warmed up on a few inputs and only then swapped in. If that
-fails, the next candidate by the same rule is tried, down to (never below) the model already
-serving; failures are kept for `GET /model` and the current model keeps serving.
+A poll asks for ALL the fresh models in serving order (`champions.serving_order`: the operators'
+pin, else the champion decided on comparable scores, then the other fresh, unbanned models by
+comparable score; `rank` replaces it in tests) and walks them from the first down to (never
+below) the model already serving; the first one that
+loads (`loaded_model.load_model`: download, size and sha256, parse, warm-up) is swapped in. A
+candidate that fails is remembered: a bad artifact (`ArtifactRejected`) is not tried again while
+it stays a candidate, a failed download is retried with exponential backoff. So a cold server
+behind any number of bad entries becomes ready at its first poll, and later polls skip the known
+failures instead of downloading them again. Failures are kept for `GET /model`; the current
+model keeps serving.
+
+With `load_challenger`, the walk goes on below the served model to the next model that loads
+(the best challenger by the same order), kept loaded for the page's side-by-side comparison.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-from bson import ObjectId
 from pymongo.database import Database
 
-from batchrec_dagster.registry import DEFAULT_MAX_AGE, select_candidates
-from batchrec_dagster.serving.scoring import BatchScorer
-from batchrec_dagster.storage import BlobStore, sha256_hex
-from recvae import ArtifactError, Recommender, load_artifact
+from batchrec_dagster.champions import serving_order
+from batchrec_dagster.registry import DEFAULT_MAX_AGE
+from batchrec_dagster.serving.loaded_model import (
+    ArtifactRejected,
+    LoadedModel,
+    ModelLoadError,
+    entry_key,
+    load_model,
+)
+from batchrec_dagster.storage import BlobStore
 
 log = logging.getLogger("batchrec.serving")
 
-REPOSITORIES = "repositories"
+MAX_BACKOFF = timedelta(minutes=30)  # the longest wait before a failed download is tried again
+MAX_CANDIDATES = 10_000  # all of them, in practice: hourly models within the maximum age
+
+Rank = Callable[[Database, datetime, timedelta], list[dict[str, Any]]]
 
 
-class ModelLoadError(RuntimeError):
-    """The chosen model could not be downloaded, verified, loaded or warmed up."""
-
-
-class ArtifactRejected(ModelLoadError):
-    """The artifact itself is bad (size, checksum, format, warm-up): retrying cannot help."""
-
-
-def json_safe(value: Any) -> Any:
-    """Registry documents as JSON: ObjectId -> str, datetimes -> ISO 8601, numpy -> Python."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def entry_key(entry: Mapping[str, Any]) -> str:
-    """Identity of a registry entry's artifact: the document id and the artifact checksum.
-
-    `register_model` may update an entry in place (same run, same partition); a new checksum then
-    counts as a different model.
-    """
-    return f"{entry.get('_id')}:{entry.get('sha256')}"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to answer: never mutated after construction, so it can be shared freely."""
-
-    recommender: Recommender       # vocabulary (item_ids, index_of) and the model
-    scorer: BatchScorer            # the model's top-k for request batches
-    entry: dict[str, Any]          # the registry document, JSON-safe
-    names: np.ndarray              # object array: repository full_name per column (None if unknown)
-    names_source: str              # "artifact", "mongodb" or "none"
-    loaded_at: datetime
-    load_seconds: float
-    key: str
-    summary: dict[str, Any] = field(default_factory=dict)  # what each response says about the model
-    # per column, the start of its JSON object in a response ('{"repo_id":1,"name":"a/b","score":'),
-    # encoded once at load so a response costs a join, not a json.dumps per item
-    json_prefix: np.ndarray | None = None
-    summary_json: str = "null"
-    # repository id -> column, for integer vocabularies (None otherwise: `recommender.index_of`)
-    column_of: dict[int, int] | None = None
-
-    @property
-    def n_items(self) -> int:
-        return self.recommender.n_items
+def serving_candidates(db: Database, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+    """The fresh models in serving order; the first carries `selection` (pin, champion or
+    fallback, and why)."""
+    return serving_order(db, now=now, max_age=max_age, limit=MAX_CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -103,10 +62,19 @@ class SwapError:
     entry_id: str | None
     file_name: str | None
     message: str
+    retry_at: datetime | None = None  # None: not retried while it stays a candidate (bad artifact)
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "entry_id": self.entry_id, "file_name": self.file_name,
-                "message": self.message}
+                "message": self.message,
+                "retry_at": self.retry_at.isoformat() if self.retry_at else None}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: SwapError
+    attempts: int
+    permanent: bool
 
 
 @dataclass(frozen=True)
@@ -116,84 +84,61 @@ class RefreshResult:
     message: str = ""
 
 
-def recommend_batch(model: LoadedModel, columns: list[np.ndarray], k: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k column indices and scores for several users at once (one forward pass)."""
-    return model.scorer.recommend(columns, k)
-
-
-def _item_names(db: Database | None, item_ids: np.ndarray, extra: Mapping[str, Any]
-                ) -> tuple[np.ndarray, str]:
-    names = np.full(len(item_ids), None, dtype=object)
-    from_artifact = extra.get("item_names")
-    if isinstance(from_artifact, list) and len(from_artifact) == len(item_ids):
-        names[:] = [n if isinstance(n, str) else None for n in from_artifact]
-        return names, "artifact"
-    if db is None or item_ids.dtype.kind != "i":
-        return names, "none"
-    # older artifacts carry no names: look them up once per load, never per request
-    column = {int(i): c for c, i in enumerate(item_ids.tolist())}
-    found = 0
-    ids = list(column)
-    for start in range(0, len(ids), 5000):
-        for doc in db[REPOSITORIES].find({"_id": {"$in": ids[start:start + 5000]}},
-                                         {"_id": 1, "full_name": 1}):
-            c = column.get(doc.get("_id"))
-            if c is not None and isinstance(doc.get("full_name"), str):
-                names[c] = doc["full_name"]
-                found += 1
-    return names, "mongodb" if found else "none"
-
-
-def _warm_up(scorer: BatchScorer) -> None:
-    """Run the shapes requests will use (first calls allocate) and reject non-finite models."""
-    n = scorer.n_items
-    rng = np.random.default_rng(0)
-    inputs = [np.zeros(0, dtype=np.int64), np.array([0], dtype=np.int64)]
-    inputs += [rng.choice(n, size=min(n, 10), replace=False) for _ in range(14)]
-    for batch in (inputs[:1], inputs[1:2], inputs, inputs + inputs):
-        _, scores = scorer.recommend(batch, min(20, n))
-        if not (np.isfinite(scores) | np.isneginf(scores)).all():
-            raise ArtifactRejected("model produces NaN or +inf scores on warm-up input")
-
-
 class ModelManager:
     """Chooses, loads and swaps the served model; see the module docstring.
 
     `refresh_now()` runs one poll synchronously (tests and the first load use it); `start()` runs
-    a daemon thread that polls every `poll_seconds` (the first poll immediately).
+    a daemon thread that polls every `poll_seconds`, at multiples of `poll_seconds` of the wall
+    clock, so that several workers and servers look at the registry at the same moments and
+    converge on a new model together. `on_refresh(manager, result)` is called after every poll
+    (metrics).
     """
 
     def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = DEFAULT_MAX_AGE,
-                 poll_seconds: float | None = 60.0, model_kind: str = "recvae",
+                 poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
-                 max_candidates: int = 5):
+                 load_challenger: bool = False, backoff: timedelta | None = None,
+                 on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None):
         self.db = db
         self.store = store
         self.max_age = max_age
         self.poll_seconds = poll_seconds
-        self.model_kind = model_kind
+        self.rank = rank
+        self.load_challenger = load_challenger
+        # first wait before a failed download is retried; doubles per failure, up to MAX_BACKOFF
+        self.backoff = backoff or timedelta(seconds=poll_seconds or 60.0)
+        self.on_refresh = on_refresh
         self._clock = clock or (lambda: datetime.now(UTC))
         self._names_db = names_db if names_db is not None else db
         self._current: LoadedModel | None = None
+        self._challenger: LoadedModel | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_check_at: datetime | None = None
         self.last_error: SwapError | None = None
         self.last_outcome: RefreshResult | None = None
+        self.registry_reachable: bool | None = None
+        self.selection: dict[str, Any] | None = None  # why the first candidate comes first
         self.swaps = 0
-        # how far down the ranking one poll goes when better models fail to load
-        self.max_candidates = max_candidates
-        # candidates ranked above the served model that failed (this poll or, known bad, earlier)
+        self.failed_loads = 0
+        self.poll_errors = 0
+        # candidates ranked above the served model that failed, best-ranked first
         self.rejected: list[SwapError] = []
-        # entries that failed for a reason retrying cannot fix (bad checksum, bad artifact):
-        # not downloaded again on every poll, but still reported until a good model is swapped in
-        self._rejected: dict[str, SwapError] = {}
+        self.challenger_error: SwapError | None = None
+        # entry key -> its last failure; forgotten once the entry is no longer a candidate
+        self._failures: dict[str, _Failure] = {}
 
     @property
     def current(self) -> LoadedModel | None:
         return self._current
+
+    @property
+    def challenger(self) -> LoadedModel | None:
+        return self._challenger
+
+    def now(self) -> datetime:
+        return self._clock()
 
     # -- polling -------------------------------------------------------------------------------
 
@@ -211,12 +156,13 @@ class ModelManager:
             self._thread = None
 
     def _poll_forever(self) -> None:
+        assert self.poll_seconds is not None
         while True:
             try:
                 self.refresh_now()
             except Exception:  # never let the poller die: the next poll may succeed
                 log.exception("model refresh failed unexpectedly")
-            if self._stop.wait(self.poll_seconds):
+            if self._stop.wait(self.poll_seconds - time.time() % self.poll_seconds):
                 return
 
     # -- one refresh ---------------------------------------------------------------------------
@@ -225,155 +171,143 @@ class ModelManager:
         with self._refresh_lock:
             result = self._refresh()
             self.last_outcome = result
-            return result
+        if self.on_refresh is not None:
+            try:
+                self.on_refresh(self, result)
+            except Exception:  # reporting must not break polling
+                log.exception("on_refresh callback failed")
+        return result
 
     def _refresh(self) -> RefreshResult:
-        """Walk the fresh models in selection-rule order, down to the one serving, and serve the
-        first that loads. A candidate that fails (download, checks, warm-up) is reported and the
-        next one is tried, so a corrupt best model neither keeps a cold server unready nor blocks
-        a good second-best that still ranks above the current model. Candidates ranked below the
-        current model are never loaded: the current one is the best working model."""
         now = self._clock()
         self.last_check_at = now
         try:
-            candidates = select_candidates(self.db, now=now, max_age=self.max_age,
-                                           model_kind=self.model_kind, limit=self.max_candidates)
+            candidates = self.rank(self.db, now, self.max_age)
         except Exception as exc:  # registry unreachable: keep serving what we have
-            self._fail(None, f"registry query failed: {type(exc).__name__}: {exc}")
-            return RefreshResult("failed", None, str(exc))
+            self.registry_reachable = False
+            self.poll_errors += 1
+            message = f"registry query failed: {type(exc).__name__}: {exc}"
+            self.last_error = SwapError(now, None, None, message)
+            log.error("%s (serving %s)", message, self._served_id())
+            return RefreshResult("failed", None, message)
+        self.registry_reachable = True
+        self.selection = candidates[0].get("selection") if candidates else None
+        # `selection` describes this poll's order, not the model: kept out of the loaded entry
+        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates]
         if not candidates:
-            self.rejected = []
+            self.rejected, self.last_error, self._failures = [], None, {}
+            self._challenger = None
             return RefreshResult("no_model", None, "no fresh model in the registry")
-        current = self._current
-        failed: list[SwapError] = []    # ranked above what ends up serving, failed in this poll
-        skipped: list[SwapError] = []   # ranked above it, known bad from an earlier poll
         listed = {entry_key(entry) for entry in candidates}
-        # forget rejections of entries that are no longer candidates (bounded memory)
-        self._rejected = {k: v for k, v in self._rejected.items() if k in listed}
-        for entry in candidates:
-            key = entry_key(entry)
-            entry_id = str(entry.get("_id"))
-            if current is not None and current.key == key:
-                break  # everything below ranks lower than the model already serving
-            if key in self._rejected:
-                skipped.append(self._rejected[key])
-                continue
-            try:
-                loaded = self._load(entry)
-            except Exception as exc:  # whatever went wrong, try the next candidate
-                message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-                error = self._fail(entry, message)
-                if isinstance(exc, ArtifactRejected):
-                    self._rejected[key] = error
-                failed.append(error)
-                continue
-            previous = current.entry.get("_id") if current else None
-            self._current = loaded  # the swap: one reference assignment
-            self.swaps += 1
-            passed_over = failed + skipped
-            self.rejected = passed_over
-            self.last_error = passed_over[0] if passed_over else None
-            log.info("serving model %s (%s, score %.4f) in place of %s; loaded in %.2fs%s",
-                     entry_id, entry.get("file_name"), float(entry.get("score", float("nan"))),
-                     previous, loaded.load_seconds,
-                     f"; passed over {len(passed_over)} better-ranked model(s) that failed"
-                     if passed_over else "")
-            message = (f"fell back past {len(passed_over)} better-ranked model(s) that failed: "
-                       + "; ".join(f"{e.entry_id}: {e.message}" for e in passed_over)) if passed_over else ""
-            return RefreshResult("swapped", entry_id, message)
-        self.rejected = failed + skipped
-        if failed:
-            return RefreshResult("failed", failed[0].entry_id, failed[0].message)
-        if skipped:
-            self.last_error = skipped[0]
-            return RefreshResult("skipped_failed", skipped[0].entry_id, skipped[0].message)
-        self.last_error = None
-        return RefreshResult("unchanged", str(current.entry.get("_id")) if current else None)
+        self._failures = {k: v for k, v in self._failures.items() if k in listed}  # bounded memory
+        loaded_before = [m for m in (self._current, self._challenger) if m is not None]
+        result, rest = self._walk(candidates, now)
+        if self.load_challenger:
+            self._choose_challenger(rest, now, loaded_before)
+        return result
 
-    def _fail(self, entry: Mapping[str, Any] | None, message: str) -> SwapError:
-        error = SwapError(self._clock(), str(entry.get("_id")) if entry else None,
-                          entry.get("file_name") if entry else None, message)
-        self.last_error = error
-        log.error("model %s failed to load: %s (serving %s)", error.entry_id, message,
-                  self._current.entry.get("_id") if self._current else "no model")
-        return error
-
-    def _load(self, entry: Mapping[str, Any]) -> LoadedModel:
-        started = time.perf_counter()
-        file_name = entry.get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            raise ArtifactRejected("registry entry has no file_name")
-        try:
-            data = self.store.read(file_name)
-        except Exception as exc:  # not found, network, permissions: may be fixed by a retry
-            where = getattr(self.store, "location", None)
-            hint = (f" (the registry says it is in {entry.get('bucket')!r}, this server reads {where!r})"
-                    if entry.get("bucket") and where and entry.get("bucket") != where else "")
-            raise ModelLoadError(f"download of {file_name} failed: {type(exc).__name__}: {exc}{hint}"
-                                 ) from exc
-        expected_size, expected_sha = entry.get("size_bytes"), entry.get("sha256")
-        if len(data) != expected_size:
-            raise ArtifactRejected(f"{file_name}: size {len(data)} bytes, registry says {expected_size}")
-        actual_sha = sha256_hex(data)
-        if actual_sha != expected_sha:
-            raise ArtifactRejected(f"{file_name}: sha256 {actual_sha} does not match the registry's "
-                             f"{expected_sha}")
-        try:
-            artifact = load_artifact(data, device="cpu")
-        except ArtifactError as exc:
-            raise ArtifactRejected(f"{file_name}: not a loadable artifact: {exc}") from exc
-        recommender = artifact.recommender
-        try:
-            scorer = BatchScorer(recommender)
-            _warm_up(scorer)
-        except Exception as exc:
-            raise ArtifactRejected(f"{file_name}: warm-up failed: {type(exc).__name__}: {exc}") from exc
-        try:
-            names, names_source = _item_names(self._names_db, recommender.item_ids, artifact.extra)
-        except Exception as exc:  # names are cosmetic: serve ids without them rather than fail
-            log.warning("repository names unavailable for %s: %s", file_name, exc)
-            names, names_source = np.full(recommender.n_items, None, dtype=object), "none"
-        safe_entry = json_safe(entry)
-        summary = {k: safe_entry.get(k) for k in ("run_id", "partition_key", "score", "file_name")}
-        summary = {"id": safe_entry.get("_id"), **summary}
-        prefixes = np.empty(recommender.n_items, dtype=object)
-        prefixes[:] = [f'{{"repo_id":{json.dumps(i)},"name":{json.dumps(n)},"score":'
-                       for i, n in zip(recommender.item_ids.tolist(), names.tolist(), strict=True)]
-        item_ids = recommender.item_ids
-        column_of = ({i: c for c, i in enumerate(item_ids.tolist())} if item_ids.dtype.kind in "iu"
-                     else None)
-        return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes,
-                           column_of=column_of,
-                           summary_json=json.dumps(summary, separators=(",", ":")),
-                           entry=safe_entry, names=names,
-                           names_source=names_source, loaded_at=datetime.now(UTC),
-                           load_seconds=time.perf_counter() - started, key=entry_key(entry),
-                           summary=summary)
-
-    # -- reporting -----------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
+    def _walk(self, candidates: list[dict[str, Any]], now: datetime
+              ) -> tuple[RefreshResult, list[dict[str, Any]]]:
+        """Serve the first candidate that loads, from the best down to the one serving. Returns the
+        outcome and the candidates ranked below the served model (the challengers)."""
         current = self._current
-        error = self.last_error
-        return {
-            "ready": current is not None,
-            "model": None if current is None else {
-                **current.summary,
-                "n_items": current.n_items,
-                "scorer": current.scorer.mode,
-                "loaded_at": current.loaded_at.isoformat(),
-                "load_seconds": round(current.load_seconds, 3),
-                "names_source": current.names_source,
-                "entry": current.entry,
-            },
-            "last_check_at": self.last_check_at.isoformat() if self.last_check_at else None,
-            "last_outcome": None if self.last_outcome is None else {
-                "outcome": self.last_outcome.outcome, "entry_id": self.last_outcome.entry_id,
-                "message": self.last_outcome.message},
-            "last_swap_error": error.to_json() if error else None,
-            "rejected_candidates": [e.to_json() for e in self.rejected],
-            "swaps": self.swaps,
-            "poll_seconds": self.poll_seconds,
-            "max_age_hours": self.max_age.total_seconds() / 3600,
-            "store": getattr(self.store, "location", None),
-        }
+        passed_over: list[SwapError] = []  # ranked above what ends up serving, best first
+        tried = False
+        for index, entry in enumerate(candidates):
+            key = entry_key(entry)
+            if current is not None and current.key == key:
+                return self._settled(passed_over, tried, current), candidates[index + 1:]
+            known = self._known_failure(key, now)
+            if known is not None:
+                passed_over.append(known)
+                continue
+            tried = True
+            loaded = self._try_load(entry, now)
+            if isinstance(loaded, SwapError):
+                passed_over.append(loaded)
+                continue
+            self._swap(loaded, passed_over)
+            message = ("fell back past " + "; ".join(f"{e.entry_id}: {e.message}" for e in passed_over)
+                       if passed_over else "")
+            return RefreshResult("swapped", loaded.summary["id"], message), candidates[index + 1:]
+        # nothing ranked at or above the current model loads (or the current one went stale)
+        rest = [c for c in candidates if current is None or entry_key(c) != current.key]
+        return self._settled(passed_over, tried, current), rest
+
+    def _settled(self, passed_over: list[SwapError], tried: bool, current: LoadedModel | None
+                 ) -> RefreshResult:
+        """No swap: report the best-ranked failure (the same one in the outcome and in
+        `last_swap_error`), or that the serving model is still the best."""
+        self.rejected = passed_over
+        self.last_error = passed_over[0] if passed_over else None
+        if passed_over:
+            first = passed_over[0]
+            return RefreshResult("failed" if tried else "skipped_failed", first.entry_id, first.message)
+        return RefreshResult("unchanged", self._served_id())
+
+    def _swap(self, loaded: LoadedModel, passed_over: list[SwapError]) -> None:
+        previous = self._current
+        self._current = loaded  # the swap: one reference assignment
+        self.swaps += 1
+        self.rejected = passed_over
+        self.last_error = passed_over[0] if passed_over else None
+        log.info("serving model %s (%s, score %s) in place of %s; loaded in %.2fs%s",
+                 loaded.summary["id"], loaded.summary["file_name"], loaded.summary["score"],
+                 previous.summary["id"] if previous else None, loaded.load_seconds,
+                 f"; passed over {len(passed_over)} better-ranked model(s) that failed"
+                 if passed_over else "")
+
+    def _choose_challenger(self, below: list[dict[str, Any]], now: datetime,
+                           loaded_before: list[LoadedModel]) -> None:
+        """The best model ranked below the served one that loads. A model loaded before this poll
+        is reused (after a swap, the previous champion is usually the new challenger)."""
+        self.challenger_error = None
+        reusable = {m.key: m for m in loaded_before}
+        served = self._current.key if self._current is not None else None
+        for entry in below:
+            key = entry_key(entry)
+            if key == served:
+                continue
+            if key in reusable:
+                self._challenger = reusable[key]
+                return
+            known = self._known_failure(key, now)
+            if known is not None:
+                self.challenger_error = self.challenger_error or known
+                continue
+            loaded = self._try_load(entry, now)
+            if isinstance(loaded, SwapError):
+                self.challenger_error = self.challenger_error or loaded
+                continue
+            self._challenger = loaded
+            return
+        self._challenger = None
+
+    def _known_failure(self, key: str, now: datetime) -> SwapError | None:
+        """The remembered failure of this candidate if it must not be tried at this poll."""
+        failure = self._failures.get(key)
+        if failure is None:
+            return None
+        if failure.permanent or (failure.error.retry_at is not None and now < failure.error.retry_at):
+            return failure.error
+        return None
+
+    def _try_load(self, entry: Mapping[str, Any], now: datetime) -> LoadedModel | SwapError:
+        key = entry_key(entry)
+        try:
+            return load_model(entry, self.store, self._names_db)
+        except Exception as exc:  # whatever went wrong, remember it and try the next candidate
+            message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            permanent = isinstance(exc, ArtifactRejected)
+            attempts = self._failures[key].attempts + 1 if key in self._failures else 1
+            retry_at = None if permanent else now + min(MAX_BACKOFF, self.backoff * 2 ** (attempts - 1))
+            error = SwapError(self._clock(), str(entry.get("_id")), entry.get("file_name"), message,
+                              retry_at)
+            self._failures[key] = _Failure(error, attempts, permanent)
+            self.failed_loads += 1
+            log.error("model %s failed to load: %s (serving %s)%s", error.entry_id, message,
+                      self._served_id(), f"; next try after {retry_at.isoformat()}" if retry_at else "")
+            return error
+
+    def _served_id(self) -> str | None:
+        return self._current.summary["id"] if self._current is not None else None

@@ -24,6 +24,10 @@ class ServiceError(RuntimeError):
     pass
 
 
+class PortTakenError(ServiceError):
+    """Another process got the webserver's port first (free_port only finds a port free now)."""
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 1.0,
              on_timeout: Callable[[], str] | None = None) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after the deadline."""
@@ -41,8 +45,9 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
 class DagsterServices:
     """Start both processes in `workdir`; `env` is added to the current environment."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]):
+    def __init__(self, workdir: Path, env: dict[str, str], workspace: Path | None = None):
         self.workdir = workdir
+        self.workspace = workspace or PROJECT_ROOT / "workspace.yaml"
         self.env = {**os.environ, **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,23 +60,40 @@ class DagsterServices:
             [binary, *args[1:]], cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def start(self, timeout_s: float = 240) -> None:
-        workspace = str(PROJECT_ROOT / "workspace.yaml")
-        self._start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(self.port),
-                                  "-w", workspace])
-        # one at a time: two processes creating a fresh DAGSTER_HOME's SQLite schema at once race
-        # ("Version table 'alembic_version' has more than one head present")
-        wait_for("the webserver to load the code location", self._location_loaded, timeout_s,
-                 on_timeout=self.logs)
-        self._start("daemon", ["dagster-daemon", "run", "-w", workspace])
+    def start(self, timeout_s: float = 240, daemon: bool = True) -> None:
+        """The webserver, then (unless `daemon` is False: see start_daemon) the daemon."""
+        for attempt in range(3):
+            self._start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(self.port),
+                                      "-w", str(self.workspace)])
+            # one at a time: two processes creating a fresh DAGSTER_HOME's SQLite schema at once
+            # race ("Version table 'alembic_version' has more than one head present")
+            try:
+                wait_for("the webserver to load the code location", self._location_loaded, timeout_s,
+                         on_timeout=self.logs)
+                break
+            except PortTakenError:
+                if attempt == 2:
+                    raise
+                self._stop("webserver")
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        if daemon:
+            self.start_daemon(timeout_s)
+
+    def start_daemon(self, timeout_s: float = 240) -> None:
+        self._start("daemon", ["dagster-daemon", "run", "-w", str(self.workspace)])
         wait_for("the daemons to report healthy", self._daemons_healthy, timeout_s, interval_s=2,
                  on_timeout=self.logs)
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        self._stop(*self.processes)
+
+    def _stop(self, *names: str) -> None:
+        processes = [self.processes[name] for name in names]
+        for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, 15)  # the process group: the code servers they started too
-        for process in self.processes.values():
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -102,12 +124,21 @@ class DagsterServices:
         return body["data"]
 
     def _location_loaded(self) -> bool:
-        self._check_alive()
         try:
+            self._check_alive()
+        except ServiceError as exc:
+            if "address already in use" in str(exc):
+                raise PortTakenError(str(exc)) from exc
+            raise
+        try:
+            info = self.graphql("{ instance { info } }")["instance"]["info"] or ""
             data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
                 name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
         except requests.RequestException:
             return False
+        home = self.env.get("DAGSTER_HOME")
+        if home and home not in info:
+            raise PortTakenError(f"port {self.port} is answered by a webserver of another DAGSTER_HOME")
         for entry in data["workspaceOrError"]["locationEntries"]:
             if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
                 error = entry["locationOrLoadError"]
@@ -175,7 +206,7 @@ class DagsterServices:
     def backfill(self, backfill_id: str) -> dict[str, Any]:
         return self.graphql("""query B($id: String!) { partitionBackfillOrError(backfillId: $id) {
             ... on PartitionBackfill { id status partitionNames
-                runs { runId status startTime endTime tags { key value } } } } }""",
+                runs { runId status creationTime startTime endTime tags { key value } } } } }""",
                             {"id": backfill_id})["partitionBackfillOrError"]
 
     def instigator(self, kind: str, name: str) -> dict[str, Any]:
@@ -213,3 +244,29 @@ class DagsterServices:
             freshnessStatusInfo { freshnessStatus } } }""", {"keys": [{"path": [asset]}]})["assetNodes"]
         info = data[0]["freshnessStatusInfo"] if data else None
         return info["freshnessStatus"] if info else None
+
+    # ------------------------------------------------------------------ what the event log says
+
+    def runs_tagged(self, key: str, value: str) -> list[dict[str, Any]]:
+        return self.graphql("""query R($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+            ... on Runs { results { runId status startTime endTime tags { key value } } } } }""",
+                            {"tags": [{"key": key, "value": value}]})["runsOrError"]["results"]
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's step starts/ends and engine events: typename, stepKey, message, timestamp (s)."""
+        events = self.graphql("""query L($id: ID!) { logsForRun(runId: $id) { ... on EventConnection {
+            events { __typename ... on MessageEvent { message timestamp }
+                ... on StepEvent { stepKey } } } } }""", {"id": run_id})["logsForRun"]["events"]
+        return [{**e, "timestamp": float(e["timestamp"]) / 1000} for e in events]
+
+    def step_span(self, run_id: str, step_key: str) -> tuple[float, float | None] | None:
+        """(start, end) of a step from the event log; end is None while it runs."""
+        start = end = None
+        for event in self.events(run_id):
+            if event.get("stepKey") != step_key:
+                continue
+            if event["__typename"] == "ExecutionStepStartEvent":
+                start = event["timestamp"]
+            elif event["__typename"] in ("ExecutionStepSuccessEvent", "ExecutionStepFailureEvent"):
+                end = event["timestamp"]
+        return None if start is None else (start, end)

@@ -10,26 +10,24 @@ except in the run that must fail it.
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from batchrec_dagster.demo_data import DemoSpec, generate_demo, write_source
+from batchrec_dagster.codec import decode
 from batchrec_dagster.jobs import ASSET_NAMES
-from batchrec_dagster.mongo import connect
 from batchrec_dagster.new_stars import latest_closed_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, entries_for_partition
 from batchrec_dagster.run_failures import RUN_FAILURES, run_partition
 from batchrec_dagster.schedules import SCHEDULE_NAME
 from batchrec_dagster.sensors import NEW_STARS_SENSOR_NAME
-from batchrec_dagster.settings import PROJECT_ROOT
 from batchrec_dagster.storage import LocalBlobStore
-from tests.automation.dagster_services import DagsterServices, wait_for
+from tests.automation.dagster_services import wait_for
+from tests.automation.dagster_stack import dagster_stack
 
 pytestmark = pytest.mark.slow
 
@@ -62,35 +60,10 @@ def hour_before(key: str, hours: int) -> str:
 
 @pytest.fixture
 def services(tmp_path: Path, mongo_server_uri: str):
-    database = f"e2e_{uuid.uuid4().hex[:10]}"
-    db = connect(mongo_server_uri)[database]
-    # stars spread over the last 12 hours: every hour sees a longer prefix than the one before
-    write_source(db, generate_demo(DemoSpec(users=300, repos=120, days=0.5), datetime.now(UTC)))
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    far_minute = (datetime.now(UTC).minute + 30) % 60  # the schedule must not fire during the test
-    env = {
-        "DAGSTER_HOME": str(dagster_home),
-        "BATCHREC_HOME": str(tmp_path / "batchrec_home"),
-        "BATCHREC_DEPLOYMENT": "local",
-        "MONGODB_URI": mongo_server_uri,
-        "MONGODB_DATABASE": database,
-        "BATCHREC_SCHEDULE_MINUTE_OFFSET": str(far_minute),
-        "BATCHREC_EVALUATION_MINUTE_OFFSET": str(far_minute),
-        "BATCHREC_SENSOR_INTERVAL_SECONDS": "5",
-        "BATCHREC_NEW_STARS_THRESHOLD": "50",
-    }
-    services = DagsterServices(tmp_path, env)
     clock = Clock()
-    try:
-        services.start()
+    with dagster_stack(tmp_path, mongo_server_uri) as stack:
         clock("webserver loaded the code location, daemons healthy")
-        yield services, db, tmp_path / "batchrec_home", clock
-    finally:
-        services.stop()
-        db.client.drop_database(database)
-        db.client.close()
+        yield stack.services, stack.db, stack.home, clock
 
 
 def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
@@ -130,6 +103,26 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     spans = sorted((r["startTime"], r["endTime"]) for r in runs)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), \
         f"training runs overlapped: {spans}"
+    # in order, hour by hour: the daemon submits the runs in partition order and the queue starts
+    # them first in, first out, one at a time (training pool), so each hour finds the snapshot of
+    # the hour before it
+    by_start = sorted(runs, key=lambda r: r["startTime"])
+    assert [run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in by_start] == backfill_keys
+    # each hour saw exactly the stars before its end: the first read them all, the next two only
+    # their own hour, each extending the snapshot of the hour before
+    # one stored value per hour, under the run that wrote it (per-run paths)
+    folder = home / "storage" / "assets" / "raw_repositories"
+    stored = [list((folder / k).glob("*.npz")) for k in backfill_keys]
+    assert [len(files) for files in stored] == [1, 1, 1]
+    snapshots = [decode(files[0].read_bytes()) for files in stored]
+    assert [s.read_mode for s in snapshots] == ["full", "incremental", "incremental"]
+    for key, snapshot in zip(backfill_keys, snapshots, strict=True):
+        end = partition_window(key)[1]
+        assert len(snapshot.star_user_ids) == db.stars.count_documents({"starred_at": {"$lt": end}})
+        assert snapshot.starred_at.max() < np.datetime64(end.replace(tzinfo=None), "us")
+    hours = [partition_window(k) for k in backfill_keys[1:]]
+    assert [s.stars_read for s in snapshots[1:]] == [
+        db.stars.count_documents({"starred_at": {"$gte": start, "$lt": end}}) for start, end in hours]
 
     backfill_run_ids = {r["runId"] for r in runs}
     entries = [e for e in db[MODELS].find({"run_id": {"$in": sorted(backfill_run_ids)}})]
@@ -139,6 +132,10 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert [e["data_end"] for e in entries] == [partition_window(k)[1] for k in backfill_keys]
     nonzeros = [e["data_sizes"]["nonzeros"] for e in entries]
     assert nonzeros[0] < nonzeros[1] < nonzeros[2], nonzeros
+    # each later hour continued the model of the hour before it (never one that saw later stars)
+    assert [e["training_mode"] for e in entries] == ["warm", "warm", "warm"]   # hour 1: the run above
+    started_from = [e["warm_start"]["from"]["run_id"] for e in entries]
+    assert started_from == [run_id] + [e["run_id"] for e in entries[:2]]
     # the re-run hour kept its first model and gained a second, under another name
     rerun = entries_for_partition(db, partition_window(single_key)[1])
     assert [e["run_id"] for e in rerun][0] == run_id and len(rerun) == 2

@@ -22,6 +22,7 @@ def test_demo_then_registry_and_recommend(local_env: Path, mongo_db, capsys):
     assert "demo data loaded: 300 repositories, 300 users" in out
     assert "Registered model:" in out and "score (NDCG@100)" in out
     assert "Top-10 for user demo-user-0" in out and " 10. demo-" in out
+    assert "full read (no snapshot of the previous hour); full training (no registered" in out
     artifacts = list((local_env / "storage" / "models").glob("recvae_*.pt"))
     assert len(artifacts) == 1
     copied = (local_env / "dagster_home" / "dagster.yaml").is_file()
@@ -68,5 +69,6 @@ def test_dagster_home_gets_the_repository_dagster_yaml(local_env: Path):
 def test_every_command_is_wired():
     parser = build_parser()
     for argv in (["demo"], ["load-demo"], ["import-csv", "x.csv"], ["materialize", "--partition", "k"],
-                 ["registry"], ["recommend", "--user", "u"], ["dev"], ["stop"], ["serve"]):
+                 ["registry"], ["recommend", "--user", "u"], ["dev"], ["stop"], ["serve"],
+                 ["prod-stack"], ["settings"]):
         assert callable(parser.parse_args(argv).func), argv

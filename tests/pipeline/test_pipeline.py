@@ -96,8 +96,9 @@ def test_whole_graph_local_deployment(local_env: Path, mongo_db):
     with dg.DagsterInstance.ephemeral() as instance:
         result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
     storage = local_env / "storage"
+    assets = storage / "assets"  # one file per asset, partition and run
     entry = check_run(result, mongo_db, expected,
-                      read_asset=lambda a: (storage / "assets" / a / f"{KEY}.npz").read_bytes(),
+                      read_asset=lambda a: (assets / a / KEY / f"{result.run_id}.npz").read_bytes(),
                       read_artifact=lambda name: (storage / "models" / name).read_bytes())
     assert entry["bucket"] == str((storage / "models").resolve())
 
@@ -109,9 +110,10 @@ def test_whole_graph_prod_deployment_on_gcs(prod_env: str, gcs_client, mongo_db)
         result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
     bucket = gcs_client.bucket(prod_env)
     entry = check_run(result, mongo_db, expected,
-                      read_asset=lambda a: bucket.blob(f"batchrec/assets/{a}/{KEY}.npz").download_as_bytes(),
+                      read_asset=lambda a: bucket.blob(f"batchrec/assets/{a}/{KEY}/{result.run_id}.npz")
+                      .download_as_bytes(),
                       read_artifact=lambda name: bucket.blob(f"batchrec/models/{name}").download_as_bytes())
     assert entry["bucket"] == prod_env and entry["uri"] == f"gs://{prod_env}/batchrec/models/{entry['file_name']}"
     stored = {b.name for b in gcs_client.list_blobs(prod_env)}
-    assert {f"batchrec/assets/{a}/{KEY}.npz"
+    assert {f"batchrec/assets/{a}/{KEY}/{result.run_id}.npz"
             for a in ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model")} <= stored

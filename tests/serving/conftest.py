@@ -12,13 +12,15 @@ import pytest
 from batchrec_dagster.serving.app import create_app
 from batchrec_dagster.serving.model_manager import ModelManager
 from batchrec_dagster.storage import BlobStore
-from tests.serving.helpers import ServerThread, Serving
+from tests.serving.helpers import Clock, ServerThread, Serving, by_own_score
 
 
 @pytest.fixture
 def serving(mongo_db: Any, gcs_store: BlobStore) -> Iterator[Serving]:
-    """The API with no poller: tests trigger polls with `manager.refresh_now()`."""
-    manager = ModelManager(mongo_db, gcs_store, poll_seconds=None)
+    """The API with no poller: tests trigger polls with `manager.refresh_now()`; candidates in
+    order of their own score (helpers.by_own_score)."""
+    clock = Clock()
+    manager = ModelManager(mongo_db, gcs_store, poll_seconds=None, clock=clock, rank=by_own_score)
     app = create_app(manager, mongo_db)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Serving(server.url, http, manager, mongo_db, gcs_store)
+        yield Serving(server.url, http, manager, mongo_db, gcs_store, clock)

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from batchrec_dagster.registry import ensure_indexes, register_model
+from batchrec_dagster.registry import ensure_indexes, register_model, select_candidates
 from batchrec_dagster.serving.model_manager import ModelManager
 from batchrec_dagster.storage import BlobStore
 from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
@@ -56,6 +56,13 @@ def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = Non
     })
 
 
+def by_own_score(db: Any, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+    """Fresh models by their own registry score (`registry.select_candidates`): a simple, explicit
+    order for the tests of the walk itself (fallback, backoff, swaps), which would otherwise have
+    to stage evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
+    return select_candidates(db, now=now, max_age=max_age)
+
+
 def wait_for(predicate: Any, timeout_s: float = 20.0, message: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail after the deadline."""
     deadline = time.monotonic() + timeout_s
@@ -66,6 +73,19 @@ def wait_for(predicate: Any, timeout_s: float = 20.0, message: str = "condition"
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
         time.sleep(0.01)
+
+
+class Clock:
+    """Wall-clock time plus an offset that a test moves forward (backoff, model age)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
 
 
 class ServerThread:
@@ -98,6 +118,7 @@ class Serving:
     manager: ModelManager
     db: Any
     store: BlobStore
+    clock: Clock
 
     def publish(self, **kwargs: Any) -> dict[str, Any]:
         return publish(self.db, self.store, **kwargs)

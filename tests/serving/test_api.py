@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from batchrec_dagster.serving.app import MAX_BODY_BYTES, MAX_INPUT_IDS, MAX_K
+from batchrec_dagster.serving.schemas import MAX_BODY_BYTES, MAX_INPUT_IDS, MAX_K
 from tests.serving.helpers import ITEM_IDS, N_ITEMS, Serving, build_artifact
 
 
@@ -185,7 +185,7 @@ def test_the_fastapi_route_answers_like_the_fast_path(ready: Serving) -> None:
 
 
 def test_responses_are_valid_json_of_the_documented_schema(serving: Serving) -> None:
-    from batchrec_dagster.serving.app import RecommendationResponse
+    from batchrec_dagster.serving.schemas import RecommendationResponse
 
     odd = ['quo"te/back\\slash', "유니코드/repo", "tab\tname/x"] + [f"o/r{i}" for i in range(N_ITEMS - 3)]
     serving.publish(score=0.3, data=build_artifact(names=odd))

@@ -67,7 +67,7 @@ def test_corrupt_artifacts_are_rejected_while_the_old_model_keeps_serving(servin
     # 1. the blob does not match the registry's checksum (e.g. overwritten or damaged in transit)
     bad_sha = serving.publish(score=0.50, registered_sha256="0" * 64, seed=5)
     result = serving.manager.refresh_now()
-    assert result.outcome == "failed" and "does not match" in result.message
+    assert result.outcome == "failed" and "sha256" in result.message
     assert serving.recommend([1000]).json()["model"]["id"] == str(good["_id"])
     error = serving.http.get("/model").json()["last_swap_error"]
     assert error["entry_id"] == str(bad_sha["_id"]) and "sha256" in error["message"]
@@ -100,8 +100,15 @@ def test_missing_blob_keeps_the_model_and_is_retried(serving: Serving) -> None:
     result = serving.manager.refresh_now()
     assert result.outcome == "failed" and "download" in result.message
     assert serving.recommend([1000]).json()["model"]["id"] == str(good["_id"])
-    # a download failure may be transient: the next poll tries again
+    # a download failure may be transient: it is tried again, after a backoff that doubles
+    first_retry = datetime.fromisoformat(serving.http.get("/model").json()["last_swap_error"]["retry_at"])
+    assert serving.manager.refresh_now().outcome == "skipped_failed"  # too early
+    serving.clock.advance(first_retry - serving.clock() + timedelta(seconds=1))
     assert serving.manager.refresh_now().outcome == "failed"
+    second = serving.http.get("/model").json()["last_swap_error"]
+    assert second["entry_id"] == str(entry["_id"])
+    # the first wait is one poll interval (60 s), the second twice that
+    assert datetime.fromisoformat(second["retry_at"]) - serving.clock() > timedelta(seconds=100)
 
 
 def test_cold_start_with_only_a_corrupt_model_stays_not_ready(serving: Serving) -> None:

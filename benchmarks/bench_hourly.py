@@ -1,0 +1,216 @@
+"""Hourly runs end to end: one full hour H, warm hours H+1..H+3, and a full retrain of H+3.
+
+    python benchmarks/bench_hourly.py                                   # 40k x 20k demo + github-stars-tiny
+    python benchmarks/bench_hourly.py --users 3000 --repos 1500 --full-epochs 10 --skip-github  # quick
+
+Each run is `hourly_training_job` (all five assets and their checks) in its own process, as
+`batchrec materialize` runs it, against an embedded MongoDB (nx-27017) and a local folder started
+for the benchmark; its peak RSS is that process's ru_maxrss. Run config: H and the retrain of H+3
+with `read: full` and `mode: full`, the warm hours with the defaults (incremental read, warm start).
+Data and the test users that no model sees: hourly_data.py. Results: benchmarks/results/hourly.md
+and .json, with the command and the load average before and after every run (the CPU is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
+ASSETS = ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model", "model_registry_entry")
+FULL = {"raw_repositories": {"read": "full"}, "recvae_model": {"mode": "full"}}
+
+
+def child(partition_key: str, ops: dict[str, Any]) -> None:
+    """One hourly run in this process; prints RESULT {json}."""
+    import dagster as dg
+
+    from batchrec_dagster.materialize import prepare_dagster_home
+    from batchrec_dagster.settings import get_settings
+
+    prepare_dagster_home(get_settings())
+    from batchrec_dagster.materialize import asset_metadata, materialize_partition
+
+    run_config = {"ops": {op: {"config": config} for op, config in ops.items()},
+                  "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = materialize_partition(partition_key, run_config=run_config, instance=instance,
+                                       raise_on_error=False)
+        steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)
+                 if s.end_time and s.start_time}
+    metadata = {asset: {k: v for k, v in asset_metadata(result, asset).items()
+                        if isinstance(v, int | float | str) and len(str(v)) < 300} for asset in ASSETS}
+    print("RESULT " + json.dumps({
+        "success": result.success, "run_id": result.run_id, "job_seconds": time.perf_counter() - started,
+        "steps": steps, "metadata": metadata,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def run_hour(env: dict[str, str], key: str, ops: dict[str, Any]) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", key, json.dumps(ops)]
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - started
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines or not json.loads(lines[-1][7:])["success"]:
+        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
+        raise SystemExit(f"hourly run failed: {shlex.join(cmd)}")
+    result = json.loads(lines[-1][7:])
+    result.update(wall_seconds=wall, load_1m=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    return result
+
+
+def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from hourly_data import score_test_users
+
+    from batchrec_dagster.demo_data import record_dataset, write_source
+    from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving
+    from batchrec_dagster.mongo import connect
+    from batchrec_dagster.partitions import partition_window
+    from batchrec_dagster.registry import MODELS
+    from batchrec_dagster.storage import LocalBlobStore
+    from recvae import load_artifact
+    from tests.servers import free_port
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench_hourly_{name}_"))
+    port = free_port()
+    server = start_server(work / "mongo", port)
+    uri = mongo_uri("127.0.0.1", port)
+    try:
+        wait_until_serving(uri, server)
+        db = connect(uri)["bench"]
+        t0 = time.perf_counter()
+        write_source(db, hours_data.source)
+        record_dataset(db, hours_data.source, source=name)
+        load_seconds = time.perf_counter() - t0
+        env = {**os.environ, "BATCHREC_HOME": str(work / "home"), "MONGODB_URI": uri,
+               "MONGODB_DATABASE": "bench", "BATCHREC_DEPLOYMENT": "local",
+               "DAGSTER_HOME": str(work / "dagster_home"), "OMP_WAIT_POLICY": "PASSIVE",
+               "BATCHREC_FULL_RUN_HOUR": str(args.full_run_hour)}
+        full_ops = {**FULL, "recvae_model": {**FULL["recvae_model"], **args.full_training}}
+        plan = [("H full", keys[0], full_ops)] + [
+            (f"H+{i} warm", keys[i], {"recvae_model": args.warm_training}) for i in (1, 2, 3)] + [
+            ("H+3 full retrain", keys[3], full_ops)]
+        runs = []
+        for label, key, ops in plan:
+            result = run_hour(env, key, ops)
+            entry = db[MODELS].find_one({"run_id": result["run_id"]})
+            store = LocalBlobStore(work / "home" / "storage" / "models")
+            model = load_artifact(store.read(entry["file_name"])).recommender
+            result.update(label=label, partition_key=key, vocabulary=int(model.n_items),
+                          test=score_test_users(hours_data, model, partition_window(key)[1]))
+            vae = work / "home" / "storage" / "assets" / "vae_input" / key / f"{result['run_id']}.npz"
+            result["vae_input_sha256"] = _validation_digest(vae)
+            runs.append(result)
+            print(_row(result), flush=True)
+        return {"name": name, "description": hours_data.description, "load_seconds": load_seconds,
+                "partition_keys": keys, "runs": runs,
+                "stars_in_mongodb": len(hours_data.source.star_user_ids),
+                "test_users": int(len(set(hours_data.test_user_ids.tolist())))}
+    finally:
+        shutil.rmtree(work / "home", ignore_errors=True)  # the artifacts and snapshots of this case
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # nx-27017 sometimes swallows SIGTERM
+            server.kill()
+            server.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _validation_digest(path: Path) -> str:
+    """Which users a vae_input held out (validation and test): the warm and the full run of H+3
+    must share them."""
+    import hashlib
+
+    from batchrec_dagster.codec import decode
+
+    value = decode(path.read_bytes())
+    parts = [value.validation_user_ids, value.validation_target.indices]
+    if value.test_user_ids is not None:
+        parts += [value.test_user_ids, value.test_target.indices]
+    return hashlib.sha256(b"".join(p.tobytes() for p in parts)).hexdigest()[:12]
+
+
+def _row(r: dict[str, Any]) -> str:
+    raw, model = r["metadata"]["raw_repositories"], r["metadata"]["recvae_model"]
+    return (f"{r['label']}: {r['wall_seconds']:.1f}s, read {raw.get('read_mode')} ({raw.get('stars_read')} "
+            f"docs), {model.get('training_mode')} {model.get('epochs')} epochs, score ndcg@100 "
+            f"{model.get('score'):.4f}, bench ndcg@100 {r['test']['ndcg@100']:.4f}, "
+            f"peak {r['peak_rss_mb']:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--users", type=int, default=40000)
+    parser.add_argument("--repos", type=int, default=20000)
+    parser.add_argument("--stars-per-user", type=float, default=25.0)
+    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--test-users", type=int, default=1000, help="users no model sees, for scoring")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-github", action="store_true")
+    parser.add_argument("--hour", default="2026-06-01-10:00",
+                        help="partition H (KST); H..H+3 must not be the full-run hour")
+    parser.add_argument("--full-run-hour", type=int, default=4)
+    parser.add_argument("--full-epochs", type=int, help="epochs of the full runs (default: the pipeline's)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "hourly")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], json.loads(args.child[1]))
+        return
+    from hourly_data import csv_hours, demo_hours
+
+    from batchrec_dagster.demo_data import DemoSpec
+    from batchrec_dagster.partitions import partition_window
+    from batchrec_dagster.settings import PARTITION_KEY_FORMAT
+
+    args.full_training = {"epochs": args.full_epochs} if args.full_epochs else {}
+    args.warm_training = {}
+    # KST has no daylight saving time: the next partitions are the next wall-clock hours
+    first = datetime.strptime(args.hour, PARTITION_KEY_FORMAT)
+    keys = [(first + timedelta(hours=i)).strftime(PARTITION_KEY_FORMAT) for i in range(4)]
+    windows = [partition_window(k) for k in keys]
+    report: dict[str, Any] = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                              "uptime_before": _uptime(), "cases": []}
+    if not args.skip_demo:
+        spec = DemoSpec(users=args.users, repos=args.repos, mean_stars_per_user=args.stars_per_user,
+                        days=args.days)
+        report["cases"].append(run_case("demo", demo_hours(spec, windows[3][1], args.test_users), keys, args))
+    if not args.skip_github and (args.dataset / "stars.csv").is_file():
+        data = csv_hours(args.dataset, [w[0] for w in windows], args.test_users)
+        report["cases"].append(run_case("github", data, keys, args))
+    report["uptime_after"] = _uptime()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    from hourly_report import markdown
+
+    args.output.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {args.output.with_suffix('.md')}")
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+if __name__ == "__main__":
+    main()

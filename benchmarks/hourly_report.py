@@ -1,0 +1,97 @@
+"""The markdown of bench_hourly.py's results: one table of runs and one of targets per case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ASSETS = ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model", "model_registry_entry")
+TARGET_SECONDS = 300.0
+TARGET_SHARE = 1 / 8
+TARGET_QUALITY = 0.99
+TARGET_READ_SECONDS = 10.0
+TARGET_RSS_MB = 2048.0
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}" if isinstance(value, int | float) else str(value)
+
+
+def _run_row(r: dict[str, Any]) -> str:
+    raw, model = r["metadata"]["raw_repositories"], r["metadata"]["recvae_model"]
+    steps = [r["steps"].get(a, 0.0) for a in ASSETS]
+    checks = sum(v for k, v in r["steps"].items() if k not in ASSETS)
+    start = model.get("warm_start_from_partition", "") if model.get("training_mode") == "warm" else ""
+    cells = [r["label"], r["partition_key"], raw.get("read_mode"), _f(raw.get("stars_read"), 0),
+             f"{model.get('training_mode')}{' from ' + start if start else ''}",
+             f"{model.get('epochs')} (best {model.get('best_epoch')})",
+             _f(model.get("vocabulary_overlap", ""), 4), *(_f(s) for s in steps), _f(checks),
+             _f(r["wall_seconds"]), _f(r["peak_rss_mb"], 0), _f(model.get("validation_score", ""), 4),
+             _f(model.get("score"), 4), _f(r["test"]["ndcg@100"], 4), _f(r["test"]["recall@20"], 4),
+             " / ".join(_f(x, 2) for x in r["load_1m"])]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _targets(case: dict[str, Any]) -> list[str]:
+    runs = case["runs"]
+    warm = [r for r in runs if r["label"].endswith("warm")]
+    retrain, warm3 = runs[-1], runs[-2]
+    worst = max(r["wall_seconds"] for r in warm)
+    read = max(r["steps"].get("raw_repositories", 0.0) for r in warm)
+    pure_read = max(r["metadata"]["raw_repositories"].get("read_seconds", 0.0) for r in warm)
+    rss = max(r["peak_rss_mb"] for r in warm)
+    test_ratio = warm3["test"]["ndcg@100"] / retrain["test"]["ndcg@100"]
+    val_ratio = warm3["metadata"]["recvae_model"]["score"] / retrain["metadata"]["recvae_model"]["score"]
+    same_users = warm3["vae_input_sha256"] == retrain["vae_input_sha256"]
+    modes = all(r["metadata"]["recvae_model"].get("training_mode") == "warm"
+                and r["metadata"]["raw_repositories"].get("read_mode") == "incremental" for r in warm)
+
+    def line(what: str, measured: str, met: bool) -> str:
+        return f"| {what} | {measured} | {'yes' if met else '**no**'} |"
+
+    return [
+        "| target | measured | met |", "|---|---|---|",
+        line("warm hours read incrementally and warm-started", "all three" if modes else "not all", modes),
+        line(f"warm hourly run end to end <= {TARGET_SECONDS:.0f} s", f"{worst:.1f} s (slowest of 3)",
+             worst <= TARGET_SECONDS),
+        line("warm run <= 1/8 of the full run's time (full retrain of H+3)",
+             f"{worst:.1f} / {retrain['wall_seconds']:.1f} s = 1/{retrain['wall_seconds'] / worst:.1f}",
+             worst <= TARGET_SHARE * retrain["wall_seconds"]),
+        line(f"NDCG@100 of warm H+3 >= {TARGET_QUALITY}x the full retrain's, bench users (never trained on)",
+             f"{warm3['test']['ndcg@100']:.4f} / {retrain['test']['ndcg@100']:.4f} = {test_ratio:.3f}",
+             test_ratio >= TARGET_QUALITY),
+        line(f"same, the pipeline's own score on the held-out users of H+3 (same split: {same_users})",
+             f"{warm3['metadata']['recvae_model']['score']:.4f} / "
+             f"{retrain['metadata']['recvae_model']['score']:.4f} = {val_ratio:.3f}",
+             val_ratio >= TARGET_QUALITY and same_users),
+        line(f"reading one hour of new stars <= {TARGET_READ_SECONDS:.0f} s",
+             f"raw_repositories step {read:.1f} s at most (MongoDB read + merge {pure_read:.1f} s)",
+             read <= TARGET_READ_SECONDS),
+        line(f"peak RSS of a warm hourly run < {TARGET_RSS_MB / 1024:.0f} GB", f"{rss:,.0f} MB",
+             rss < TARGET_RSS_MB),
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    out = ["# Hourly runs: incremental reads and warm starts", "",
+           f"Command: `{report['command']}`", "",
+           f"Machine: {report['machine']}; `uptime` before: `{report['uptime_before']}`, after: "
+           f"`{report['uptime_after']}`", "",
+           "Every run is `hourly_training_job` (five assets + checks) in its own process against an "
+           "embedded MongoDB and a local folder. *run s* is that process end to end (Python, Dagster and "
+           "torch start-up included); the asset columns are Dagster's step times. *validation* and "
+           "*score*: NDCG@100 on the pipeline's own held-out validation and test users of that hour "
+           "(drawn per hour, so a warm model's ancestors may have trained on some of them); *bench*: "
+           "users whose stars were never written to MongoDB, scored on 20% of their stars before the "
+           "hour's end with the rest fed in. Load average (1 min) before / after each run in the last "
+           "column.", ""]
+    header = ["run", "hour (KST)", "read", "stars read", "training", "epochs", "overlap",
+              *(f"{a} s" for a in ASSETS), "checks s", "run s", "peak RSS MB", "validation NDCG@100",
+              "score (own test users)", "bench NDCG@100", "bench R@20", "load"]
+    for case in report["cases"]:
+        out += [f"## {case['name']}", "", case["description"] + ".", "",
+                f"{case['stars_in_mongodb']:,} stars in MongoDB (loaded in {case['load_seconds']:.0f} s); "
+                f"{case['test_users']} test users held out of MongoDB.", "",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += [_run_row(r) for r in case["runs"]]
+        out += ["", *_targets(case), ""]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,42 @@
+"""Stopping a service and everything it started, by PID, even when it ignores SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from batchrec_dagster.process_groups import stop_process_group, wait_all_gone
+from batchrec_dagster.processes import group_members, is_running
+from tests.automation.dagster_services import wait_for
+
+# a parent that ignores SIGTERM and a child that inherits the ignored signal (as a stuck service)
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_group_that_ignores_sigterm_is_killed_and_checked_gone() -> None:
+    process = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    child = int(process.stdout.readline())
+    wait_for("both processes in the group", lambda: set(group_members(process.pid)) == {process.pid, child},
+             timeout_s=30, interval_s=0.1)
+    started = time.monotonic()
+    stop_process_group(process, timeout_s=1)
+    assert time.monotonic() - started < 20
+    assert process.returncode == -9  # SIGTERM was ignored, SIGKILL ended it
+    assert not is_running(process.pid) and not is_running(child)
+    assert group_members(process.pid) == set()
+    process.stdout.close()
+
+
+def test_a_polite_process_stops_on_sigterm() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    stop_process_group(process, timeout_s=30)
+    assert process.returncode == -15
+    assert wait_all_gone([process.pid], timeout_s=0) == []
