@@ -108,7 +108,10 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
             (f"H+{i} warm", keys[i], {"recvae_model": args.warm_training}) for i in (1, 2, 3)] + [
             ("H+3 full retrain", keys[3], full_ops)]
         runs = []
+        loaded = len(hours_data.source.star_user_ids)
+        print(f"{name}: {loaded:,} stars loaded in {load_seconds:.0f} s", flush=True)
         for label, key, ops in plan:
+            print(f"{label} ({key}) ...", flush=True)
             result = run_hour(env, key, ops)
             entry = db[MODELS].find_one({"run_id": result["run_id"]})
             store = LocalBlobStore(work / "home" / "storage" / "models")
