@@ -80,7 +80,8 @@ def markdown(report: dict[str, Any]) -> str:
            "embedded MongoDB and a local folder. *run s* is that process end to end (Python, Dagster and "
            "torch start-up included); the asset columns are Dagster's step times. *validation* and "
            "*score*: NDCG@100 on the pipeline's own held-out validation and test users of that hour "
-           "(drawn per hour, so a warm model's ancestors may have trained on some of them); *bench*: "
+           "(the same users every hour, chosen by a hash of their id, so no model in the warm chain "
+           "trained on them; which of their stars are scored changes per hour); *bench*: "
            "users whose stars were never written to MongoDB, scored on 20% of their stars before the "
            "hour's end with the rest fed in. Load average (1 min) before / after each run in the last "
            "column.", ""]

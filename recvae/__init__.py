@@ -10,6 +10,7 @@ from recvae.data import (
     build_interactions,
     filter_min_counts,
     split_users,
+    stable_user_order,
 )
 from recvae.device import CudaUnavailableError
 from recvae.inference import Recommender
@@ -59,6 +60,7 @@ __all__ = [
     "ndcg_at_k",
     "recall_at_k",
     "split_users",
+    "stable_user_order",
     "train_recvae",
     "warm_start",
 ]

@@ -148,6 +148,31 @@ def _holdout(
     return HeldOut(user_ids=user_ids[keep], fold_in=fold_in, target=target)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def stable_user_order(user_ids: np.ndarray, salt: int = 0) -> np.ndarray:
+    """Row indices ordered by a fixed hash of each user's id (splitmix64 of id and `salt`).
+
+    Passed to `split_users(user_order=...)`, it holds out the users with the smallest hashes: the
+    same users call after call as the data grows. With fixed held-out counts, a user joins the
+    held-out set only when new, and leaves it (into training) only when users with smaller hashes
+    arrive, so a model trained on one snapshot and continued on the next (warm start) is never
+    validated or scored on users it trained on. (Where the counts grow with the data, each extra
+    held-out place takes one user from training.) A random permutation per call would hold out
+    users the earlier model trained on.
+    """
+    ids = np.asarray(user_ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"user ids must be integers to hash, got dtype {ids.dtype}")
+    with np.errstate(over="ignore"):  # splitmix64 relies on wrap-around uint64 arithmetic
+        z = ids.astype(np.int64).view(np.uint64) + _GOLDEN * np.uint64(salt + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return np.lexsort((ids, z))  # ties (equal hashes need equal ids) broken by id
+
+
 def split_users(
     inter: Interactions,
     *,
@@ -156,6 +181,7 @@ def split_users(
     holdout_fraction: float = 0.2,
     min_heldout_items: int = 5,
     seed: int = 0,
+    user_order: np.ndarray | None = None,
 ) -> Split:
     """Mult-VAE protocol (Liang et al. 2018): whole users are held out for validation and test.
 
@@ -163,6 +189,11 @@ def split_users(
     scored target and the rest the fold-in input. Columns are restricted to items with at least
     one interaction among training users; held-out users left with fewer than `min_heldout_items`
     items are dropped, so a HeldOut can have fewer users than requested.
+
+    Which users are held out: the first `n_validation` rows of `user_order` for validation, the
+    next `n_test` for test (a permutation of the rows; `stable_user_order` keeps them the same as
+    the data grows). Without it, a random permutation drawn from `seed`. `seed` also draws which
+    of a held-out user's items are scored.
     """
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError("holdout_fraction must be in (0, 1)")
@@ -175,7 +206,12 @@ def split_users(
             f"got {n_validation} and {n_test}"
         )
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n_users)
+    if user_order is None:
+        perm = rng.permutation(n_users)
+    else:
+        perm = np.asarray(user_order)
+        if perm.shape != (n_users,) or not np.array_equal(np.sort(perm), np.arange(n_users)):
+            raise ValueError(f"user_order must be a permutation of the {n_users} rows")
     val_rows = np.sort(perm[:n_validation])
     test_rows = np.sort(perm[n_validation : n_validation + n_test])
     train_rows = np.sort(perm[n_validation + n_test :])

@@ -61,7 +61,14 @@ class SplitConfig(dg.Config):
         default=0.2, gt=0, lt=1, description="Share of each held-out user's repositories to score "
                                              "(the rest is folded in).")
     min_heldout_items: int = Field(default=5, ge=2, description="Held-out users need this many items.")
-    seed: int | None = Field(default=None, description="Split seed; default: derived from the partition key.")
+    seed: int | None = Field(
+        default=None, description="Seed of which items of a held-out user are scored; default: derived "
+                                  "from the partition key. It does not choose the held-out users.")
+    holdout_salt: int = Field(
+        default=0, ge=0, description="Which users are held out: those with the smallest hash of id and "
+                                     "salt, the same every hour, so a warm run never validates or scores "
+                                     "on users its starting model trained on. Change it only with a full "
+                                     "retrain.")
 
 
 _PAPER = RecVAEConfig()  # the library keeps the paper's values; the pipeline changes only these:

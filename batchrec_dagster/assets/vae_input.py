@@ -1,4 +1,8 @@
-"""vae_input: training users, held-out validation and test users (80/20 fold-in), fixed per partition."""
+"""vae_input: training users, held-out validation and test users (80/20 fold-in), fixed per partition.
+
+The held-out users are chosen by a hash of their id (`recvae.stable_user_order`), not by the
+partition's seed: hour after hour they stay held out, so a warm run, which continues the model
+of an earlier hour, is never early-stopped or scored on users that model trained on."""
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 import dagster as dg
@@ -9,7 +13,7 @@ from batchrec_dagster.assets.config import SplitConfig
 from batchrec_dagster.assets.metadata import window_metadata
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.types import UserItemMatrix, VaeInput
-from recvae import Interactions, split_users
+from recvae import Interactions, split_users, stable_user_order
 
 
 def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> VaeInput:
@@ -22,7 +26,8 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
     n_test = min(config.test_users, int(n_users * config.max_validation_fraction))
     split = split_users(Interactions(matrix.matrix, matrix.user_ids, matrix.item_ids),
                         n_validation=n_validation, n_test=n_test, holdout_fraction=config.holdout_fraction,
-                        min_heldout_items=config.min_heldout_items, seed=seed)
+                        min_heldout_items=config.min_heldout_items, seed=seed,
+                        user_order=stable_user_order(matrix.user_ids, config.holdout_salt))
     for name, held, wanted in (("validation", split.validation, n_validation), ("test", split.test, n_test)):
         if held is None or held.n_users == 0:
             raise dg.Failure(description=f"none of the {wanted} held-out {name} users has "
@@ -44,7 +49,8 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
 @hourly_asset(
     kinds={"scipy"},
     description="The training matrix plus held-out validation and test users, each split 80/20 into "
-                "fold-in and scored items. Deterministic for a partition: the seed is derived from its key.",
+                "fold-in and scored items. The held-out users are the same every hour (a hash of their "
+                "id); which of their items are scored is drawn from the partition key.",
 )
 def vae_input(context: dg.AssetExecutionContext, config: SplitConfig,
               user_item_matrix: UserItemMatrix) -> dg.MaterializeResult:

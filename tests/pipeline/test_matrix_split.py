@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -60,7 +61,11 @@ def test_split_is_deterministic_per_partition_and_leak_free():
     assert partition_seed("2026-03-01-20:00") != partition_seed("2026-03-01-21:00")
     np.testing.assert_array_equal(a.validation_user_ids, b.validation_user_ids)
     assert (a.validation_target != b.validation_target).nnz == 0
-    assert not np.array_equal(a.validation_user_ids, c.validation_user_ids)
+    # the same users are held out every hour (warm runs must not score users they trained on);
+    # which of their items are scored changes with the partition
+    np.testing.assert_array_equal(a.validation_user_ids, c.validation_user_ids)
+    np.testing.assert_array_equal(a.test_user_ids, c.test_user_ids)
+    assert (a.validation_target != c.validation_target).nnz > 0
     assert not set(a.train_user_ids.tolist()) & set(a.validation_user_ids.tolist())
     assert a.validation_fold_in.multiply(a.validation_target).nnz == 0
     # separate test users (they give the model's own score; validation only picks the epoch)
@@ -83,3 +88,19 @@ def test_too_few_users_is_a_clear_failure():
     matrix = demo_matrix()
     with pytest.raises(dg.Failure, match="too few"):
         build_vae_input(matrix, SplitConfig(max_validation_fraction=0.001), seed=1)
+
+
+def test_users_trained_on_in_one_hour_are_never_held_out_in_the_next():
+    """Hour H sees 80% of the users, hour H+1 all of them (validation and test counts at their caps):
+    nobody trained on at H is held out at H+1, and most held-out users stay held out."""
+    matrix = demo_matrix()
+    config = SplitConfig(validation_users=30, test_users=30)
+    rng = np.random.default_rng(5)
+    earlier = np.sort(rng.choice(matrix.matrix.shape[0], int(matrix.matrix.shape[0] * 0.8), replace=False))
+    before = replace(matrix, matrix=matrix.matrix[earlier], user_ids=matrix.user_ids[earlier])
+    h = build_vae_input(before, config, partition_seed("2026-03-01-20:00"))
+    h1 = build_vae_input(matrix, config, partition_seed("2026-03-01-21:00"))
+    held_next = set(h1.validation_user_ids.tolist()) | set(h1.test_user_ids.tolist())
+    assert not set(h.train_user_ids.tolist()) & held_next
+    held_before = set(h.validation_user_ids.tolist()) | set(h.test_user_ids.tolist())
+    assert len(held_before & held_next) >= 0.6 * len(held_before)

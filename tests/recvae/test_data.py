@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recvae import Interactions, build_interactions, filter_min_counts, split_users
+from recvae import Interactions, build_interactions, filter_min_counts, split_users, stable_user_order
 from recvae.datasets import power_law_interactions
 
 
@@ -127,3 +127,28 @@ def test_power_law_generator_is_exact_deterministic_and_skewed() -> None:
     assert a.matrix.nnz == 6000 and (a.matrix != b.matrix).nnz == 0
     counts = np.bincount(a.item_ids[a.matrix.indices], minlength=200)
     assert counts[:20].sum() > 3 * counts[-20:].sum()
+
+
+def test_stable_user_order_depends_only_on_ids_and_salt():
+    ids = np.array([7, 3, 2**62, 0, 41, 99, 12345678901], dtype=np.int64)
+    order = stable_user_order(ids)
+    assert sorted(order.tolist()) == list(range(len(ids)))
+    np.testing.assert_array_equal(stable_user_order(ids), order)
+    # the same users come first whatever the row order
+    shuffled = ids[::-1].copy()
+    assert ids[order].tolist() == shuffled[stable_user_order(shuffled)].tolist()
+    assert ids[stable_user_order(ids, salt=1)].tolist() != ids[order].tolist()
+    with pytest.raises(TypeError, match="integers"):
+        stable_user_order(np.array(["a", "b"]))
+
+
+def test_split_users_holds_out_the_given_order(small_inter):
+    order = stable_user_order(small_inter.user_ids)
+    split = split_users(small_inter, n_validation=20, n_test=10, seed=1, user_order=order)
+    other_seed = split_users(small_inter, n_validation=20, n_test=10, seed=2, user_order=order)
+    first = set(small_inter.user_ids[order[:20]].tolist())
+    assert set(split.validation.user_ids.tolist()) <= first
+    assert set(split.test.user_ids.tolist()) <= set(small_inter.user_ids[order[20:30]].tolist())
+    np.testing.assert_array_equal(split.validation.user_ids, other_seed.validation.user_ids)
+    with pytest.raises(ValueError, match="permutation"):
+        split_users(small_inter, n_validation=20, user_order=order[:-1])
