@@ -20,8 +20,18 @@ from batchrec_dagster.mongo import connect
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
 from tests.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
+from tests.signals import current_dispositions, restore_dispositions
 
 SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
+
+
+@pytest.fixture(autouse=True)
+def signal_dispositions() -> Iterator[None]:
+    """SIGTERM and SIGINT as the test found them (see tests/signals.py: in-process Dagster runs
+    leave SIGTERM ignored when the suite starts with SIGINT ignored)."""
+    saved = current_dispositions()
+    yield
+    restore_dispositions(saved)
 
 
 @pytest.fixture(autouse=True)

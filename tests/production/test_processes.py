@@ -40,3 +40,27 @@ def test_a_polite_process_stops_on_sigterm() -> None:
     stop_process_group(process, timeout_s=30)
     assert process.returncode == -15
     assert wait_all_gone([process.pid], timeout_s=0) == []
+
+
+def test_sigterm_left_ignored_by_dagster_is_put_back() -> None:
+    """Reproduces the leak that made the test above fail in suites started as `nohup make test &`:
+    with SIGINT ignored, Dagster's capture_interrupts leaves SIGTERM ignored, and a child started
+    then ignores SIGTERM. restore_dispositions (run after every test by conftest) undoes it."""
+    import signal
+
+    from dagster._utils.interrupts import capture_interrupts
+
+    from tests.signals import current_dispositions, restore_dispositions
+
+    saved = current_dispositions()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a non-interactive shell
+    try:
+        with capture_interrupts():
+            pass
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # Dagster's mapping, left behind
+    finally:
+        assert "SIGTERM" in restore_dispositions(saved)
+    assert signal.getsignal(signal.SIGTERM) == saved[signal.SIGTERM]
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    stop_process_group(process, timeout_s=30)
+    assert process.returncode == -15
