@@ -11,13 +11,15 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchrec_dagster.mongo import connect, server_uri
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import blob_store_for
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from batchrec_dagster.serving.app import ServingApp
 
 SWITCH_INTERVAL_S = 0.001
@@ -76,17 +78,25 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
                       worker=WorkerInfo(worker_index, options.workers))
 
 
-def serve(options: ServeOptions, worker_index: int = 0, sockets: list[socket.socket] | None = None) -> None:
-    """Serve until a signal ends the drain (shutdown.py); binds host:port unless given `sockets`."""
+def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+    """How every server of the API runs uvicorn (`batchrec serve`, and the tests' servers)."""
     import uvicorn
 
-    from batchrec_dagster.serving.shutdown import GRACEFUL_TIMEOUT_S, DrainingServer
+    from batchrec_dagster.serving.http_protocol import HeadWithBodyProtocol
+    from batchrec_dagster.serving.shutdown import GRACEFUL_TIMEOUT_S
+
+    return uvicorn.Config(app, host=host, port=port, access_log=False, log_level=log_level,
+                          loop="auto", http=HeadWithBodyProtocol, lifespan="on",
+                          timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+                          proxy_headers=False)  # no client address is used: skip the X-Forwarded-* layer
+
+
+def serve(options: ServeOptions, worker_index: int = 0, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until a signal ends the drain (shutdown.py); binds host:port unless given `sockets`."""
+    from batchrec_dagster.serving.shutdown import DrainingServer
 
     app = build_app(options, worker_index)
-    config = uvicorn.Config(app, host=options.host, port=options.port, access_log=False,
-                            log_level=options.log_level, loop="auto", http="auto", lifespan="on",
-                            timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
-                            proxy_headers=False)  # no client address is used: skip the X-Forwarded-* layer
+    config = uvicorn_config(app, host=options.host, port=options.port, log_level=options.log_level)
     server = DrainingServer(config, drain_seconds=options.drain_seconds, state=app.state.shutdown,
                             on_drain=app.state.metrics.begin_draining)
     server.run(sockets=sockets)

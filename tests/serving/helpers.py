@@ -16,6 +16,7 @@ import uvicorn
 
 from batchrec_dagster.registry import ensure_indexes, register_model, select_candidates
 from batchrec_dagster.serving.model_manager import ModelManager
+from batchrec_dagster.serving.runtime import uvicorn_config
 from batchrec_dagster.storage import BlobStore
 from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
 from tests.servers import free_port
@@ -94,9 +95,7 @@ class ServerThread:
     def __init__(self, app: Any):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
