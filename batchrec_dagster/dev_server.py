@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from batchrec_dagster.materialize import prepare_dagster_home
-from batchrec_dagster.processes import group_members, is_running
+from batchrec_dagster.processes import group_members, handling, is_running
 from batchrec_dagster.settings import PROJECT_ROOT, Settings
 
 DEFAULT_GRACE_S = 25.0     # inside Kubernetes' default 30 s termination grace period
@@ -130,8 +130,7 @@ def run_dev(settings: Settings, dagster_args: list[str], *, grace_s: float = DEF
     _ensure_local_mongo(settings)
     supervisor = _Supervisor(grace_s)
     # handlers first: a handled signal is reset to the default in the child at exec
-    previous = {sig: signal.signal(sig, supervisor.on_signal) for sig in _FORWARDED}
-    try:
+    with handling(dict.fromkeys(_FORWARDED, supervisor.on_signal)):
         if supervisor.stop_requested_at is not None:
             return 0
         print(f"DAGSTER_HOME={home}; starting `dagster dev` "
@@ -145,9 +144,6 @@ def run_dev(settings: Settings, dagster_args: list[str], *, grace_s: float = DEF
             code = supervisor.wait()
         finally:
             supervisor.clean_up(pgid)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if supervisor.stop_requested_at is not None:
         print("batchrec dev: stopped" + (" (killed)" if supervisor.killed else ""), flush=True)
         return 1 if supervisor.killed else 0

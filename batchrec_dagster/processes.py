@@ -17,7 +17,12 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+
+SignalHandler = Callable[[int, FrameType | None], object]
 
 _PROC = Path("/proc")
 _POLL_S = 0.02
@@ -173,3 +178,19 @@ def stop_process(pid: int, *, grace_s: float = 10.0, kill_wait_s: float = 10.0,
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+@contextmanager
+def handling(handlers: Mapping[int, SignalHandler]) -> Iterator[None]:
+    """Install `handlers` (signal -> handler) for the block and put the previous dispositions back
+    after it, whatever happens inside. A supervisor installs its own handlers before it starts
+    children: exec resets a handled signal to its default in the child, while an ignored one
+    (SIG_IGN, as a shell gives `cmd &`) would stay ignored there."""
+    previous: dict[int, object] = {}
+    try:
+        for sig, handler in handlers.items():
+            previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from typing import Any
 
 from batchrec_dagster.local_postgres import LocalPostgres, PostgresConnection, PostgresError
 from batchrec_dagster.process_groups import stop_process_group
+from batchrec_dagster.processes import handling
 from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, get_settings, override_for_process
 from batchrec_dagster.webserver_client import WebserverClient, WebserverError
 
@@ -281,13 +282,8 @@ def run_prod_stack(args: argparse.Namespace) -> int:
         print(f"embedded MongoDB at {uri} (`batchrec stop` stops it)", flush=True)
     # our handlers (not SIG_IGN, which a shell gives to `cmd &`) are what the children start with:
     # exec resets handled signals to their defaults, so SIGTERM reaches the Dagster processes
-    previous = {sig: signal.signal(sig, lambda *_: stack.stop_requested.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling(dict.fromkeys((signal.SIGINT, signal.SIGTERM), lambda *_: stack.stop_requested.set())):
         return _run(stack, args.ready_timeout)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _run(stack: ProductionStack, ready_timeout_s: float) -> int:

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from batchrec_dagster.processes import handling
 from batchrec_dagster.serving.metrics import mark_worker_gone
 from batchrec_dagster.serving.runtime import ServeOptions
 
@@ -76,16 +77,15 @@ class Supervisor:
         os.set_blocking(wake_w, False)
         # signals (and SIGCHLD, a worker exiting) wake the loop's select() through this pipe
         previous_fd = signal.set_wakeup_fd(wake_w)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda sig, frame: None)
+        handlers = {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal,
+                    signal.SIGCHLD: lambda sig, frame: None}
         try:
-            for index in range(len(self.sockets)):
-                self._spawn(index)
-            self._loop(wake_r)
+            with handling(handlers):
+                for index in range(len(self.sockets)):
+                    self._spawn(index)
+                self._loop(wake_r)
         finally:
             signal.set_wakeup_fd(previous_fd)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             for worker in self.workers.values():  # only after an error in the loop itself
                 worker.process.kill()
                 worker.process.wait()

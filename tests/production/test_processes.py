@@ -64,3 +64,31 @@ def test_sigterm_left_ignored_by_dagster_is_put_back() -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     stop_process_group(process, timeout_s=30)
     assert process.returncode == -15
+
+
+def test_handling_installs_handlers_for_the_block_and_puts_the_previous_ones_back() -> None:
+    import os
+    import signal
+
+    import pytest
+
+    from batchrec_dagster.processes import handling
+
+    received: list[int] = []
+    before_usr1, before_usr2 = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGUSR2)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # an ignored signal must come back ignored
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with handling({signal.SIGUSR1: lambda sig, frame: received.append(sig),
+                           signal.SIGUSR2: lambda sig, frame: received.append(sig)}):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                os.kill(os.getpid(), signal.SIGUSR2)
+                deadline = time.monotonic() + 10
+                while len(received) < 2 and time.monotonic() < deadline:
+                    pass  # Python runs the handlers between bytecodes, at a loop's jump at the latest
+                raise RuntimeError("inside")
+        assert received == [signal.SIGUSR1, signal.SIGUSR2]
+        assert signal.getsignal(signal.SIGUSR1) == before_usr1
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR2, before_usr2)
