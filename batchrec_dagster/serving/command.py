@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -87,6 +88,9 @@ def run_serve(args: argparse.Namespace) -> int:
                          "--drain-seconds not negative")
     if not 1 <= args.workers <= MAX_WORKERS:
         raise SystemExit(f"--workers must be between 1 and {MAX_WORKERS}")
+    warning = oversubscription_warning(args.workers, len(os.sched_getaffinity(0)))
+    if warning:
+        print(f"batchrec serve: warning: {warning}", file=sys.stderr, flush=True)
     refusal = check_bind(args.host, bool(settings.api_key_hashes), args.allow_without_keys)
     if refusal:
         print(f"batchrec serve: {refusal}", file=sys.stderr)
@@ -107,6 +111,17 @@ def run_serve(args: argparse.Namespace) -> int:
         shutil.rmtree(state_dir, ignore_errors=True)
     exit_now(code)
     return code  # not reached
+
+
+def oversubscription_warning(workers: int, cpus: int) -> str | None:
+    """Why more workers than CPUs hurts, or None. Each worker micro-batches only the connections
+    the kernel gave it and keeps about 1-1.5 cores busy under load: past one worker per CPU, passes
+    get smaller, CPU per request grows and the workers wait for cores (on 2 CPUs, 4 workers had
+    several times the p99 of 1; docs/serving.md, Workers)."""
+    if workers <= cpus:
+        return None
+    return (f"--workers {workers} on {cpus} CPU(s): more workers than CPUs makes smaller batches "
+            f"and waits for a core, so throughput falls and p99 grows (docs/serving.md, Workers)")
 
 
 def _serve(options: ServeOptions, settings: Settings, show: str | None) -> int:

@@ -115,3 +115,12 @@ def test_the_rate_limit_holds_across_processes(tmp_path: Path) -> None:
                 p.kill()
                 p.wait()
     assert sum(counts) == 50, counts  # 80 tries in all; per-process buckets would allow 80
+
+
+def test_more_workers_than_cpus_is_warned_about() -> None:
+    from batchrec_dagster.serving.command import oversubscription_warning
+
+    assert oversubscription_warning(2, 2) is None
+    assert oversubscription_warning(1, 1) is None
+    warning = oversubscription_warning(4, 2)
+    assert warning is not None and "--workers 4 on 2 CPU(s)" in warning
