@@ -104,6 +104,24 @@ def make_inputs(item_ids: np.ndarray, n: int, seed: int) -> list[list[int]]:
     return [rng.choice(item_ids, STARRED_PER_REQUEST, replace=False).tolist() for _ in range(n)]
 
 
+def start_registry(work: Path) -> tuple[subprocess.Popen, Any, LocalBlobStore, dict[str, str]]:
+    """An embedded MongoDB (its process: the caller stops it) with a fresh registry database, a
+    local artifact store under `work`, and the environment `batchrec serve` needs to use both."""
+    mongo_port = free_port()
+    mongo = start_server(work / "mongo", mongo_port)
+    uri = mongo_uri(HOST, mongo_port)
+    wait_until_serving(uri, mongo)
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    db = connect(uri)[database]
+    ensure_indexes(db)
+    store = LocalBlobStore(work / "home" / "storage" / "models")
+    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
+           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local",
+           # the page's challenger is a second model to load in every worker: not what is measured
+           "BATCHREC_SERVE_CHALLENGER": "false"}
+    return mongo, db, store, env
+
+
 # -- the floor: the model alone, in this process ---------------------------------------------------
 
 class Floor:
@@ -247,18 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="bench_serving_"))
-    mongo_port = free_port()
-    mongo = start_server(work / "mongo", mongo_port)
-    uri = mongo_uri(HOST, mongo_port)
-    wait_until_serving(uri, mongo)
-    database = f"bench_{uuid.uuid4().hex[:8]}"
-    db = connect(uri)[database]
-    ensure_indexes(db)
-    store = LocalBlobStore(work / "home" / "storage" / "models")
-    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-           "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local",
-           # the page's challenger is a second model to load in every worker: not what is measured
-           "BATCHREC_SERVE_CHALLENGER": "false"}
+    mongo, db, store, env = start_registry(work)
     results: dict[str, Any] = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_serving import Server, make_artifact, make_inputs, register  # noqa: E402
+from bench_serving import Server, make_artifact, make_inputs, register, start_registry  # noqa: E402
 from serving_load import HOST, drive, drive_wrk, free_port, load_average, wrk_available  # noqa: E402
-
-from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
-from batchrec_dagster.mongo import connect  # noqa: E402
-from batchrec_dagster.registry import ensure_indexes  # noqa: E402
-from batchrec_dagster.storage import LocalBlobStore  # noqa: E402
 
 
 def parse_variant(spec: str) -> tuple[Path, list[str], dict[str, str]]:
@@ -79,21 +73,11 @@ class TreeServer(Server):
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="serving_ab_"))
-    mongo_port = free_port()
-    mongo = start_server(work / "mongo", mongo_port)
+    mongo, db, store, base = start_registry(work)
     try:
-        uri = mongo_uri(HOST, mongo_port)
-        wait_until_serving(uri, mongo)
-        database = f"ab_{uuid.uuid4().hex[:8]}"
-        db = connect(uri)[database]
-        ensure_indexes(db)
-        store = LocalBlobStore(work / "home" / "storage" / "models")
         data, item_ids = make_artifact(args.items, seed=args.items)
         inputs = make_inputs(item_ids, 400, seed=1)
         entry = register(db, store, data, 1.0)
-        base = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-                "BATCHREC_HOME": str(work / "home"), "BATCHREC_DEPLOYMENT": "local",
-                "BATCHREC_SERVE_CHALLENGER": "false"}
         rows = []
         for round_ in range(args.rounds):
             for spec in args.trees:
