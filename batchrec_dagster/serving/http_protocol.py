@@ -27,7 +27,8 @@ def is_response_head(data: bytes) -> bool:
 
 class HeadWithBody:
     """Transport proxy: a response head waits for the write after it (see the module docstring).
-    Everything but `write` and `close` goes to the real transport unchanged."""
+    Every way of writing or closing sends a held head first; the rest goes to the real transport
+    unchanged."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
@@ -44,6 +45,13 @@ class HeadWithBody:
             self._loop.call_soon(self.flush)  # the head goes out alone if no body follows this step
         else:
             self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))  # through write: a held head must go first
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def flush(self) -> None:
         head = self._head

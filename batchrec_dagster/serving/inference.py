@@ -215,7 +215,11 @@ class BatchedInference(_Counted):
             if batch is None:
                 return
             started = time.perf_counter()
-            answers = self._run(batch)
+            try:
+                answers = self._run(batch)
+            except Exception as exc:  # a bug outside the pass: answer the batch, keep serving
+                log.exception("inference worker failed for a batch of %d", len(batch))
+                answers = [(job.future, None, exc) for job in batch]
             seconds = time.perf_counter() - started
             batch[0].loop.call_soon_threadsafe(self._done, answers, len(batch), seconds)
 

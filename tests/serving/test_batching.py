@@ -104,3 +104,22 @@ def test_stop_answers_what_is_still_waiting(engine: RecordingInference) -> None:
 
     asyncio.run(scenario())
     assert engine.sizes == [1, 2]
+
+
+def test_a_failing_batch_is_answered_with_the_error_and_the_next_one_served(engine: RecordingInference
+                                                                              ) -> None:
+    record = RecordingInference._run
+
+    def fail_once(self: RecordingInference, jobs: list[_Job]) -> list:
+        engine._run = lambda jobs: record(engine, jobs)  # type: ignore[method-assign]
+        raise ValueError("a bug outside the forward pass")
+
+    engine._run = lambda jobs: fail_once(engine, jobs)  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="outside the forward pass"):
+            await asyncio.wait_for(client(engine, 1), 10)
+        await asyncio.wait_for(client(engine, 1), 10)  # the worker thread survived
+
+    asyncio.run(scenario())
+    assert engine.sizes == [1]

@@ -23,12 +23,16 @@ class Recording(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.eof = False
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -58,6 +62,21 @@ def test_a_head_without_a_body_in_the_same_step_goes_out_alone() -> None:
         return real
 
     assert asyncio.run(scenario()).writes == [HEAD, b"{}"]
+
+
+def test_writelines_and_write_eof_send_a_held_head_first() -> None:
+    async def scenario() -> Recording:
+        real = Recording()
+        transport = HeadWithBody(real, asyncio.get_running_loop())
+        transport.write(HEAD)
+        transport.writelines([b"{", b"}"])
+        transport.write(HEAD)
+        transport.write_eof()
+        return real
+
+    real = asyncio.run(scenario())
+    assert real.writes == [HEAD + b"{}", HEAD]
+    assert real.eof
 
 
 def test_close_sends_a_held_head_first_and_other_writes_pass_straight_through() -> None:
