@@ -105,13 +105,24 @@ def probe_write(store: BlobStore, tag: str) -> None:
                               f"{type(exc).__name__}: {exc}") from exc
 
 
+def check_blob_name(name: str) -> str:
+    """`name` if it is a relative path of plain segments, else ValueError, before any I/O and for
+    every store alike. Names come from registry entries, which anyone who can write to MongoDB can
+    edit: `..`, a leading `/`, empty segments and control characters are refused. (The GCS
+    emulator drops the connection on such a name, and the client then retries for 2 minutes.)"""
+    segments = name.split("/") if isinstance(name, str) else [""]
+    if any(s in ("", ".", "..") for s in segments) or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise ValueError(f"blob name {name!r} escapes the store or is not a plain relative path")
+    return name
+
+
 class LocalBlobStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.location = str(self.root)
 
     def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
+        path = (self.root / check_blob_name(name)).resolve()
         if not path.is_relative_to(self.root):
             raise ValueError(f"blob name {name!r} escapes the store")
         return path
@@ -166,6 +177,7 @@ class GCSBlobStore:
         self.location = bucket
 
     def _key(self, name: str) -> str:
+        name = check_blob_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def uri(self, name: str) -> str:
