@@ -201,11 +201,7 @@ class BatchedInference(_Counted):
         # batch just answered to come back too, so that the groups merge into one pass
         self._target = min(self.max_batch, size + len(self._pending))
         self._wait_s = min(MERGE_WAIT_FRACTION * seconds, MAX_MERGE_WAIT_S)
-        if self._pending:
-            self._held_from = len(self._pending)
-            assert self._loop is not None
-            self._timer = self._loop.call_later(self._wait_s, self._waited)
-            self._kick()
+        self._kick()
 
     # -- worker thread
 
