@@ -194,7 +194,11 @@ class Server:
     """`batchrec serve` in its own process (with `workers` worker processes under it)."""
 
     def __init__(self, env: dict[str, str], *, threads: int, inference: str, poll_seconds: float,
-                 log: Path, workers: int = 1, drain_seconds: float = 0.0):
+                 log: Path, workers: int = 1, drain_seconds: float = 0.0, cwd: Path = ROOT,
+                 options: list[str] | None = None):
+        """`cwd` is the source tree the server runs from (its package first on the path: `python
+        -m` puts the working directory there); `options` come last on the command line, so they
+        win over the ones set here."""
         self.port = free_port()
         self.log = log
         self.workers = workers
@@ -202,10 +206,10 @@ class Server:
                         "--host", HOST, "--port", str(self.port), "--poll-seconds", str(poll_seconds),
                         "--torch-threads", str(threads), "--inference", inference,
                         "--workers", str(workers), "--drain-seconds", str(drain_seconds),
-                        "--log-level", "warning"]
+                        "--log-level", "warning", *(options or [])]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=ROOT)
+                                            stdin=subprocess.DEVNULL, cwd=cwd)
 
     def get(self, path: str) -> tuple[int, Any]:
         import urllib.error

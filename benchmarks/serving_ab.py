@@ -25,7 +25,6 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_serving import Server, make_artifact, make_inputs, register, start_registry  # noqa: E402
-from serving_load import HOST, drive, drive_wrk, free_port, load_average, wrk_available  # noqa: E402
+from serving_load import drive, drive_wrk, load_average, wrk_available  # noqa: E402
 
 
 def parse_variant(spec: str) -> tuple[Path, list[str], dict[str, str]]:
@@ -54,23 +53,6 @@ def parse_variant(spec: str) -> tuple[Path, list[str], dict[str, str]]:
     return Path(tree).resolve(), options, env
 
 
-class TreeServer(Server):
-    """bench_serving's Server, started from another source tree (its package first on the path)."""
-
-    def __init__(self, tree: Path, env: dict[str, str], options: list[str], log: Path):
-        self.port = free_port()
-        self.log = log
-        self.workers = 1
-        self.command = [sys.executable, "-m", "batchrec_dagster.serving.command", "serve",
-                        "--host", HOST, "--port", str(self.port), "--poll-seconds", "1",
-                        "--torch-threads", "1", "--inference", "batched", "--drain-seconds", "0",
-                        "--log-level", "warning", *options]
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(self.command, env={**env, "PYTHONPATH": str(tree)},
-                                            stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=tree)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="serving_ab_"))
     mongo, db, store, base = start_registry(work)
@@ -82,7 +64,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.rounds):
             for spec in args.trees:
                 tree, options, env = parse_variant(spec)
-                server = TreeServer(tree, {**base, **env}, options, work / "server.log")
+                server = Server({**base, **env, "PYTHONPATH": str(tree)}, threads=1, inference="batched",
+                                poll_seconds=1.0, log=work / "server.log", cwd=tree, options=options)
                 try:
                     server.wait_for_model(str(entry["_id"]))
                     asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
