@@ -49,6 +49,9 @@ class UserItemMatrix:
     window_end: datetime | None = None
     item_names: np.ndarray | None = None  # str, full_name per column (same order as item_ids)
     window_start: datetime | None = None
+    # datetime64[us] per row: the user's newest star (NaT without per-star times, None in values
+    # stored before); a warm run trains the users whose stars changed since its starting model
+    user_last_starred: np.ndarray | None = None
 
 
 @dataclass
@@ -68,6 +71,7 @@ class VaeInput:
     test_user_ids: np.ndarray | None = None
     test_fold_in: sp.csr_matrix | None = None
     test_target: sp.csr_matrix | None = None
+    train_last_starred: np.ndarray | None = None  # per training row, as UserItemMatrix.user_last_starred
 
 
 @dataclass

@@ -24,12 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from pymongo.database import Database
 
 from batchrec_dagster.registry import warm_start_candidates
 from batchrec_dagster.storage import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
-from recvae import ArtifactError, RecVAE, RecVAEConfig, check_compatibility, load_artifact, warm_start
+from recvae import ArtifactError, Recommender, RecVAE, RecVAEConfig, check_compatibility, load_artifact
 
 MODEL_KIND = "recvae"
 MAX_CANDIDATES = 3  # the newest few: an older model is a worse start than a retrain anyway
@@ -39,7 +38,8 @@ MAX_CANDIDATES = 3  # the newest few: an older model is a worse start than a ret
 class Start:
     mode: str                                   # "warm" | "full"
     reason: str
-    model: RecVAE | None = None                 # warm: the initial model over this hour's items
+    model: RecVAE | None = None                 # warm: the registered model to continue
+    item_ids: np.ndarray | None = None          # warm: that model's item vocabulary
     source: dict[str, Any] | None = None        # warm: the registry entry it started from
     vocabulary: dict[str, Any] = field(default_factory=dict)   # warm: kept / new / dropped / overlap
     passed_over: list[str] = field(default_factory=list)       # candidates found unusable, and why
@@ -68,8 +68,8 @@ def _source(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _try_candidate(entry: dict[str, Any], store: BlobStore, config: RecVAEConfig, item_ids: np.ndarray,
-                   train: sp.csr_matrix, min_overlap: float) -> tuple[RecVAE | None, dict[str, Any], str]:
-    """(initial model, vocabulary report, '') when compatible, else (None, {}, why not)."""
+                   min_overlap: float) -> tuple[Recommender | None, dict[str, Any], str]:
+    """(the registered model, vocabulary report, '') when compatible, else (None, {}, why not)."""
     try:
         data = read_verified(store, entry["file_name"], size_bytes=entry.get("size_bytes"),
                              sha256=entry.get("sha256"))
@@ -84,12 +84,12 @@ def _try_candidate(entry: dict[str, Any], store: BlobStore, config: RecVAEConfig
                                   min_overlap=min_overlap)
     if not verdict.compatible:
         return None, {}, verdict.reason
-    model, report = warm_start(previous.model, previous.item_ids, item_ids, train=train, config=config)
-    return model, report.to_dict(), ""
+    vocabulary = {k: v for k, v in verdict.to_dict().items() if k not in ("compatible", "reason")}
+    return previous, vocabulary, ""
 
 
 def choose_start(db: Database, store: BlobStore, *, window_end: datetime, requested: str,
-                 daily_full: str | None, config: RecVAEConfig, item_ids: np.ndarray, train: sp.csr_matrix,
+                 daily_full: str | None, config: RecVAEConfig, item_ids: np.ndarray,
                  min_overlap: float, max_age: timedelta) -> Start:
     """Full or warm for this hour's training data (`train`, columns `item_ids`), and why."""
     if requested == "full":
@@ -103,12 +103,13 @@ def choose_start(db: Database, store: BlobStore, *, window_end: datetime, reques
                              f"{max_age.total_seconds() / 3600:g} h before this hour's end")
     passed_over = []
     for entry in candidates:
-        model, vocabulary, why_not = _try_candidate(entry, store, config, item_ids, train, min_overlap)
-        if model is not None:
+        previous, vocabulary, why_not = _try_candidate(entry, store, config, item_ids, min_overlap)
+        if previous is not None:
             source = _source(entry)
             return Start("warm", f"continues {source['file_name']} (data until {source['data_end']}, "
                                  f"vocabulary overlap {vocabulary['overlap']:.3f} >= {min_overlap:g})",
-                         model=model, source=source, vocabulary=vocabulary, passed_over=passed_over)
+                         model=previous.model, item_ids=previous.item_ids, source=source,
+                         vocabulary=vocabulary, passed_over=passed_over)
         passed_over.append(f"{entry['file_name']}: {why_not}")
     return Start("full", f"no compatible model among the {len(candidates)} newest: "
                          + "; ".join(passed_over), passed_over=passed_over)

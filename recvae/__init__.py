@@ -3,6 +3,7 @@ metrics, baselines, inference and safe artifacts. No Dagster, MongoDB or GCS nee
 
 from recvae.artifact import FORMAT_VERSION, Artifact, ArtifactError, dump_artifact, load_artifact
 from recvae.baselines import EASE, Popularity, choose_ease_lambda
+from recvae.continual import WarmConfig, WarmReport, WarmResult, train_warm
 from recvae.data import (
     HeldOut,
     Interactions,
@@ -48,6 +49,9 @@ __all__ = [
     "Split",
     "TrainResult",
     "VocabularyMap",
+    "WarmConfig",
+    "WarmReport",
+    "WarmResult",
     "WarmStartReport",
     "build_interactions",
     "check_compatibility",
@@ -62,5 +66,6 @@ __all__ = [
     "split_users",
     "stable_user_order",
     "train_recvae",
+    "train_warm",
     "warm_start",
 ]

@@ -101,8 +101,12 @@ def evaluate(
     batch_size: int = 1000,
     device: torch.device | str | None = None,
     n_relevant: np.ndarray | None = None,
+    with_se: bool = False,
 ) -> dict[str, float]:
     """Mean NDCG@k and Recall@k for every k in `ks`, plus "users" (how many were scored).
+
+    `with_se`: also the standard error of each mean over users, as "<metric>@<k>_se" (a warm
+    run's acceptance rule weighs a drop in validation NDCG against it).
 
     Fed-in items are excluded from the ranking. With no scorable user every metric is 0.0.
 
@@ -119,6 +123,7 @@ def evaluate(
     k_max = max(ks)
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("ndcg", "recall")}
     totals: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
     n_users = 0
     in_columns = np.diff(target.indptr)
     if n_relevant is not None:
@@ -141,9 +146,16 @@ def evaluate(
         for k in ks:
             for name, fn in (("ndcg", _ndcg), ("recall", _recall)):
                 key = f"{name}@{k}"
-                value = fn(hits, n_target, k).sum()
+                per_user = fn(hits, n_target, k)
+                value, square = per_user.sum(), per_user.square().sum()
                 totals[key] = totals[key] + value if key in totals else value
+                squares[key] = squares[key] + square if key in squares else square
         n_users += len(rows)
     result = {key: (float(totals[key]) / n_users if n_users else 0.0) for key in sums}
+    if with_se:
+        for key in sums:
+            mean = result[key]
+            variance = float(squares[key]) / n_users - mean * mean if n_users > 1 else 0.0
+            result[f"{key}_se"] = float(np.sqrt(max(variance, 0.0) / max(n_users - 1, 1)))
     result["users"] = n_users
     return result

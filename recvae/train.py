@@ -78,6 +78,7 @@ class TrainResult:
     device: str = "cpu"
     # Validation metrics of `initial_model` before any training (warm start only).
     initial_metrics: dict[str, float] | None = None
+    validation_se: float = 0.0  # standard error over users of the kept epoch's validation NDCG@100
 
 
 class _ModelScorer:
@@ -126,14 +127,18 @@ class _Trainer:
         self.order_rng = np.random.default_rng(config.seed + 2)
         self.prior_mu = torch.zeros(n_users, config.latent_dim, device=device)
         self.prior_logvar = torch.zeros(n_users, config.latent_dim, device=device)
+        # Which rows of the prior cache hold the current encoder's posterior. The alternating
+        # scheme wants q_old = the encoder as it was at the start of the epoch; rows an epoch
+        # skips (a warm epoch trains a subset of users) go stale and are refreshed when next used.
+        self.prior_fresh = np.zeros(n_users, dtype=bool)
         if initial_model is not None:
-            self._refresh_prior(self.model.encoder)  # warm: q_old = the starting encoder
-            return
+            return  # warm: q_old = the starting encoder, filled per row at its first epoch
         # The reference starts with an independently initialised "old" encoder as the prior.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + 3)
             initial = Encoder(n_items, config.hidden_dim, config.latent_dim)
-        self._refresh_prior(initial.to(device))
+        self._refresh_prior(initial.to(device), np.arange(n_users))
+        self.prior_fresh[:] = True
 
     def _encode(
         self, encoder: Encoder, batch: SparseBatch, dropout: float = 0.0
@@ -143,16 +148,23 @@ class _Trainer:
         return mu.float(), logvar.float()  # the KL and the prior cache are float32
 
     @torch.no_grad()
-    def _refresh_prior(self, encoder: Encoder) -> None:
-        order = np.arange(self.data.n_rows)
+    def _refresh_prior(self, encoder: Encoder, order: np.ndarray) -> None:
         for rows, batch in self.data.iterate(order, max(self.config.batch_size, 2000)):
             self.prior_mu[rows], self.prior_logvar[rows] = self._encode(encoder, batch)
 
-    def _encoder_pass(self) -> tuple[torch.Tensor, int]:
+    def refresh_stale_prior(self, users: np.ndarray) -> None:
+        """q_old for `users` = the current encoder, where the cache does not hold it already."""
+        stale = users[~self.prior_fresh[users]]
+        if len(stale):
+            self.model.eval()
+            self._refresh_prior(self.model.encoder, stale)
+            self.prior_fresh[stale] = True
+
+    def _encoder_pass(self, users: np.ndarray) -> tuple[torch.Tensor, int]:
         cfg, model = self.config, self.model
         total = torch.zeros((), device=self.device)
         steps = 0
-        for rows, batch in self.data.iterate(self.order_rng.permutation(self.data.n_rows), cfg.batch_size):
+        for rows, batch in self.data.iterate(self.order_rng.permutation(users), cfg.batch_size):
             self.opt_encoder.zero_grad(set_to_none=False)
             mu, logvar = self._encode(model.encoder, batch, cfg.input_dropout)
             z = reparameterize(mu, logvar, self.noise)
@@ -169,9 +181,9 @@ class _Trainer:
             steps += 1
         return total, steps
 
-    def _decoder_pass(self, fill_prior: bool) -> None:
+    def _decoder_pass(self, users: np.ndarray, fill_prior: bool) -> None:
         cfg, model = self.config, self.model
-        for rows, batch in self.data.iterate(self.order_rng.permutation(self.data.n_rows), cfg.batch_size):
+        for rows, batch in self.data.iterate(self.order_rng.permutation(users), cfg.batch_size):
             self.opt_decoder.zero_grad(set_to_none=False)
             with torch.no_grad():
                 mu, logvar = self._encode(model.encoder, batch)
@@ -182,22 +194,28 @@ class _Trainer:
             loss.backward()
             self.opt_decoder.step()
 
-    def epoch(self) -> float:
+    def epoch(self, users: np.ndarray | None = None) -> float:
+        """One epoch over `users` (row indices; None: every row). Returns the mean loss."""
         cfg, model = self.config, self.model
+        users = np.arange(self.data.n_rows) if users is None else np.asarray(users, dtype=np.int64)
+        self.refresh_stale_prior(users)
         model.train()
         model.decoder.requires_grad_(False)
         total, steps = torch.zeros((), device=self.device), 0
         for _ in range(cfg.encoder_passes):
-            pass_total, pass_steps = self._encoder_pass()
+            pass_total, pass_steps = self._encoder_pass(users)
             total, steps = total + pass_total, steps + pass_steps
         model.decoder.requires_grad_(True)
         model.encoder.requires_grad_(False)
         if cfg.decoder_passes == 0:
-            self._refresh_prior(model.encoder)
+            self._refresh_prior(model.encoder, users)
         for i in range(cfg.decoder_passes):
-            self._decoder_pass(fill_prior=i == cfg.decoder_passes - 1)
+            self._decoder_pass(users, fill_prior=i == cfg.decoder_passes - 1)
         model.encoder.requires_grad_(True)
         model.eval()
+        # the encoder changed: only the rows just refilled hold its posterior now
+        self.prior_fresh[:] = False
+        self.prior_fresh[users] = True
         return float(total) / max(steps, 1)
 
 
@@ -217,14 +235,44 @@ def train_recvae(
     The returned model holds the best epoch's weights and is in eval mode.
 
     `device`: "cpu", "cuda", "cuda:N" (None: CUDA when present); CudaUnavailableError when CUDA is
-    asked for and absent. `initial_model` (warm start, see `recvae.warm_start`): training starts
-    from a copy of its weights; it must have `config`'s layer sizes and `train`'s item count
-    (IncompatibleModelError otherwise). It is scored first as epoch 0 (`initial_metrics`) and is
-    returned with best_epoch 0 if no epoch beats it.
+    asked for and absent. `initial_model`: training starts from a copy of its weights; it must
+    have `config`'s layer sizes and `train`'s item count (IncompatibleModelError otherwise). It is
+    scored first as epoch 0 (`initial_metrics`) and is returned with best_epoch 0 if no epoch beats
+    it. An hourly warm run uses `recvae.train_warm` instead, which keeps what the hour taught.
+    """
+    return fit(train, validation, config, device=device, on_epoch=on_epoch, initial_model=initial_model)
+
+
+def _accept_last(history: list[EpochReport], best_trained: EpochReport, last_se: float) -> bool:
+    """Keep the last epoch unless it scores below the best trained epoch by more than its SE."""
+    return best_trained.ndcg_at_100 - history[-1].ndcg_at_100 <= last_se
+
+
+def fit(
+    train: sp.csr_matrix,
+    validation: HeldOut,
+    config: RecVAEConfig | None = None,
+    *,
+    device: str | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    initial_model: RecVAE | None = None,
+    epoch_users: Callable[[int], np.ndarray] | None = None,
+    keep: str = "best",
+) -> TrainResult:
+    """`train_recvae` with two more choices, used by `recvae.train_warm`:
+
+    - `epoch_users(epoch)`: the rows of `train` that epoch `epoch` (1-based) trains on (default:
+      every row);
+    - `keep`: "best" returns the epoch with the best validation NDCG@100, the starting model
+      (epoch 0) included; "last" returns the last epoch unless its validation NDCG@100 is below
+      the best trained epoch's by more than its standard error (then that epoch), and never the
+      starting model.
     """
     config = config or RecVAEConfig()
     if config.epochs < 1:
         raise ValueError("config.epochs must be >= 1")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     train = sp.csr_matrix(train, dtype=np.float32)
     if validation.fold_in.shape[1] != train.shape[1]:
         raise ValueError(f"validation has {validation.fold_in.shape[1]} items, train has {train.shape[1]}")
@@ -235,21 +283,30 @@ def train_recvae(
     trainer = _Trainer(train, config, dev, initial_model)
     scorer = _ModelScorer(trainer.model, dev)
 
+    def validate(epoch: int) -> dict[str, float]:
+        metrics = evaluate(scorer, validation.fold_in, validation.target, device=dev, with_se=True)
+        standard_errors[epoch] = metrics.pop("ndcg@100_se")
+        return {k: v for k, v in metrics.items() if not k.endswith("_se")}
+
+    standard_errors: dict[int, float] = {}  # per epoch: the SE of its validation NDCG@100
+
     history: list[EpochReport] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_metrics: dict[str, float] = {}
     best_epoch, best_ndcg = 0, -1.0
     initial_metrics = None
     if initial_model is not None:
-        initial_metrics = evaluate(scorer, validation.fold_in, validation.target, device=dev)
-        best_metrics, best_ndcg = initial_metrics, initial_metrics["ndcg@100"]
-        best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        initial_metrics = validate(0)
+        if keep == "best":
+            best_metrics, best_ndcg = initial_metrics, initial_metrics["ndcg@100"]
+            best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     stop_reason = "epochs"
+    last_metrics: dict[str, float] = {}
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        loss = trainer.epoch()
+        loss = trainer.epoch(epoch_users(epoch) if epoch_users is not None else None)
         t1 = time.perf_counter()
-        metrics = evaluate(scorer, validation.fold_in, validation.target, device=dev)
+        metrics = last_metrics = validate(epoch)
         t2 = time.perf_counter()
         is_best = metrics["ndcg@100"] > best_ndcg
         if is_best:
@@ -286,7 +343,9 @@ def train_recvae(
             break
 
     model = trainer.model
-    if best_state is not None:
+    if keep == "last" and _accept_last(history, history[best_epoch - 1], standard_errors[len(history)]):
+        best_epoch, best_metrics = len(history), last_metrics
+    elif best_state is not None:
         model.load_state_dict(best_state)
     # Hand back a plain inference model: no gradient buffers, stock first-layer backward.
     model.encoder.fast_input_grad = False
@@ -303,4 +362,5 @@ def train_recvae(
         seconds=time.perf_counter() - started,
         device=str(dev),
         initial_metrics=initial_metrics,
+        validation_se=standard_errors.get(best_epoch, 0.0),
     )

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources import LAYOUTS
-from recvae import RecVAEConfig
+from recvae import RecVAEConfig, WarmConfig
 
 
 class SourceConfig(dg.Config):
@@ -78,12 +78,16 @@ _PAPER = RecVAEConfig()  # the library keeps the paper's values; the pipeline ch
 PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience": 20}
 
 
-# A warm run continues a model that has converged on the hour before, so a few epochs suffice;
-# the budget keeps a warm hour within 5 minutes on 2 cores (benchmarks/results/hourly.md). The
-# overlap threshold: hour to hour nearly all repositories carry over (1.000 in bench_hourly; new
-# ones reach the matrix only once 5 users starred them); under 90% the data changed wholesale (a
-# new import, other filters) and a model from scratch is the sounder start.
-WARM_TRAINING = {"epochs": 4, "patience": 2, "time_budget_s": 200.0, "min_vocabulary_overlap": 0.9}
+# A warm run (recvae.train_warm) trains the users whose stars changed this hour, everyone who
+# starred a new repository, and as many other users again as a replay sample, each epoch: the cost
+# of an epoch follows the hour's change, not the history. Eight epochs with no patience: validation
+# NDCG can dip for a few epochs after a warm start (docs/recvae.md), and the last epoch is kept
+# unless it fell by more than its standard error. The budget keeps a warm hour within 3 minutes on
+# 2 cores (benchmarks/results/hourly.md). The overlap threshold: hour to hour nearly all
+# repositories carry over; under 90% the data changed wholesale (a new import, other filters) and a
+# model from scratch is the sounder start.
+WARM_TRAINING = {"epochs": 8, "patience": None, "time_budget_s": 150.0, "min_vocabulary_overlap": 0.9,
+                 "replay_ratio": 1.0, "min_epoch_users": 2000}
 
 
 class TrainingConfig(dg.Config):
@@ -120,10 +124,16 @@ class TrainingConfig(dg.Config):
                              description="Epochs of a warm run, at most.")
     warm_patience: int | None = Field(
         default=WARM_TRAINING["patience"],
-        description="A warm run stops after this many epochs without beating the best so far (the "
-                    "starting model counts as epoch 0).")
+        description="A warm run stops after this many epochs without beating its best trained epoch "
+                    "(default: none; the last epoch is kept unless it fell by more than its standard error).")
     warm_time_budget_s: float | None = Field(
         default=WARM_TRAINING["time_budget_s"], description="Training seconds of a warm run, at most.")
+    warm_replay_ratio: float = Field(
+        default=WARM_TRAINING["replay_ratio"], ge=0,
+        description="Users who did not change, drawn afresh each warm epoch, per user who did.")
+    warm_min_epoch_users: int = Field(
+        default=WARM_TRAINING["min_epoch_users"], ge=0,
+        description="A warm epoch trains at least this many users (all of them when there are fewer).")
     min_vocabulary_overlap: float = Field(
         default=WARM_TRAINING["min_vocabulary_overlap"], gt=0, le=1,
         description="Share of this hour's repositories the starting model must know.")
@@ -137,6 +147,10 @@ class TrainingConfig(dg.Config):
         budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
         return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
                        patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
+
+    def warm_config(self) -> WarmConfig:
+        """How a warm run spends its epochs: `recvae.train_warm(..., warm=this)`."""
+        return WarmConfig(replay_ratio=self.warm_replay_ratio, min_epoch_users=self.warm_min_epoch_users)
 
     def recvae_config(self) -> RecVAEConfig:
         """The library's config with these values (fields the library does not know are left out)."""

@@ -16,8 +16,8 @@ from batchrec_dagster.partitions import daily_full_run, partition_window
 from batchrec_dagster.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.types import TrainedModel, VaeInput
-from batchrec_dagster.warm_start import choose_start
-from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae
+from batchrec_dagster.warm_start import Start, choose_start
+from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae, train_warm
 
 MODEL_KIND = "recvae"
 
@@ -53,6 +53,17 @@ def preview_table(recommender: Recommender, data: VaeInput, k: int) -> dg.Metada
     return dg.MetadataValue.md(
         f"Validation user {int(data.validation_user_ids[0])} starred {fold_in.nnz} repositories "
         f"fed to the model (e.g. {starred}); {len(target)} more were held out.\n\n{table.value}")
+
+
+def changed_users(data: VaeInput, start: Start) -> np.ndarray | None:
+    """Training rows with a star newer than the starting model's data (None: unknown, so a warm
+    epoch trains every user: values stored before star times were kept, or the legacy layout)."""
+    last = data.train_last_starred
+    if last is None or start.source is None or np.isnat(last).all():
+        return None
+    since = np.datetime64(datetime.fromisoformat(start.source["data_end"]).astimezone(UTC)
+                          .replace(tzinfo=None), "us")
+    return np.flatnonzero(~np.isnat(last) & (last >= since))
 
 
 def _rows(matrix: sp.csr_matrix | None) -> int:
@@ -110,7 +121,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     probe_write(store, f"{run_id}-{context.retry_number}")
     start = choose_start(mongo.get_database(), store, window_end=window_end, requested=config.mode,
                          daily_full=daily_full_run(partition_key), config=config.recvae_config(),
-                         item_ids=data.item_ids, train=train, min_overlap=config.min_vocabulary_overlap,
+                         item_ids=data.item_ids, min_overlap=config.min_vocabulary_overlap,
                          max_age=timedelta(hours=config.warm_max_age_hours))
     for passed_over in start.passed_over:
         context.log.warning(f"not warm-starting from {passed_over}")
@@ -126,10 +137,21 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     started = time.perf_counter()
     validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
                          target=data.validation_target)
-    training = config.warm_recvae_config() if start.mode == "warm" else config.recvae_config()
-    result = train_recvae(train, validation, training, device=config.device, on_epoch=on_epoch,
-                          initial_model=start.model)
     training_start = start.record()
+    warm_report: dict[str, Any] = {}
+    if start.mode == "warm":
+        warm = train_warm(start.model, start.item_ids, train, data.item_ids, validation,
+                          config.warm_recvae_config(), changed_users=changed_users(data, start),
+                          warm=config.warm_config(), device=config.device, on_epoch=on_epoch)
+        result, warm_report = warm.training, warm.report.to_dict()
+        training_start["warm"] = warm_report
+        report = warm.report
+        context.log.info(f"warm: {report.users_per_epoch} of {report.training_users} users per epoch "
+                         f"({report.changed_users} changed, {report.focus_users} in focus); "
+                         f"{report.new_items_trained} of {report.new_items} new repositories trained")
+    else:
+        result = train_recvae(train, validation, config.recvae_config(), device=config.device,
+                              on_epoch=on_epoch)
     if result.initial_metrics is not None:  # the starting model, scored before any training
         training_start["initial_metrics"] = _plain_metrics(result.initial_metrics)
     training_seconds = time.perf_counter() - started
@@ -197,6 +219,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         **start.metadata(),
         **({"initial_score": training_start["initial_metrics"]["ndcg@100"]}
            if "initial_metrics" in training_start else {}),
+        **{f"warm_{k}": v for k, v in warm_report.items()},
         "learning_curve": curve,
         "top_repositories_preview": preview_table(recommender, data, config.preview_k),
         "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")

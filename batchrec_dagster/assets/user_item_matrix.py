@@ -33,7 +33,20 @@ def build_user_item_matrix(raw: RawRepositories, config: MatrixFilterConfig) -> 
         if len(filtered.item_ids) else np.zeros(0, dtype=str)
     return UserItemMatrix(matrix=filtered.matrix, user_ids=filtered.user_ids, item_ids=filtered.item_ids,
                           dropped=dropped, window_end=raw.window_end, item_names=names,
-                          window_start=raw.window_start)
+                          window_start=raw.window_start, user_last_starred=last_starred(
+                              raw.star_user_ids, raw.starred_at, filtered.user_ids))
+
+
+def last_starred(star_user_ids: np.ndarray, starred_at: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    """Each of `user_ids`' newest star time (datetime64[us]; NaT when no star has a time)."""
+    out = np.full(len(user_ids), np.iinfo(np.int64).min, dtype=np.int64)  # NaT's integer
+    if len(star_user_ids) and len(user_ids):
+        order = np.argsort(user_ids)
+        pos = np.searchsorted(user_ids[order], star_user_ids).clip(0, len(user_ids) - 1)
+        mine = user_ids[order][pos] == star_user_ids
+        times = np.asarray(starred_at, dtype="datetime64[us]").view(np.int64)
+        np.maximum.at(out, order[pos[mine]], times[mine])
+    return out.view("datetime64[us]")
 
 
 @hourly_asset(

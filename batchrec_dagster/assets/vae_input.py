@@ -37,7 +37,12 @@ def build_vae_input(matrix: UserItemMatrix, config: SplitConfig, seed: int) -> V
     names = None
     if matrix.item_names is not None:
         names = matrix.item_names[np.searchsorted(matrix.item_ids, split.item_ids)]
-    return VaeInput(train=split.train, train_user_ids=split.train_user_ids, item_ids=split.item_ids,
+    last = None
+    if matrix.user_last_starred is not None:  # split_users keeps the rows' order: map by id
+        order = np.argsort(matrix.user_ids)
+        last = matrix.user_last_starred[order][np.searchsorted(matrix.user_ids[order], split.train_user_ids)]
+    return VaeInput(train=split.train, train_last_starred=last, train_user_ids=split.train_user_ids,
+                    item_ids=split.item_ids,
                     validation_user_ids=split.validation.user_ids,
                     validation_fold_in=split.validation.fold_in,
                     validation_target=split.validation.target, seed=seed,

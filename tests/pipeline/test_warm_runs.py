@@ -13,7 +13,7 @@ from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import blob_store_for
-from recvae import load_artifact
+from recvae import WarmConfig, load_artifact
 from tests.pipeline.conftest import TINY_DEMO, tiny_run_config
 
 H, H1, H2 = "2026-03-01-20:00", "2026-03-01-21:00", "2026-03-01-22:00"   # KST
@@ -53,6 +53,13 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
     assert model["epochs"] <= WARM["warm_epochs"]
     assert 0.9 <= model["vocabulary_overlap"] <= 1.0 and model["vocabulary_kept"] > 0
     assert isinstance(model["initial_score"], float)
+    # it trained what changed this hour (the users with new stars, plus a replay sample), and kept it
+    assert 0 < model["warm_changed_users"] <= model["warm_focus_users"] <= model["warm_users_per_epoch"]
+    assert model["warm_users_trained"] <= model["warm_training_users"]
+    assert model["warm_weights_changed"] is True and model["warm_kept_epoch"] >= 1
+    assert model["warm_new_items_trained"] == model["warm_new_items"]
+    assert model["warm_initial_validation_ndcg"] == pytest.approx(model["initial_score"], rel=1e-3)
+    assert model["warm_validation_ndcg"] == pytest.approx(model["validation_score"], rel=1e-3)
 
     # the registry entry and the artifact say the same
     entry = entry_of(mongo_db, H1, second)
@@ -64,6 +71,15 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
     assert artifact.extra["training_mode"] == "warm"
     assert artifact.extra["training_start"]["from"]["file_name"] == base["file_name"]
     assert artifact.extra["training_start"]["initial_metrics"]["ndcg@100"] == model["initial_score"]
+    recorded = entry["warm_start"]["warm"]
+    for key in ("new_items", "new_items_trained", "changed_users", "users_trained", "kept_epoch",
+                "weights_changed"):
+        assert recorded[key] == model[f"warm_{key}"], key
+    assert recorded["validation_ndcg"] == pytest.approx(model["warm_validation_ndcg"], rel=1e-3)
+    # the artifact's weights are not its parent's
+    parent = load_artifact(blob_store_for(get_settings()).read(base["file_name"]))
+    assert entry["sha256"] != base["sha256"] and artifact.extra["training_start"]["warm"]["weights_changed"]
+    assert parent.extra["training_mode"] == "full"
 
 
 def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db, monkeypatch):
@@ -108,7 +124,8 @@ def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
     from batchrec_dagster.assets.config import TrainingConfig
 
     default = TrainingConfig().warm_recvae_config()
-    assert (default.epochs, default.patience, default.time_budget_s) == (4, 2, 200.0)
+    assert (default.epochs, default.patience, default.time_budget_s) == (8, None, 150.0)
+    assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=1.0, min_epoch_users=2000)
     capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
     assert (capped.epochs, capped.time_budget_s) == (2, 60.0)
     unbounded = TrainingConfig(time_budget_s=None, warm_time_budget_s=None).warm_recvae_config()

@@ -182,12 +182,27 @@ def test_warm_prior_starts_at_the_initial_encoder(small_split: Split) -> None:
     """The composite prior's q_old(z|x) is the starting encoder's posterior, per user."""
     initial = RecVAE(small_split.train.shape[1], replace(TINY, seed=4)).eval()
     trainer = _Trainer(sp.csr_matrix(small_split.train), TINY, torch.device("cpu"), initial)
+    trainer.refresh_stale_prior(np.arange(small_split.train.shape[0]))  # what the first epoch does
     with torch.no_grad():
         mu, logvar = initial.encoder(SparseBatch.from_csr(small_split.train, "cpu"))
     torch.testing.assert_close(trainer.prior_mu, mu)
     torch.testing.assert_close(trainer.prior_logvar, logvar)
     cold = _Trainer(sp.csr_matrix(small_split.train), replace(TINY, seed=4), torch.device("cpu"))
     assert not torch.allclose(cold.prior_mu, mu)  # a cold start draws its own old encoder
+
+
+def test_rows_an_epoch_skipped_get_the_current_encoder_as_prior_when_next_trained(small_split: Split) -> None:
+    """A warm epoch trains a subset; the others' q_old must not stay at an older encoder."""
+    initial = RecVAE(small_split.train.shape[1], replace(TINY, seed=4)).eval()
+    trainer = _Trainer(sp.csr_matrix(small_split.train), TINY, torch.device("cpu"), initial)
+    n = small_split.train.shape[0]
+    trainer.epoch(np.arange(0, n, 2))
+    assert trainer.prior_fresh[::2].all() and not trainer.prior_fresh[1::2].any()
+    trainer.refresh_stale_prior(np.arange(n))
+    with torch.no_grad():
+        mu, _ = trainer.model.encoder(SparseBatch.from_csr(small_split.train, "cpu"))
+    torch.testing.assert_close(trainer.prior_mu[1::2], mu[1::2])
+    assert trainer.prior_fresh.all()
 
 
 def _topic_interactions(n_users: int = 800, n_items: int = 240, n_topics: int = 8) -> Interactions:

@@ -1,0 +1,209 @@
+"""Library-level hourly simulation on GitHub stars: does a warm hour learn what a full retrain would?
+
+    python benchmarks/warm_hours.py --seeds 0 1 2                 # the policy of record (train_warm)
+    python benchmarks/warm_hours.py --seeds 0 --variants legacy warm warm-zero-rows
+
+github-stars-tiny has no timestamps, so the hours are simulated (per seed):
+- a random 3% of the repositories are "new": none of their stars is in hour H;
+- hour H holds about 91% of the stars: all but the new repositories' and a random share of the
+  others; each of H+1, H+2 and H+3 reveals a random third of what was withheld;
+- a fixed 10% of the users are test users: never trained on, scored with their stars before the
+  hour's end (20% of them scored, the rest fed in; NDCG@100), and for new-repository recall with
+  all their stars of new repositories as the target and their other stars fed in (Recall@100);
+- each hour's matrix keeps repositories with >= 5 users and users with >= 5 repositories; the
+  validation users are the same every hour (a hash of their id), as in the pipeline.
+
+The full model of H and the full retrain of H+3 use the pipeline's full settings; each variant
+then runs the warm hours H+1..H+3 from H's model. The dagster pipeline's own numbers come from
+bench_hourly.py; this script isolates the library call so policies can be compared quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recvae import (  # noqa: E402
+    Popularity,
+    Recommender,
+    RecVAEConfig,
+    WarmConfig,
+    build_interactions,
+    evaluate,
+    filter_min_counts,
+    split_users,
+    stable_user_order,
+    train_recvae,
+    train_warm,
+    warm_start,
+)
+
+DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
+FULL = RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
+LEGACY_WARM = replace(FULL, epochs=4, patience=2)  # the pipeline's warm run before train_warm
+WARM_EPOCHS = 8
+
+
+def simulate(users: np.ndarray, repos: np.ndarray, seed: int, new_share: float = 0.03,
+             first_hour_share: float = 0.91) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(hour of each star 0..3, new repository ids, test user ids, is-test per star)."""
+    rng = np.random.default_rng(seed)
+    repo_ids = np.unique(repos)
+    new = rng.choice(repo_ids, int(round(new_share * len(repo_ids))), replace=False)
+    withheld = np.isin(repos, new)
+    extra = int(round((1 - first_hour_share) * len(repos))) - int(withheld.sum())
+    others = np.flatnonzero(~withheld)
+    withheld[rng.choice(others, max(extra, 0), replace=False)] = True
+    hour = np.zeros(len(repos), dtype=np.int64)
+    hour[withheld] = rng.integers(1, 4, int(withheld.sum()))
+    test_users = rng.choice(np.unique(users), len(np.unique(users)) // 10, replace=False)
+    return hour, new, test_users, np.isin(users, test_users)
+
+
+def hour_data(users, repos, hour, is_test, h):  # noqa: ANN001, ANN201
+    keep = (hour <= h) & ~is_test
+    inter = build_interactions(users[keep], repos[keep])
+    inter, _ = filter_min_counts(inter, min_items_per_user=5, min_users_per_item=5)
+    n = inter.n_users
+    split = split_users(inter, n_validation=min(1000, int(n * 0.2)), n_test=0, seed=h,
+                        user_order=stable_user_order(inter.user_ids))
+    return inter, split
+
+
+def test_sets(users, repos, hour, is_test, h, item_ids, new_repos, seed):  # noqa: ANN001, ANN201
+    """(fold-in, target) for NDCG@100 and (fold-in, target) for new-repository recall."""
+    sel = is_test & (hour <= h)
+    cols = np.searchsorted(item_ids, repos[sel]).clip(0, len(item_ids) - 1)
+    known = item_ids[cols] == repos[sel]
+    u, c = users[sel][known], cols[known]
+    is_new_col = np.isin(item_ids, new_repos)
+    rng = np.random.default_rng(seed + 1000)
+    uniq = np.unique(u)
+    rows = {x: i for i, x in enumerate(uniq)}
+    r = np.array([rows[x] for x in u])
+    target = rng.random(len(u)) < 0.2
+    shape = (len(uniq), len(item_ids))
+
+    def csr(mask: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(mask.sum(), np.float32), (r[mask], c[mask])), shape=shape)
+
+    new_star = is_new_col[c]
+    return (csr(~target), csr(target)), (csr(~new_star), csr(new_star))
+
+
+def score(model, item_ids, train, sets) -> dict:  # noqa: ANN001
+    rec = Recommender(model, item_ids, Popularity().fit(train).popularity)
+    (fi, tg), (nfi, ntg) = sets
+    overall = evaluate(rec, fi, tg)
+    new = evaluate(rec, nfi, ntg, ks=(100,))
+    return {"ndcg@100": overall["ndcg@100"], "new_recall@100": new["recall@100"], "new_users": new["users"]}
+
+
+def changed_rows(train_user_ids, users, hour, is_test, h) -> np.ndarray:  # noqa: ANN001
+    changed = np.unique(users[(hour == h) & ~is_test])
+    return np.flatnonzero(np.isin(train_user_ids, changed))
+
+
+def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: ANN001
+    model, item_ids = prev
+    cfg = replace(FULL, seed=seed, epochs=WARM_EPOCHS, patience=None, time_budget_s=None)
+    if variant == "legacy":
+        start, _ = warm_start(model, item_ids, split.item_ids, train=split.train)
+        res = train_recvae(split.train, split.validation, replace(LEGACY_WARM, seed=seed), device="cpu",
+                           initial_model=start)
+        return res.model, {"epochs": len(res.history), "kept_epoch": res.best_epoch,
+                           "weights_changed": res.best_epoch > 0}
+    warm = {"warm": WarmConfig(), "warm-zero-rows": WarmConfig(fit_new_rows=False),
+            "warm-all-users": WarmConfig(), "warm-replay2": WarmConfig(replay_ratio=2.0)}[variant]
+    out = train_warm(model, item_ids, split.train, split.item_ids, split.validation, cfg,
+                     changed_users=None if variant == "warm-all-users" else changed, warm=warm, device="cpu")
+    rep = out.report
+    return out.training.model, {
+        "epochs": len(out.training.history), "kept_epoch": rep.kept_epoch,
+        "weights_changed": rep.weights_changed, "users_per_epoch": rep.users_per_epoch,
+        "new_items": rep.new_items,
+        "new_items_trained": rep.new_items_trained}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["legacy", "warm"])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/warm_hours_cache"))
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "warm_hours")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    table = np.loadtxt(args.dataset / "stars.csv", delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    table = table[table[:, 2] == 1]
+    users, repos = table[:, 0], table[:, 1]
+    args.cache.mkdir(parents=True, exist_ok=True)
+    report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
+              "load_before": os.getloadavg(), "rows": []}
+    from recvae import load_artifact
+    from recvae.artifact import dump_artifact
+
+    def full(h: int, seed: int, split) -> tuple:  # noqa: ANN001
+        path = args.cache / f"full_s{seed}_h{h}.pt"
+        if path.exists():
+            rec = load_artifact(path.read_bytes()).recommender
+            return rec.model, rec.item_ids, 0.0, None
+        t0 = time.perf_counter()
+        res = train_recvae(split.train, split.validation, replace(FULL, seed=seed), device="cpu")
+        rec = Recommender(res.model, split.item_ids, Popularity().fit(split.train).popularity)
+        path.write_bytes(dump_artifact(rec, config=res.config))
+        return res.model, split.item_ids, time.perf_counter() - t0, len(res.history)
+
+    for seed in args.seeds:
+        hour, new_repos, _, is_test = simulate(users, repos, seed)
+        splits = {h: hour_data(users, repos, hour, is_test, h)[1] for h in range(4)}
+        m0, ids0, s0, e0 = full(0, seed, splits[0])
+        m3, ids3, s3, e3 = full(3, seed, splits[3])
+        sets3 = test_sets(users, repos, hour, is_test, 3, splits[3].item_ids, new_repos, seed)
+        ref = score(m3, ids3, splits[3].train, sets3)
+        report["rows"].append({"seed": seed, "run": "H+3 full retrain", **ref, "seconds": s3, "epochs": e3})
+        print(seed, "full H+3", ref, flush=True)
+        for variant in args.variants:
+            prev = (m0, ids0)
+            for h in (1, 2, 3):
+                sp_h = splits[h]
+                changed = changed_rows(sp_h.train_user_ids, users, hour, is_test, h)
+                t0 = time.perf_counter()
+                model, info = run_warm(variant, prev, sp_h, changed, seed)
+                seconds = time.perf_counter() - t0
+                sets = test_sets(users, repos, hour, is_test, h, sp_h.item_ids, new_repos, seed)
+                row = {"seed": seed, "run": f"H+{h} {variant}", "seconds": seconds,
+                       **score(model, sp_h.item_ids, sp_h.train, sets), **info}
+                if h == 3:
+                    row["ndcg_vs_full"] = row["ndcg@100"] / ref["ndcg@100"]
+                    row["new_recall_vs_full"] = row["new_recall@100"] / max(ref["new_recall@100"], 1e-9)
+                report["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                prev = (model, sp_h.item_ids)
+    report["load_after"] = os.getloadavg()
+    report["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
+    print(f"wrote {args.output.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
