@@ -1,6 +1,6 @@
 """Hourly runs end to end: one full hour H, warm hours H+1..H+3, and a full retrain of H+3.
 
-    python benchmarks/bench_hourly.py                                   # 40k x 20k demo + github-stars-tiny
+    python benchmarks/bench_hourly.py --full-epochs 16                  # demo, 3 github seeds, 4x history
     python benchmarks/bench_hourly.py --users 3000 --repos 1500 --full-epochs 10 --skip-github  # quick
 
 Each run is `hourly_training_job` (all five assets and their checks) in its own process, as
@@ -9,6 +9,8 @@ for the benchmark; its peak RSS is that process's ru_maxrss. Run config: H and t
 with `read: full` and `mode: full`, the warm hours with the defaults (incremental read, warm start).
 Data and the test users that no model sees: hourly_data.py. Results: benchmarks/results/hourly.md
 and .json, with the command and the load average before and after every run (the CPU is shared).
+New-repository recall: Recall@100 of the test users' stars on repositories a model knows and H's
+model did not (hourly_data.new_repository_recall).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
@@ -76,8 +80,11 @@ def run_hour(env: dict[str, str], key: str, ops: dict[str, Any]) -> dict[str, An
     return result
 
 
-def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    from hourly_data import score_test_users
+def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespace, seed: int = 0,
+             plan: str = "hours") -> dict[str, Any]:
+    """plan "hours": H full, H+1..H+3 warm, a full retrain of H+3; "cost": H full (its epochs from
+    --cost-full-epochs: only a starting model) and one warm hour H+1, for the cost against history."""
+    from hourly_data import new_repository_recall, score_test_users
 
     from batchrec_dagster.demo_data import record_dataset, write_source
     from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving
@@ -103,26 +110,40 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
                "MONGODB_DATABASE": "bench", "BATCHREC_DEPLOYMENT": "local",
                "DAGSTER_HOME": str(work / "dagster_home"), "OMP_WAIT_POLICY": "PASSIVE",
                "BATCHREC_FULL_RUN_HOUR": str(args.full_run_hour)}
-        full_ops = {**FULL, "recvae_model": {**FULL["recvae_model"], **args.full_training}}
-        plan = [("H full", keys[0], full_ops)] + [
-            (f"H+{i} warm", keys[i], {"recvae_model": args.warm_training}) for i in (1, 2, 3)] + [
-            ("H+3 full retrain", keys[3], full_ops)]
+        full_training = {**args.full_training, "seed": seed}
+        if plan == "cost":
+            full_training["epochs"] = args.cost_full_epochs
+        full_ops = {**FULL, "recvae_model": {**FULL["recvae_model"], **full_training}}
+        warm_ops = {"recvae_model": {**args.warm_training, "seed": seed}}
+        hours = (1,) if plan == "cost" else (1, 2, 3)
+        steps = [("H full", keys[0], full_ops)] + [(f"H+{i} warm", keys[i], warm_ops) for i in hours]
+        if plan == "hours":
+            steps.append(("H+3 full retrain", keys[3], full_ops))
         runs = []
+        first_vocabulary = None
         loaded = len(hours_data.source.star_user_ids)
         print(f"{name}: {loaded:,} stars loaded in {load_seconds:.0f} s", flush=True)
-        for label, key, ops in plan:
+        for label, key, ops in steps:
             print(f"{label} ({key}) ...", flush=True)
             result = run_hour(env, key, ops)
             entry = db[MODELS].find_one({"run_id": result["run_id"]})
             store = LocalBlobStore(work / "home" / "storage" / "models")
             model = load_artifact(store.read(entry["file_name"])).recommender
+            end = partition_window(key)[1]
+            if first_vocabulary is None:
+                first_vocabulary = model.item_ids
+            # new repositories: known to this model, unknown to H's
+            new_ids = np.setdiff1d(model.item_ids, first_vocabulary)
             result.update(label=label, partition_key=key, vocabulary=int(model.n_items),
-                          test=score_test_users(hours_data, model, partition_window(key)[1]))
+                          new_repositories=int(len(new_ids)),
+                          test={**score_test_users(hours_data, model, end),
+                                **new_repository_recall(hours_data, model, end, new_ids)})
             vae = work / "home" / "storage" / "assets" / "vae_input" / key / f"{result['run_id']}.npz"
             result["vae_input_sha256"] = _validation_digest(vae)
             runs.append(result)
             print(_row(result), flush=True)
-        return {"name": name, "description": hours_data.description, "load_seconds": load_seconds,
+        return {"name": name, "plan": plan, "seed": seed, "description": hours_data.description,
+                "load_seconds": load_seconds,
                 "partition_keys": keys, "runs": runs,
                 "stars_in_mongodb": len(hours_data.source.star_user_ids),
                 "test_users": int(len(set(hours_data.test_user_ids.tolist())))}
@@ -175,6 +196,13 @@ def main() -> None:
                         help="partition H (KST); H..H+3 must not be the full-run hour")
     parser.add_argument("--full-run-hour", type=int, default=4)
     parser.add_argument("--full-epochs", type=int, help="epochs of the full runs (default: the pipeline's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="github-stars-tiny: one simulation and training seed per case")
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--cost-scale", type=int, default=4,
+                        help="cost case: the demo with this many times the users and days (the same "
+                             "stars per hour), a short full run for H and one warm hour")
+    parser.add_argument("--cost-full-epochs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "hourly")
     args = parser.parse_args()
     if args.child:
@@ -200,8 +228,14 @@ def main() -> None:
                         days=args.days)
         report["cases"].append(run_case("demo", demo_hours(spec, windows[3][1], args.test_users), keys, args))
     if not args.skip_github and (args.dataset / "stars.csv").is_file():
-        data = csv_hours(args.dataset, [w[0] for w in windows], args.test_users)
-        report["cases"].append(run_case("github", data, keys, args))
+        for seed in args.seeds:
+            data = csv_hours(args.dataset, [w[0] for w in windows], args.test_users, seed=seed)
+            report["cases"].append(run_case(f"github seed {seed}", data, keys, args, seed=seed))
+    if not args.skip_cost:
+        spec = DemoSpec(users=args.users * args.cost_scale, repos=args.repos,
+                        mean_stars_per_user=args.stars_per_user, days=args.days * args.cost_scale)
+        report["cases"].append(run_case(f"demo x{args.cost_scale}", demo_hours(
+            spec, windows[3][1], args.test_users), keys, args, plan="cost"))
     report["uptime_after"] = _uptime()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))

@@ -3,9 +3,10 @@
 Two sources:
 - the generated demo (batchrec load-demo): star times spread over the days before the end of
   H+3, so every hour gets new stars at the demo's own rate (total / (days * 24));
-- a stars CSV without times (github-stars-tiny): times are simulated. A random 2% of the stars is
-  revealed in each of H+1, H+2 and H+3 (uniform within the hour); the other 94% get times spread
-  over the days before H's end.
+- a stars CSV without times (github-stars-tiny): times are simulated. Hour H holds about 91% of
+  the stars and none of the stars of a random 3% of the repositories ("new" repositories); each of
+  H+1, H+2 and H+3 reveals a random third of what was withheld (uniform within the hour); H's stars
+  get times spread over the days before H's end.
 
 Test users: a fixed random set of users whose stars are never written to MongoDB. Every model is
 scored on them with the same 80/20 fold-in/target split of their stars before the hour's end, so
@@ -62,24 +63,58 @@ def demo_hours(spec: DemoSpec, last_hour_end: datetime, n_test: int, seed: int =
         f"about {rate:,.0f} new stars per hour"))
 
 
-def csv_hours(directory: Path, hour_starts: list[datetime], n_test: int, reveal: float = 0.02,
-              seed: int = 0) -> HourlyData:
-    """hour_starts: the starts of H, H+1, H+2, H+3 (UTC)."""
+def csv_hours(directory: Path, hour_starts: list[datetime], n_test: int, new_share: float = 0.03,
+              first_hour_share: float = 0.91, seed: int = 0) -> HourlyData:
+    """hour_starts: the starts of H, H+1, H+2, H+3 (UTC). Hour H holds `first_hour_share` of the
+    stars and none of a random `new_share` of the repositories; each later hour reveals a random
+    third of what H withheld (new repositories' stars included), at uniform times in the hour."""
     data, _ = read_stars_csv(directory / "stars.csv", directory / "repos.csv", time_end=hour_starts[1],
                              spread_days=7.0, seed=seed)
     rng = np.random.default_rng(seed + 1)
-    order = rng.permutation(len(data.star_user_ids))
-    per_hour = int(round(reveal * len(order)))
+    repos = np.unique(data.star_repo_ids)
+    new = rng.choice(repos, int(round(new_share * len(repos))), replace=False)
+    withheld = np.isin(data.star_repo_ids, new)
+    extra = int(round((1 - first_hour_share) * len(withheld))) - int(withheld.sum())
+    withheld[rng.choice(np.flatnonzero(~withheld), max(extra, 0), replace=False)] = True
+    later = np.flatnonzero(withheld)
+    hour_of = rng.integers(0, 3, len(later))
     times = data.starred_at.copy()
     hour_us = 3_600_000_000
     for i, start in enumerate(hour_starts[1:]):
-        chosen = order[i * per_hour:(i + 1) * per_hour]
+        chosen = later[hour_of == i]
         times[chosen] = _us(start) + rng.integers(0, hour_us, len(chosen)).astype("timedelta64[us]")
     data = replace(data, starred_at=times)
     return _split_off_test_users(data, n_test, seed, (
-        f"{directory.name} ({len(order):,} stars, no timestamps): {len(order) - 3 * per_hour:,} stars "
-        f"before H's end, then a random {reveal:.0%} of the stars ({per_hour:,}) revealed in each of "
-        f"H+1, H+2, H+3"))
+        f"{directory.name} ({len(withheld):,} stars, no timestamps; simulated hours, seed {seed}): hour H "
+        f"holds {1 - len(later) / len(withheld):.1%} of the stars and none of a random {new_share:.0%} of "
+        f"the repositories ({len(new):,}); H+1, H+2 and H+3 each reveal a random third of the "
+        f"{len(later):,} withheld stars, new repositories' included"))
+
+
+def new_repository_recall(hours: HourlyData, model: Recommender, end: datetime, new_repo_ids: np.ndarray,
+                          k: int = 100) -> dict[str, float]:
+    """Recall@k on the test users' stars (before `end`) of `new_repo_ids` that the model knows:
+    those stars are the target, the user's other stars the fold-in. Users with no such star, or
+    nothing else to feed in, are left out."""
+    before = hours.test_starred_at < _us(end)
+    cols = model.index_of(hours.test_repo_ids[before])
+    users, cols = hours.test_user_ids[before][cols >= 0], cols[cols >= 0]
+    is_new = np.isin(model.item_ids[cols], new_repo_ids)
+    targets = np.unique(users[is_new])
+    fed = np.unique(users[~is_new])
+    rows = np.intersect1d(targets, fed)
+    if len(rows) == 0:
+        return {f"new_recall@{k}": 0.0, "new_users": 0}
+    keep = np.isin(users, rows)
+    row = np.searchsorted(rows, users[keep])
+    shape = (len(rows), model.n_items)
+    ones = np.ones(int(keep.sum()), np.float32)
+    fold = sp.csr_matrix((ones * ~is_new[keep], (row, cols[keep])), shape=shape)
+    target = sp.csr_matrix((ones * is_new[keep], (row, cols[keep])), shape=shape)
+    fold.eliminate_zeros()
+    target.eliminate_zeros()
+    metrics = evaluate(model, fold, target, ks=(k,))
+    return {f"new_recall@{k}": float(metrics[f"recall@{k}"]), "new_users": int(metrics["users"])}
 
 
 def score_test_users(hours: HourlyData, artifact_model: Recommender, end: datetime, seed: int = 0

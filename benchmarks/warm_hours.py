@@ -169,7 +169,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = train_recvae(split.train, split.validation, replace(FULL, seed=seed), device="cpu")
         rec = Recommender(res.model, split.item_ids, Popularity().fit(split.train).popularity)
-        path.write_bytes(dump_artifact(rec, config=res.config))
+        path.write_bytes(dump_artifact(rec, config=res.config, metrics={}))
         return res.model, split.item_ids, time.perf_counter() - t0, len(res.history)
 
     for seed in args.seeds:

@@ -61,8 +61,10 @@ def changed_users(data: VaeInput, start: Start) -> np.ndarray | None:
     last = data.train_last_starred
     if last is None or start.source is None or np.isnat(last).all():
         return None
-    since = np.datetime64(datetime.fromisoformat(start.source["data_end"]).astimezone(UTC)
-                          .replace(tzinfo=None), "us")
+    data_end = datetime.fromisoformat(start.source["data_end"])
+    if data_end.tzinfo is not None:  # stored in UTC; compared with the UTC star times as naive
+        data_end = data_end.astimezone(UTC).replace(tzinfo=None)
+    since = np.datetime64(data_end, "us")
     return np.flatnonzero(~np.isnat(last) & (last >= since))
 
 
