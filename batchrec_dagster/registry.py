@@ -172,3 +172,8 @@ def referenced_files(db: Database) -> set[str]:
     """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
     return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
             if isinstance(doc.get("file_name"), str)}
+
+
+def registered_run_ids(db: Database) -> set[str]:
+    """The run id of every entry (the runs whose stored recvae_model value retention keeps)."""
+    return {doc["run_id"] for doc in db[MODELS].find({}, {"run_id": 1}) if isinstance(doc.get("run_id"), str)}
