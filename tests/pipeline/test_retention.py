@@ -175,3 +175,20 @@ def test_gcs_asset_values_are_listed_and_deleted_by_their_relative_names(prod_en
     assert [b.name for b in report.orphans] == ["raw_repositories/2026-03-01-20:00/r1.npz"]
     remaining = [b.name for b in gcs_client.list_blobs(prod_env)]
     assert remaining == ["p/assets/raw_repositories/2026-03-01-21:00/r2.npz"]
+
+
+def test_the_shipped_job_runs_in_prod_on_gcs(prod_env: str, gcs_client, mongo_db) -> None:
+    """D2 in the prod deployment: GCS artifact store and GCS asset values, as the code location
+    builds them from the environment."""
+    prefix = get_settings().gcs_prefix
+    bucket = gcs_client.bucket(prod_env)
+    for name in ("models/kept.pt", "models/orphan.pt", "assets/raw_repositories/2026-03-01-20:00/r.npz"):
+        bucket.blob(f"{prefix}/{name}").upload_from_string(b"x")
+    mongo_db[MODELS].insert_one({"file_name": "kept.pt"})
+    result = _shipped_job().execute_in_process(run_config=_config(dry_run=True))
+    assert result.success
+    report = _report(result)
+    # everything is younger than 72 h: reported as kept, nothing deleted
+    assert (report["kept_referenced"], report["kept_young"], report["orphans"]) == (1, 1, 0)
+    assert (report["asset_values_kept_referenced"], report["asset_values_orphans"]) == (1, 0)
+    assert len(list(gcs_client.list_blobs(prod_env))) == 3
