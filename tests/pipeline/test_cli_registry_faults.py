@@ -84,3 +84,21 @@ def test_hand_made_champion_records_and_entries_give_no_traceback(local_env: Pat
         assert main(["registry", "pin", str(hand_made)]) == 1
         err = capsys.readouterr().err
         assert "has no data_end date" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cold_server_becomes_ready_past_a_hand_made_champion_record(mongo_db, local_store) -> None:
+    """D8: the server's first poll raised the same TypeError, so /readyz never said 200. The app and
+    its model manager (the production ranking) over real HTTP; the test polls once by hand."""
+    import httpx
+
+    from batchrec_dagster.serving.app import create_app
+    from batchrec_dagster.serving.model_manager import ModelManager
+    from tests.serving.helpers import ServerThread
+
+    good = publish(mongo_db, local_store, score=0.3)
+    mongo_db[CHAMPIONS].insert_one({"model_id": "typed-by-hand", "promoted_at": datetime.now(UTC)})
+    manager = ModelManager(mongo_db, local_store, poll_seconds=None)
+    with ServerThread(create_app(manager, mongo_db)) as server, httpx.Client(base_url=server.url) as http:
+        manager.refresh_now()
+        ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["model"]["id"] == str(good["_id"])
