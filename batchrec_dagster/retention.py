@@ -80,8 +80,8 @@ def registry_guard(artifacts: list[BlobInfo], referenced: set[str], where: str) 
     names none of them."""
     if not artifacts or referenced & {b.name for b in artifacts}:
         return None
-    return (f"the registry references none of the {len(artifacts)} artifacts in {where} (an empty "
-            f"registry: {len(referenced)} names in all); is MONGODB_DATABASE (or the bucket) the "
+    return (f"the registry references none of the {len(artifacts)} artifacts in {where} (it names "
+            f"{len(referenced)} artifacts in all); is MONGODB_DATABASE (or the bucket) the "
             f"deployment's? Nothing was deleted. If every artifact really is an orphan, run with "
             f"config force: true")
 
