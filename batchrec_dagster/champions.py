@@ -32,7 +32,7 @@ from batchrec_dagster import evaluations as evals
 from batchrec_dagster.model_controls import ControlState, current_controls
 from batchrec_dagster.mongo_compat import upsert_keeping
 from batchrec_dagster.promotion import Candidate, Champion, Controls, Decision, Pin, Window, decide, rank_key
-from batchrec_dagster.registry import entries_by_ids, entries_with_data_end
+from batchrec_dagster.registry import canonical_id, entries_by_ids, entries_with_data_end
 from batchrec_dagster.settings import get_settings
 
 CHAMPIONS = "champions"
@@ -46,19 +46,48 @@ def default_max_age() -> timedelta:
     return timedelta(hours=get_settings().model_max_age_hours)
 
 
-def _latest_record(db: Database) -> dict[str, Any] | None:
-    return next(iter(db[CHAMPIONS].find({}).sort([("promoted_at", pymongo.DESCENDING)]).limit(1)), None)
+def usable_record(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """`doc` with its model_id in canonical form (registry.canonical_id), or None when it is not a
+    record this code could have written: `promoted_at` not a date, or a `model_id` that is not an id.
+    Anyone who can write to MongoDB can add one by hand (issue 18, D8: one with a string model_id
+    crashed the CLI and kept a cold server from ever becoming ready)."""
+    if not isinstance(doc.get("promoted_at"), datetime):
+        return None
+    if doc.get("model_id") is None:  # a recorded "no model can serve"
+        return doc
+    model_id = canonical_id(doc["model_id"])
+    return {**doc, "model_id": model_id} if model_id else None
+
+
+def _usable_records(db: Database, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest `limit` usable records, and how many unusable ones were passed over to find them."""
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for doc in db[CHAMPIONS].find({}).sort([("promoted_at", pymongo.DESCENDING)]):
+        record = usable_record(doc)
+        if record is None:
+            skipped += 1
+            continue
+        records.append(record)
+        if len(records) >= limit:
+            break
+    return records, skipped
+
+
+def _latest_record(db: Database) -> tuple[dict[str, Any] | None, int]:
+    records, skipped = _usable_records(db, 1)
+    return (records[0] if records else None), skipped
 
 
 def current_champion(db: Database) -> dict[str, Any] | None:
     """The recorded champion (model_id, promoted_at, reason, ...), or None when there is none."""
-    record = _latest_record(db)
+    record, _ = _latest_record(db)
     return record if record is not None and record.get("model_id") else None
 
 
 def champion_history(db: Database, limit: int = 20) -> list[dict[str, Any]]:
-    """Champion changes, newest first."""
-    return list(db[CHAMPIONS].find({}).sort([("promoted_at", pymongo.DESCENDING)]).limit(limit))
+    """Champion changes, newest first (records that are not usable are left out)."""
+    return _usable_records(db, limit)[0]
 
 
 def _utc(value: Any) -> datetime | None:
@@ -81,7 +110,7 @@ class _State:
     def __init__(self, db: Database, *, now: datetime, max_age: timedelta, window_end: datetime | None):
         self.now, self.max_age = now, max_age
         self.controls: ControlState = current_controls(db)
-        self.record = _latest_record(db)
+        self.record, self.skipped_records = _latest_record(db)
         window_end = window_end or evals.newest_window_end(db)
         scores = evals.on_window(db, window_end) if window_end else {}
         self.window = None
@@ -100,7 +129,9 @@ class _State:
         if record is None or not record.get("model_id"):
             return None
         entry = self.entries.get(record["model_id"])
-        data_end = _utc(entry["data_end"]) if entry else _utc(record.get("model_data_end"))
+        data_end = _utc(entry.get("data_end")) if entry else _utc(record.get("model_data_end"))
+        if data_end is None:  # no entry and no date of its own: nothing says it may still serve
+            return None
         return Champion(record["model_id"], data_end, _utc(record.get("promoted_at")),
                         _utc(record.get("decided_on")))
 
@@ -108,7 +139,8 @@ class _State:
         pin, entry = self.controls.pin, None
         if pin is not None and pin.model_id:
             entry = self.entries.get(pin.model_id)
-        return Controls(Pin(pin.model_id, _utc(entry["data_end"]), pin.reason) if entry else None,
+        data_end = _utc(entry.get("data_end")) if entry else None   # None: a hand-edited entry
+        return Controls(Pin(pin.model_id, data_end, pin.reason) if pin and data_end else None,
                         self.controls.banned)
 
     def decide(self) -> Decision:
@@ -161,6 +193,7 @@ def _selection(state: _State, decision: Decision) -> dict[str, Any]:
             k: record.get(k) for k in ("model_id", "promoted_at", "reason", "score", "decided_on")},
         "pin": pin.to_json() if pin else None,
         "banned": sorted(state.controls.banned),
+        "skipped_champion_records": state.skipped_records,
     }
 
 

@@ -3,7 +3,10 @@
 Arrays are stored as npy members (read back with allow_pickle=False, so object arrays are refused
 on both sides), a CSR matrix as its three arrays plus its shape, and everything else (scalars,
 dicts, lists, datetimes) as JSON in a `__meta__` member that also names the dataclass. Loading an
-unknown type, a newer format version or a member that is missing raises CodecError.
+unknown type, a newer format version or a member that is missing raises CodecError, and so does
+any other undecodable value: a file truncated or with a bit flipped fails somewhere inside
+zipfile, zlib or NumPy's header parser, each with its own exception type (BadZipFile, zlib.error,
+tokenize.TokenError, ...), and a caller must be able to catch one type (issue 18, D1).
 
 String arrays (object arrays of str, or fixed-width unicode) are stored as their UTF-8 bytes plus
 n+1 offsets and read back as object arrays: a fixed-width array costs 4 bytes per character of the
@@ -110,7 +113,18 @@ def encode(value: Any) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """The dataclass stored by `encode`."""
+    """The dataclass stored by `encode`; CodecError for anything that is not one."""
+    try:
+        return _decode(data)
+    except CodecError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged bytes fail in zipfile/zlib/numpy in many ways
+        raise CodecError(f"damaged stored asset value: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(data: bytes) -> Any:
     try:
         npz = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

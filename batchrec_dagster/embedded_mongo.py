@@ -1,8 +1,9 @@
 """Start the embedded MongoDB-wire server (nx-27017) on demand for local runs and tests.
 
 The product code talks to it with pymongo exactly as to MongoDB; this module only makes sure a
-server is listening. Several processes (webserver, daemon, run workers) may ask at once: a file
-lock lets one of them start it, the others find it running.
+server is listening, and says so on stderr (one line) when it had to start one: the server
+outlives the command that started it. Several processes (webserver, daemon, run workers) may ask
+at once: a file lock lets one of them start it, the others find it running.
 
 Whose server is it? Two PID files live in the data directory: ours (`batchrec-server.pid`, written
 at start) and nx-27017's own (`server.pid`, which makes it refuse to start while that PID is
@@ -86,7 +87,12 @@ def ensure_embedded_mongo(data_dir: Path, port: int, host: str = "127.0.0.1") ->
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not is_serving(uri):
                 _clear_stale_pid_files(data_dir, port, host)
-                wait_until_serving(uri, start_server(data_dir, port, host))
+                process = start_server(data_dir, port, host)
+                wait_until_serving(uri, process)
+                # a command that starts it leaves it running (issue 18): say so, on stderr so that
+                # piped output stays clean
+                print(f"started the embedded MongoDB (PID {process.pid}, port {port}, data {data_dir}); "
+                      f"it keeps running: `batchrec stop` stops it", file=sys.stderr)
     if server_pid(data_dir, port) is None:
         # another checkout's (or anyone's) server on this port would silently mix two datasets
         raise EmbeddedMongoError(

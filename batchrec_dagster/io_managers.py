@@ -28,6 +28,7 @@ from batchrec_dagster import champions, codec
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.resources import MongoResource
+from batchrec_dagster.storage import BlobStore, GCSBlobStore, LocalBlobStore
 
 
 class StoredValueNotFoundError(FileNotFoundError):
@@ -105,6 +106,10 @@ class _TypedIOManager(dg.ConfigurableIOManager):
     def _uri(self, path: str) -> str:
         raise NotImplementedError
 
+    def blob_store(self) -> BlobStore:
+        """The stored values as a BlobStore (names are the relative paths): for retention."""
+        raise NotImplementedError
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
@@ -150,6 +155,9 @@ class LocalTypedIOManager(_TypedIOManager):
     def _uri(self, path: str) -> str:
         return str(self._path(path).resolve())
 
+    def blob_store(self) -> BlobStore:
+        return LocalBlobStore(self.base_dir)
+
     def _write(self, path: str, data: bytes) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +181,16 @@ class GCSTypedIOManager(_TypedIOManager):
 
     _client: Any = PrivateAttr(default=None)
 
-    def _blob(self, path: str) -> Any:
+    def _get_client(self) -> Any:
         if self._client is None:
             self._client = self.gcs.get_client()
-        return self._client.bucket(self.bucket).blob(self._key(path))
+        return self._client
+
+    def _blob(self, path: str) -> Any:
+        return self._get_client().bucket(self.bucket).blob(self._key(path))
+
+    def blob_store(self) -> BlobStore:
+        return GCSBlobStore(self._get_client(), self.bucket, prefix=self.prefix)
 
     def _key(self, path: str) -> str:
         prefix = self.prefix.strip("/")

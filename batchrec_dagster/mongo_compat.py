@@ -15,6 +15,10 @@ Quirks of nx-27017 0.8.1 (each one reproduced when it was found):
 6. `{"_id": {"$gt": ObjectId}}` matches nothing -> nothing pages by ObjectId; ranges use dates.
 7. a range over dates also returns documents whose field is a string
                                              -> only_dates() keeps the documents that hold a date.
+8. `{"a.b": {"$ne": x}}` does not match a document whose `a` is null, and `{"arr": {"$ne": x}}`
+   matches an array that holds x       -> model_controls' state keeps the pin's id in a string
+                                                field ("" for none) and the bans as `bans.<id>`
+                                                keys tested with `$exists`.
 """
 
 from __future__ import annotations

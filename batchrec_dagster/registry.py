@@ -107,10 +107,21 @@ def warm_start_candidates(db: Database, *, data_end_at_most: datetime, data_end_
 
 
 def _object_id(model_id: Any) -> ObjectId | None:
+    if not isinstance(model_id, ObjectId | str):
+        return None
     try:
-        return model_id if isinstance(model_id, ObjectId) else ObjectId(str(model_id))
+        return model_id if isinstance(model_id, ObjectId) else ObjectId(model_id.strip())
     except (InvalidId, TypeError):
         return None
+
+
+def canonical_id(model_id: Any) -> str | None:
+    """A model id as every comparison uses it: 24 lower-case hex digits (str(ObjectId)), or None
+    when `model_id` is not an id. ObjectId parsing accepts upper case, so the pin, the bans and the
+    champion record are all compared in this one form (issue 18, D4: a ban in upper case was
+    listed but never applied)."""
+    oid = _object_id(model_id)
+    return str(oid) if oid is not None else None
 
 
 def entry_by_id(db: Database, model_id: Any) -> dict[str, Any] | None:
@@ -172,3 +183,8 @@ def referenced_files(db: Database) -> set[str]:
     """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
     return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
             if isinstance(doc.get("file_name"), str)}
+
+
+def registered_run_ids(db: Database) -> set[str]:
+    """The run id of every entry (the runs whose stored recvae_model value retention keeps)."""
+    return {doc["run_id"] for doc in db[MODELS].find({}, {"run_id": 1}) if isinstance(doc.get("run_id"), str)}

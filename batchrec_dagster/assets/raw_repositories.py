@@ -23,6 +23,7 @@ from batchrec_dagster.types import RawRepositories
 EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository): there are no per-star "
                  "times, so this partition read the CURRENT state of the collection, not the state at "
                  "the end of its hour.")
+UNREADABLE_SNAPSHOT = "the previous hour's snapshot is unreadable"
 
 
 def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, partition_key: str
@@ -38,7 +39,7 @@ def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, partition_
     except StoredValueNotFoundError:
         return None, "no snapshot of the previous hour"
     except CodecError as exc:
-        return None, f"the previous hour's snapshot is unreadable: {exc}"
+        return None, f"{UNREADABLE_SNAPSHOT}: {exc}"
     if not isinstance(value, RawRepositories):
         return None, f"the previous hour's stored value is a {type(value).__name__}"
     return value, ""
@@ -65,7 +66,9 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
     previous, missing = load_previous_hour(io_manager, context.instance, context.partition_key)
     plan = plan_read(previous, missing=missing, window_start=start, layout=layout, fingerprint=fingerprint,
                      requested=config.read, daily_full=daily_full_run(context.partition_key))
-    context.log.info(f"{plan.mode} read: {plan.reason}")
+    # a damaged snapshot is worth a warning: the hour still runs (a full read), but someone should look
+    log = context.log.warning if plan.reason.startswith(UNREADABLE_SNAPSHOT) else context.log.info
+    log(f"{plan.mode} read: {plan.reason}")
     started = time.perf_counter()
     if plan.mode == "incremental":
         raw = read_hour(db, previous, start, end, batch_size=config.batch_size, fingerprint=fingerprint)

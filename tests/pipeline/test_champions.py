@@ -1,12 +1,14 @@
 """The champion record, the serving answer and the operators' pin/ban, against a real MongoDB
 (no training: registry entries are written directly, scores through the evaluations collection)."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from batchrec_dagster import champions, evaluations, operators
 from batchrec_dagster.model_controls import current_controls
+from batchrec_dagster.mongo import connect
 from batchrec_dagster.registry import ensure_indexes, register_model
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
@@ -126,3 +128,57 @@ def test_a_champion_whose_artifact_fails_is_replaced(db):
     decision = champions.decide_and_record(db, now=NOW, window_end=WINDOW_END)
     assert decision.champion_id == other and "sha256 differs" in decision.reason
     assert [str(e["_id"]) for e in champions.serving_order(db, NOW)] == [other]
+
+
+def _at_once(*calls) -> list[object]:
+    """Run the calls in threads released together; each result is the return value or the error."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except operators.OperatorError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def test_pin_and_ban_of_one_model_at_the_same_time_never_both_succeed(db, mongo_server_uri):
+    """Issue 18 D13: `pin X` and `ban X` at once both succeeded (each checked, then appended). Real
+    concurrent calls, each on its own client as two operators' commands would be: exactly one wins,
+    and the state is the winner's."""
+    models = [add_model(db, f"m{i}", 1 + i / 10) for i in range(8)]
+    clients = [connect(mongo_server_uri) for _ in range(3)]
+    pin_db, ban_db, other_db = (c[db.name] for c in clients)
+    try:
+        for i, model in enumerate(models):
+            at = NOW + timedelta(seconds=i)
+            pinned, banned = _at_once(lambda m=model, t=at: operators.pin(pin_db, m, "canary", now=t),
+                                      lambda m=model, t=at: operators.ban(ban_db, m, "rollback", now=t))
+            wins = [not isinstance(r, operators.OperatorError) for r in (pinned, banned)]
+            assert sum(wins) == 1, (pinned, banned)
+            controls = current_controls(db)
+            if wins[0]:
+                assert controls.pin.model_id == model and model not in controls.banned
+                assert "is pinned" in str(banned)
+                operators.unpin(db, now=at)
+            else:
+                assert model in controls.banned and (controls.pin is None or controls.pin.model_id != model)
+                assert "is banned" in str(pinned)
+        # two operators banning one model at once: one ban, one "already banned"
+        target = add_model(db, "target", 1)
+        results = _at_once(*(lambda d=d: operators.ban(d, target, now=NOW)
+                             for d in (pin_db, ban_db, other_db)))
+        assert sum(not isinstance(r, operators.OperatorError) for r in results) == 1
+        assert sum(1 for a in current_controls(db).history if a.model_id == target) == 1
+    finally:
+        for client in clients:
+            client.close()

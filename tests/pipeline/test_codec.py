@@ -72,3 +72,39 @@ def test_refuses_what_it_cannot_store_or_read():
     np.savez(pickled, __meta__=np.array([{"type": "UserItemMatrix"}], dtype=object))
     with pytest.raises(CodecError):
         decode(pickled.getvalue())
+
+
+def _snapshot(n: int = 3000) -> RawRepositories:
+    rng = np.random.default_rng(3)
+    return RawRepositories(
+        repo_ids=np.arange(n, dtype=np.int64), full_names=np.array([f"o/r{i}" for i in range(n)]),
+        repo_stars=rng.integers(0, 99, n), languages=np.array(["Go"] * n),
+        star_user_ids=rng.integers(0, 500, n), star_repo_ids=rng.integers(0, n, n),
+        starred_at=np.full(n, "2026-03-01T10:00", dtype="datetime64[us]"),
+        window_start=END.replace(hour=11), window_end=END, layout="stars", skipped={})
+
+
+def test_a_truncated_or_bit_flipped_value_is_a_codec_error():
+    """Issue 18 D1: these raised zipfile.BadZipFile, zlib.error, tokenize.TokenError... Every
+    damaged copy must either decode to the same value (a flip in a zip field nothing checks, such
+    as a timestamp) or raise CodecError: nothing else escapes, nothing decodes to other data."""
+    value = _snapshot()
+    data = encode(value)
+    damaged = [data[:len(data) // 3], data[:len(data) - 1], data[:22]]
+    step = max(1, len(data) // 1500)
+    for i in range(0, len(data), step):
+        flipped = bytearray(data)
+        flipped[i] ^= 1 << (i % 8)
+        damaged.append(bytes(flipped))
+    errors = 0
+    for copy in damaged:
+        try:
+            back = decode(copy)
+        except CodecError:
+            errors += 1
+            continue
+        np.testing.assert_array_equal(back.star_user_ids, value.star_user_ids)
+        assert back.full_names.tolist() == value.full_names.tolist()
+    assert errors > len(damaged) * 0.8
+    with pytest.raises(CodecError, match="damaged stored asset value: BadZipFile"):
+        decode(data[:len(data) // 3])

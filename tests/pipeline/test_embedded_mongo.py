@@ -109,3 +109,31 @@ def test_a_live_server_of_this_home_on_another_port_is_named(tmp_path):
     finally:
         assert stop_embedded_mongo(home)
     assert not is_running(pid)
+
+
+def test_a_command_that_starts_the_server_says_so(tmp_path, monkeypatch, capsys):
+    """Issue 18 (friction): `batchrec registry` after `batchrec stop` started the embedded MongoDB
+    again, silently, and left it running. It still starts it (the command needs it), in one line."""
+    from batchrec_dagster.cli import main
+    from batchrec_dagster.settings import get_settings
+
+    port = free_port()
+    monkeypatch.setenv("BATCHREC_DEPLOYMENT", "local")
+    monkeypatch.setenv("BATCHREC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BATCHREC_MONGO_PORT", str(port))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    get_settings.cache_clear()
+    data_dir = get_settings().mongo_data_dir
+    try:
+        assert main(["registry"]) == 0
+        captured = capsys.readouterr()
+        [line] = [x for x in captured.err.splitlines() if "embedded MongoDB" in x]
+        pid = _server_pid(data_dir)
+        assert line.startswith(f"started the embedded MongoDB (PID {pid}, port {port}")
+        assert "batchrec stop" in line
+        assert "started" not in captured.out
+        assert main(["registry"]) == 0            # already running: nothing to say
+        assert "embedded MongoDB" not in capsys.readouterr().err
+    finally:
+        assert main(["stop"]) == 0
+    assert not is_running(pid)

@@ -1,6 +1,7 @@
 """Incremental hours: hour H+1 extends hour H's snapshot with only its own stars (real MongoDB,
 real storage), and falls back to a full read when it cannot."""
 
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -174,6 +175,41 @@ def test_hour_after_hour_reads_only_its_own_stars_local(local_env: Path, mongo_d
     fourth = materialize_raw(H3)
     assert fourth["read_mode"] == "full"
     assert fourth["read_reason"].startswith("the previous hour's snapshot is unreadable")
+
+
+def _newest_snapshot(home: Path, key: str) -> Path:
+    [stored] = (home / "storage" / "assets" / "raw_repositories" / key).glob("*.npz")
+    return stored
+
+
+def _warnings_of_last_run() -> list[str]:
+    instance = _INSTANCE[-1]
+    [run] = instance.get_runs(limit=1)
+    return [e.user_message for e in instance.all_logs(run.run_id)
+            if e.level == logging.WARNING and e.user_message]
+
+
+def test_a_truncated_or_bit_flipped_snapshot_gives_a_full_read(local_env: Path, mongo_db):
+    """Issue 18 D1: the next hour crashed with zipfile.BadZipFile (truncated) or zlib.error (a bit
+    flipped) instead of the documented full read."""
+    load_demo_over_the_hours(mongo_db)
+    materialize_raw(H)
+    stored = _newest_snapshot(local_env, H)
+    data = stored.read_bytes()
+    stored.write_bytes(data[:len(data) // 3])
+    truncated = materialize_raw(H1)
+    assert truncated["read_mode"] == "full" and truncated["stars_read"] == mongo_db.stars.count_documents({})
+    assert truncated["read_reason"].startswith("the previous hour's snapshot is unreadable: damaged")
+    assert any("full read: the previous hour's snapshot is unreadable" in m for m in _warnings_of_last_run())
+
+    stored = _newest_snapshot(local_env, H1)
+    flipped = bytearray(stored.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10        # inside the compressed star arrays
+    stored.write_bytes(bytes(flipped))
+    after_flip = materialize_raw(H2)
+    assert after_flip["read_mode"] == "full"
+    assert after_flip["read_reason"].startswith("the previous hour's snapshot is unreadable: damaged")
+    assert after_flip["stars"] == mongo_db.stars.count_documents({"starred_at": {"$lt": END2}})
 
 
 def test_full_read_when_asked_and_at_the_daily_hour(local_env: Path, mongo_db, monkeypatch):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from batchrec_dagster import champions, evaluations
+from batchrec_dagster import champions, evaluations, model_controls
 from batchrec_dagster.cli import build_parser, main
 from batchrec_dagster.registry import ensure_indexes, register_model
 
@@ -72,3 +72,36 @@ def test_registry_actions_are_wired():
                          (["registry"], None)):
         args = parser.parse_args(argv)
         assert callable(args.func) and args.registry_action == action, argv
+
+
+def test_an_id_in_upper_case_is_the_same_model(local_env: Path, mongo_db, capsys):
+    """Issue 18 D4: `ban <ID IN UPPER CASE>` was recorded and listed, yet the model stayed champion
+    and served; `pin <UPPER>` exited 0 and changed nothing."""
+    ensure_indexes(mongo_db)
+    older, newer = add_model(mongo_db, "older", 3), add_model(mongo_db, "newer", 2)
+    champions.decide_and_record(mongo_db)
+    assert champions.current_champion(mongo_db)["model_id"] == newer   # unscored: the newest
+
+    assert main(["registry", "ban", newer.upper(), "--reason", "shouting"]) == 0
+    out = capsys.readouterr().out
+    assert f"champion now {older}" in out and f"banned:   {newer} since" in out
+    assert str(champions.champion_for_serving(mongo_db)["_id"]) == older
+
+    assert main(["registry", "pin", newer.upper()]) == 1   # banned, whatever the case
+    assert "is banned" in capsys.readouterr().err
+    assert main(["registry", "unban", newer.upper()]) == 0
+    capsys.readouterr()
+    assert main(["registry", "pin", older.upper(), "--reason", "canary"]) == 0
+    assert f"serving:  {older} (pin)" in capsys.readouterr().out
+    served = champions.champion_for_serving(mongo_db)
+    assert str(served["_id"]) == older and served["selection"]["role"] == "pin"
+
+
+def test_an_upper_case_ban_logged_by_an_older_version_is_applied(mongo_db):
+    """D4: a log written before the fix holds the id as typed; it bans the model all the same."""
+    ensure_indexes(mongo_db)
+    older, newer = add_model(mongo_db, "older", 3), add_model(mongo_db, "newer", 2)
+    mongo_db["model_controls"].insert_one({"action": "ban", "model_id": newer.upper(), "reason": "old log",
+                                           "at": NOW - timedelta(minutes=5)})
+    assert model_controls.current_controls(mongo_db).banned == {newer}
+    assert str(champions.champion_for_serving(mongo_db)["_id"]) == older
