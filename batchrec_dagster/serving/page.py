@@ -15,18 +15,25 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pymongo.database import Database
 
 from batchrec_dagster.champions import champion_history
 from batchrec_dagster.evaluations import history_of, latest_for_models
 from batchrec_dagster.registry import recent_entries
+from batchrec_dagster.serving.fast_path import read_request_body
 from batchrec_dagster.serving.loaded_model import LoadedModel, json_safe
 from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.serving.schemas import MAX_LOGIN_LENGTH, json_response, problem, to_json
+from batchrec_dagster.serving.schemas import (
+    MAX_LOGIN_LENGTH,
+    json_response,
+    problem,
+    to_json,
+    validation_problem,
+)
 from batchrec_dagster.serving.service import RecommendationService, UserDatabaseUnavailable, columns_of
 from batchrec_dagster.serving.status import describe
 
@@ -111,10 +118,18 @@ def add_page_routes(app: FastAPI, service: RecommendationService, manager: Model
     async def page() -> Response:
         return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-    @app.post("/page/compare")
-    async def compare(request: CompareRequest) -> Response:
+    @app.post("/page/compare", responses={413: {"description": "Body too large"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": CompareRequest.model_json_schema()}}}})
+    async def compare(http_request: Request) -> Response:
         """The served model and the best challenger side by side for one input; `in_both` marks
-        repositories both recommend."""
+        repositories both recommend. Bodies over 1 MiB: 413, refused as they arrive."""
+        # read within the limit before parsing: a pydantic body parameter would buffer it all
+        body = await read_request_body(http_request, service.max_body_bytes)
+        try:
+            request = CompareRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return json_response(422, validation_problem(exc))
         champion, challenger = manager.current, manager.challenger
         if champion is None:
             return json_response(*service.not_ready())

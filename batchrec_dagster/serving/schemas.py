@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchrec_dagster.github import MAX_ID, GitHubId
 
@@ -76,6 +76,11 @@ def to_json(content: Any) -> bytes:
 
 def problem(detail: Any) -> bytes:
     return to_json({"detail": detail})
+
+
+def validation_problem(exc: ValidationError) -> bytes:
+    """A 422 body for invalid input, without echoing it (it may be invalid UTF-8 or a megabyte long)."""
+    return to_json({"detail": exc.errors(include_url=False, include_context=False, include_input=False)})
 
 
 def json_response(status: int, body: bytes) -> Response:

@@ -18,7 +18,7 @@ from pymongo.database import Database
 from batchrec_dagster.serving.inference import Inference
 from batchrec_dagster.serving.loaded_model import LoadedModel
 from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.serving.schemas import RecommendationRequest, problem, to_json
+from batchrec_dagster.serving.schemas import RecommendationRequest, problem, validation_problem
 from batchrec_dagster.stars import starred_repo_ids
 
 log = logging.getLogger("batchrec.serving")
@@ -66,9 +66,7 @@ class RecommendationService:
         try:
             payload = RecommendationRequest.model_validate_json(body)
         except ValidationError as exc:
-            # no input echo: it may be invalid UTF-8 or a megabyte long
-            return 422, to_json({"detail": exc.errors(include_url=False, include_context=False,
-                                                      include_input=False)})
+            return 422, validation_problem(exc)
         model = self.manager.current  # read once: this request uses this model to the end
         if model is None:
             return self.not_ready()
