@@ -54,12 +54,13 @@ class RecommendationService:
         self.max_body_bytes = max_body_bytes
 
     def not_ready(self) -> tuple[int, bytes]:
-        error = self.manager.last_error
-        reason = "no model loaded yet"
+        manager = self.manager
+        error, outcome = manager.last_error, manager.last_outcome
+        reason = "no model loaded yet" if manager.withdrawn is None else f"no model: {manager.withdrawn}"
         if error is not None:
             reason += f"; last load attempt failed: {error.message}"
-        elif self.manager.last_outcome is not None and self.manager.last_outcome.outcome == "no_model":
-            reason += "; the registry holds no fresh model"
+        elif outcome is not None and outcome.outcome == "no_model":
+            reason += f"; {outcome.message}"
         return 503, problem(reason)
 
     async def by_ids(self, body: bytes) -> tuple[int, bytes]:
