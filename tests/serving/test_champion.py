@@ -124,6 +124,7 @@ def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_on
     # the running one also says which model it stopped serving, and why
     assert f"model {ids[0]} was banned by an operator (bad answers)" in http.get("/readyz").json()["detail"]
     assert ids[0] in http.get("/model").json()["withdrawn"]
+    assert ids[0] not in http.get("/metrics").text  # no longer named as the served model
 
     operators.unban(db, ids[1], "fixed")
     assert manager.refresh_now().outcome == "swapped"
