@@ -95,7 +95,8 @@ def test_a_pin_serves_until_unpinned_and_a_ban_replaces_the_champion(registry, g
     assert ids[0] in selection["banned"]
 
 
-def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_one(registry, gcs_store) -> None:
+def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_one(registry, gcs_store
+                                                                                  ) -> None:
     """D5: the running server kept serving the banned model (/readyz 200, `selection` null) while
     a restarted one was unready. Now both are unready with the reason, and nothing banned answers."""
     db, manager, http = registry
