@@ -82,11 +82,12 @@ def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "warning"
     """How every server of the API runs uvicorn (`batchrec serve`, and the tests' servers)."""
     import uvicorn
 
-    from batchrec_dagster.serving.http_protocol import HeadWithBodyProtocol
+    from batchrec_dagster.serving.http_protocol import KEEP_ALIVE_S, HeadWithBodyProtocol
     from batchrec_dagster.serving.shutdown import GRACEFUL_TIMEOUT_S
 
     return uvicorn.Config(app, host=host, port=port, access_log=False, log_level=log_level,
                           loop="auto", http=HeadWithBodyProtocol, lifespan="on",
+                          timeout_keep_alive=int(KEEP_ALIVE_S),
                           timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
                           proxy_headers=False)  # no client address is used: skip the X-Forwarded-* layer
 

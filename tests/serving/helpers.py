@@ -96,10 +96,13 @@ class Clock:
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, **config: Any):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port))
+        settings = uvicorn_config(app, host="127.0.0.1", port=self.port)
+        for name, value in config.items():  # e.g. http=: a protocol with other timeouts
+            setattr(settings, name, value)
+        self.server = uvicorn.Server(settings)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
