@@ -10,6 +10,7 @@ import math
 from itertools import repeat
 
 import numpy as np
+import pymongo
 import pymongo.errors
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
@@ -22,6 +23,15 @@ from batchrec_dagster.serving.schemas import RecommendationRequest, problem, val
 from batchrec_dagster.stars import starred_repo_ids
 
 log = logging.getLogger("batchrec.serving")
+
+# a login look-up (all its queries, retries and server selection) answers or fails within this:
+# a MongoDB that is down, or frozen with connections open, must not hold a request longer
+USER_LOOKUP_TIMEOUT_S = 2.0
+
+
+def _starred_within(db: Database, login: str, timeout_s: float) -> list[int] | None:
+    with pymongo.timeout(timeout_s):  # client-side operation timeout, for every query inside
+        return starred_repo_ids(db, login)
 
 
 def columns_of(model: LoadedModel, repo_ids: list[int]) -> tuple[np.ndarray, list[int], int]:
@@ -79,7 +89,7 @@ class RecommendationService:
         if self.db is None:
             return None
         try:
-            return await run_in_threadpool(starred_repo_ids, self.db, login)
+            return await run_in_threadpool(_starred_within, self.db, login, USER_LOOKUP_TIMEOUT_S)
         except pymongo.errors.PyMongoError as exc:
             log.warning("login look-up failed: %s: %s", type(exc).__name__, exc)
             raise UserDatabaseUnavailable(f"user database unavailable ({type(exc).__name__})") from exc
