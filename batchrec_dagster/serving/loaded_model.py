@@ -84,6 +84,8 @@ class LoadedModel:
     # repository id -> column, for integer vocabularies (None otherwise: `recommender.index_of`)
     column_of: dict[int, int] | None = None
     data_end: datetime | None = None  # end of the training data window (the model's age)
+    # lower-case owner/name -> repository id, for inputs given by name (the API and the page)
+    name_index: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -172,7 +174,9 @@ def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | 
     item_ids = recommender.item_ids
     column_of = ({i: c for c, i in enumerate(item_ids.tolist())} if item_ids.dtype.kind in "iu"
                  else None)
-    return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes,
+    name_index = {n.lower(): i for n, i in zip(names.tolist(), item_ids.tolist(), strict=True)
+                  if isinstance(n, str)}
+    return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes, name_index=name_index,
                        column_of=column_of, summary_json=json.dumps(summary, separators=(",", ":")),
                        entry=safe_entry, names=names, names_source=names_source,
                        loaded_at=datetime.now(UTC), load_seconds=time.perf_counter() - started,

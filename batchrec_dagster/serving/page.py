@@ -28,6 +28,7 @@ from batchrec_dagster.serving.fast_path import read_request_body
 from batchrec_dagster.serving.loaded_model import LoadedModel, json_safe
 from batchrec_dagster.serving.model_manager import ModelManager
 from batchrec_dagster.serving.schemas import (
+    FULL_NAME_PATTERN,
     MAX_LOGIN_LENGTH,
     json_response,
     problem,
@@ -40,12 +41,11 @@ from batchrec_dagster.serving.status import describe
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_NAMES = 1000
 _GITHUB_URL = re.compile(r"^https?://(?:www\.)?github\.com/([\w.-]+/[\w.-]+)", re.IGNORECASE)
-_FULL_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+_FULL_NAME = re.compile(FULL_NAME_PATTERN)
 # the page talks only to this server: nothing from elsewhere may load, even if injected
 PAGE_HEADERS = {"cache-control": "no-cache",
                 "content-security-policy": "default-src 'self'; style-src 'unsafe-inline'; "
                                            "script-src 'unsafe-inline'; img-src 'self' data:"}
-_name_indexes: dict[str, dict[str, int]] = {}  # model key -> lower-case full name -> repository id
 
 
 class CompareRequest(BaseModel):
@@ -65,23 +65,12 @@ class CompareRequest(BaseModel):
         return self
 
 
-def _name_index(model: LoadedModel) -> dict[str, int]:
-    index = _name_indexes.get(model.key)
-    if index is None:
-        ids = model.recommender.item_ids.tolist()
-        index = {n.lower(): i for n, i in zip(model.names.tolist(), ids, strict=True) if isinstance(n, str)}
-        if len(_name_indexes) >= 4:  # a few models at most: the served one and the challenger
-            _name_indexes.pop(next(iter(_name_indexes)))
-        _name_indexes[model.key] = index
-    return index
-
-
 def resolve_repos(text: str, models: list[LoadedModel]) -> tuple[list[int], list[str]]:
     """Repository ids for the pasted tokens (names through the models' vocabularies), and the
     tokens that name no repository the models know."""
     ids: list[int] = []
     unknown: list[str] = []
-    indexes = [_name_index(m) for m in models]
+    indexes = [m.name_index for m in models]
     for token in [t for t in re.split(r"[\s,]+", text) if t][:MAX_NAMES]:
         if token.isdigit():
             ids.append(int(token))

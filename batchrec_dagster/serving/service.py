@@ -34,6 +34,24 @@ def _starred_within(db: Database, login: str, timeout_s: float) -> list[int] | N
         return starred_repo_ids(db, login)
 
 
+def resolve_names(model: LoadedModel, repos: list[int | str]) -> tuple[list[int], list[str]]:
+    """Repository ids for a list of ids and owner/name strings (names through the model's
+    vocabulary, case-insensitively, in input order), and the names the model does not know."""
+    if all(type(r) is int for r in repos):  # the common case: ids only
+        return repos, []  # type: ignore[return-value]
+    ids: list[int] = []
+    unknown: list[str] = []
+    index = model.name_index
+    for repo in repos:
+        if type(repo) is int:
+            ids.append(repo)
+        elif (found := index.get(repo.lower())) is not None:
+            ids.append(found)
+        else:
+            unknown.append(repo)
+    return ids, unknown
+
+
 def columns_of(model: LoadedModel, repo_ids: list[int]) -> tuple[np.ndarray, list[int], int]:
     """The model's columns of the known ids (first occurrence order), the unknown ids, and how
     many duplicates were dropped."""
@@ -81,7 +99,8 @@ class RecommendationService:
         model = self.manager.current  # read once: this request uses this model to the end
         if model is None:
             return self.not_ready()
-        return 200, await self.recommend(model, payload.repo_ids, payload.k)
+        repo_ids, unknown_names = resolve_names(model, payload.repo_ids)
+        return 200, await self.recommend(model, repo_ids, payload.k, unknown_names=unknown_names)
 
     async def starred(self, login: str) -> list[int] | None:
         """The user's starred repository ids (None: no such login, or an unusable `_id`).
@@ -115,7 +134,7 @@ class RecommendationService:
         return indices[keep], scores[keep]
 
     async def recommend(self, model: LoadedModel, repo_ids: list[int], k: int,
-                        login: str | None = None) -> bytes:
+                        login: str | None = None, unknown_names: list[str] | None = None) -> bytes:
         known, unknown_ids, duplicates = columns_of(model, repo_ids)
         indices, scores = await self.top_k(model, known, k)
         # hand-assembled JSON from fragments encoded at load time (json.dumps of the whole body
@@ -126,4 +145,6 @@ class RecommendationService:
         login_part = f',"login":{json.dumps(login)}' if login is not None else ""
         return (f'{{"model":{model.summary_json},"k":{k},"recommendations":[{recs}],'
                 f'"popularity_fallback":{"false" if known.size else "true"},'
-                f'"unknown_repo_ids":{unknown},"duplicates_ignored":{duplicates}{login_part}}}').encode()
+                f'"unknown_repo_ids":{unknown},'
+                f'"unknown_repo_names":{json.dumps(unknown_names) if unknown_names else "[]"},'
+                f'"duplicates_ignored":{duplicates}{login_part}}}').encode()
