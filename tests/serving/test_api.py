@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -176,6 +177,20 @@ def test_docs_and_openapi(serving: Serving) -> None:
     body = spec["paths"]["/recommendations"]["post"]["requestBody"]["content"]["application/json"]
     assert "repo_ids" in body["schema"]["properties"]
     assert serving.http.get("/docs").status_code == 200
+
+
+def test_the_docs_page_loads_nothing_from_elsewhere(serving: Serving) -> None:
+    """Friction (issue 18): /docs was blank offline, its Swagger UI loaded from a CDN. Every URL
+    the page loads is on this server, and answers."""
+    html = serving.http.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/openapi.json"} <= set(urls), urls
+    assert not [u for u in urls if "//" in u], urls  # nothing absolute: no CDN
+    script = serving.http.get("/docs/swagger-ui-bundle.js")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert serving.http.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert serving.http.get("/redoc").status_code == 404  # ReDoc has no local assets: off
 
 
 def test_unknown_routes_and_methods(serving: Serving) -> None:
