@@ -210,7 +210,8 @@ class ModelManager:
         # the order's first and why; `selection` describes this poll's order, not the model: kept
         # out of the loaded entry (self.selection is set for the model that ends up serving)
         decision = candidates[0].get("selection") if candidates else None
-        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates]
+        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates
+                      if str(c.get("_id")).lower() not in banned]  # whatever order `rank` gives
         if not candidates:
             self.rejected, self.last_error, self._failures = [], None, {}
             self._challenger = None
