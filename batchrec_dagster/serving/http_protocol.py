@@ -86,7 +86,11 @@ class HeadWithBody:
 
 class HeadWithBodyProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` writing through `HeadWithBody`, with the timeouts of the module
-    docstring: pass as `uvicorn.Config(http=...)` (`with_timeouts` for other limits)."""
+    docstring: pass as `uvicorn.Config(http=...)` (`with_timeouts` for other limits).
+
+    The timers are lazy: a request records times (`loop.time()`), and a timer, when it fires,
+    looks at them and either times the connection out or waits for what is due next; so a
+    keep-alive connection costs one timer every few seconds, not one per request."""
 
     header_timeout_s = HEADER_TIMEOUT_S
     body_idle_s = BODY_IDLE_S
@@ -95,22 +99,41 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._body_deadline = 0.0
-        self._request_begun = False
+        self._waiting_since: float | None = None  # waiting for a request's headers since
+        self._request_begun = False  # a byte of that request has come
         self._in_body = False  # headers complete, body not
+        self._body_deadline = self._last_body = 0.0
         super().connection_made(HeadWithBody(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
-        self._arm_header_timer()
+        self._wait_for_headers()
 
-    def _arm_header_timer(self) -> None:
-        self._cancel_timers()
-        self._request_begun = self._in_body = False
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._timed_out)
+    def _wait_for_headers(self) -> None:
+        self._waiting_since = self.loop.time()
+        self._request_begun = False
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._check_headers)
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
+    def _check_headers(self) -> None:
+        self._header_timer = None
+        if self._waiting_since is None:  # a request is being served: armed again after its response
+            return
+        due = self._waiting_since + self.header_timeout_s
+        now = self.loop.time()
+        if now >= due:
+            self._timed_out()
+        else:
+            self._header_timer = self.loop.call_later(due - now, self._check_headers)
+
+    def _check_body(self) -> None:
+        """Past the idle limit since the last chunk, or past the body deadline: time out."""
+        self._body_timer = None
+        if not self._in_body:
+            return
+        due = min(self._last_body + self.body_idle_s, self._body_deadline)
+        now = self.loop.time()
+        if now >= due:
+            self._timed_out()
+        else:
+            self._body_timer = self.loop.call_later(due - now, self._check_body)
 
     def _timed_out(self) -> None:
         self._cancel_timers()
@@ -118,37 +141,38 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
             return
         # a request that has begun gets an answer saying why; a silent connection is just closed
         in_body = self._in_body and self.cycle is not None and not self.cycle.response_started
-        if in_body or (self._request_begun and not self._in_body):
+        if in_body or (self._request_begun and self._waiting_since is not None):
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # a body that did not come with its headers (most do) gets its timer here
+        if self._in_body and self._body_timer is None and not self.transport.is_closing():
+            self._body_timer = self.loop.call_later(self.body_idle_s, self._check_body)
 
     def on_message_begin(self) -> None:
         self._request_begun = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        self._body_deadline = self.loop.time() + self.body_timeout_s
+        self._waiting_since = None
+        self._last_body = self.loop.time()
+        self._body_deadline = self._last_body + self.body_timeout_s
         self._in_body = True
-        self._arm_body_timer()
         super().on_headers_complete()
 
-    def _arm_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-        delay = min(self.body_idle_s, self._body_deadline - self.loop.time())
-        self._body_timer = self.loop.call_later(max(delay, 0.0), self._timed_out)
-
     def on_body(self, body: bytes) -> None:
-        self._arm_body_timer()
+        self._last_body = self.loop.time()
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
         self._in_body = False
         super().on_message_complete()
 
@@ -156,7 +180,7 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
         pipelined = bool(self.pipeline)  # a request already read: it starts now, headers complete
         super().on_response_complete()
         if not self.transport.is_closing() and not pipelined and not self._in_body:
-            self._arm_header_timer()  # the next request's headers, from now
+            self._wait_for_headers()  # the next request's headers, from now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
