@@ -114,26 +114,23 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
 
     def _check_headers(self) -> None:
         self._header_timer = None
-        if self._waiting_since is None:  # a request is being served: armed again after its response
-            return
-        due = self._waiting_since + self.header_timeout_s
-        now = self.loop.time()
-        if now >= due:
-            self._timed_out()
-        else:
-            self._header_timer = self.loop.call_later(due - now, self._check_headers)
+        if self._waiting_since is not None:  # else a request is being served: armed after its response
+            self._header_timer = self._due(self._waiting_since + self.header_timeout_s, self._check_headers)
 
     def _check_body(self) -> None:
         """Past the idle limit since the last chunk, or past the body deadline: time out."""
         self._body_timer = None
-        if not self._in_body:
-            return
-        due = min(self._last_body + self.body_idle_s, self._body_deadline)
+        if self._in_body:
+            self._body_timer = self._due(min(self._last_body + self.body_idle_s, self._body_deadline),
+                                         self._check_body)
+
+    def _due(self, due: float, check: Any) -> asyncio.TimerHandle | None:
+        """Time out now if `due` has passed, else the timer that calls `check` again then."""
         now = self.loop.time()
         if now >= due:
             self._timed_out()
-        else:
-            self._body_timer = self.loop.call_later(due - now, self._check_body)
+            return None
+        return self.loop.call_later(due - now, check)
 
     def _timed_out(self) -> None:
         self._cancel_timers()
