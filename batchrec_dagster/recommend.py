@@ -30,6 +30,7 @@ class Recommendations:
     input_items: int
     known_items: int
     passed_over: list[str] = field(default_factory=list)  # candidates that failed, and why
+    unknown_repos: list[str] = field(default_factory=list)  # --repos names MongoDB does not know
 
 
 def load_served_model(db: Database, store: BlobStore, *, max_age: timedelta
@@ -51,34 +52,37 @@ def load_served_model(db: Database, store: BlobStore, *, max_age: timedelta
                          f"`batchrec materialize` (or `batchrec demo`) first{detail}")
 
 
-def input_repo_ids(db: Database, *, login: str | None, repos: list[str]) -> list[int]:
-    """The repositories a login starred, or the given ids / owner/name tokens."""
+def input_repo_ids(db: Database, *, login: str | None, repos: list[str]) -> tuple[list[int], list[str]]:
+    """The repositories a login starred, or the given ids / owner/name tokens; and the names that
+    no repository in MongoDB has (reported and skipped, as the API and the page do)."""
     if login is not None:
         starred = starred_repo_ids(db, login)
         if starred is None:
             raise RecommendError(f"no user with login {login!r} in {db.name}")
-        return starred
-    ids = []
+        return starred, []
+    ids: list[int] = []
+    unknown: list[str] = []
     for token in repos:
         if token.lstrip("-").isdigit():
             ids.append(int(token))
             continue
         repo_id = repo_id_by_name(db, token)
         if repo_id is None:
-            raise RecommendError(f"unknown repository {token!r}")
-        ids.append(repo_id)
-    return ids
+            unknown.append(token)
+        else:
+            ids.append(repo_id)
+    return ids, unknown
 
 
 def recommend(db: Database, store: BlobStore, *, login: str | None = None, repos: list[str] | None = None,
               k: int = 10, max_age: timedelta = timedelta(hours=24)) -> Recommendations:
     """Top-k from the served model for a user (by login) or a set of repositories."""
     entry, artifact, passed_over = load_served_model(db, store, max_age=max_age)
-    starred = input_repo_ids(db, login=login, repos=repos or [])
+    starred, unknown = input_repo_ids(db, login=login, repos=repos or [])
     recommender = artifact.recommender
     names = artifact.extra.get("item_names") or [str(i) for i in recommender.item_ids]
     known = [int(c) for c in recommender.index_of(starred) if c >= 0]
     indices, scores = recommender.recommend([known], k)
     rows = [{"rank": r + 1, "repo_id": int(recommender.item_ids[i]), "full_name": names[i], "score": float(s)}
             for r, (i, s) in enumerate(zip(indices[0], scores[0], strict=True)) if i >= 0]
-    return Recommendations(entry, rows, len(starred), len(known), passed_over)
+    return Recommendations(entry, rows, len(starred), len(known), passed_over, unknown)

@@ -122,6 +122,8 @@ def print_selection(served: Mapping[str, Any] | None, champion: Mapping[str, Any
 def print_recommendations(result: Recommendations, who: str) -> None:
     for reason in result.passed_over:
         print(f"passed over a better-ranked model that failed: {reason}")
+    if result.unknown_repos:
+        print(f"unknown repositories, ignored: {', '.join(map(repr, result.unknown_repos))}")
     print(f"Top-{len(result.rows)} for {who} ({result.known_items} of {result.input_items} starred "
           f"repositories known to model {_text(result.entry.get('file_name'))}):")
     for row in result.rows:

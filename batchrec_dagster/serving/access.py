@@ -24,8 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from batchrec_dagster.serving.docs_ui import ASSET_PATHS
+
 # probes, the page's static HTML and the API docs need no key (the page asks for one itself)
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json", *ASSET_PATHS})
 _SLOT = struct.Struct("dd")  # tokens, monotonic time of the last update
 
 

@@ -20,6 +20,7 @@ from pymongo.database import Database
 
 from batchrec_dagster import __version__
 from batchrec_dagster.serving.access import AccessPolicy
+from batchrec_dagster.serving.docs_ui import add_docs_routes
 from batchrec_dagster.serving.edge import Edge, ShutdownState
 from batchrec_dagster.serving.fast_path import RecommendationFastPath, read_request_body
 from batchrec_dagster.serving.inference import Inference, make_inference
@@ -123,6 +124,7 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
         description=("Recommends GitHub repositories from the ones a user starred, with the best "
                      "model in the batchrec registry (swapped in without downtime)."),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs: Swagger UI with local assets (docs_ui.py); no ReDoc
     )
     app.state.manager = manager
     app.state.inference = engine
@@ -197,4 +199,5 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
         return json_response(200, to_json({"ready": True, "model": model.summary}))
 
     add_page_routes(app, service, manager, db)
+    add_docs_routes(app)
     return app

@@ -2,8 +2,9 @@
 warm up, and encode the response fragments once.
 
 `load_model` reads the artifact through `storage.read_verified` (size and sha256 against the
-registry entry), parses it with `recvae.load_artifact` (safetensors + JSON, never pickle) and
-rejects a model that gives NaN scores on warm-up input. Its errors say whether a retry can help:
+registry entry), parses it with `recvae.load_artifact` (safetensors + JSON, never pickle), checks
+that the artifact's own run id and partition key are the entry's (`check_identity`) and rejects a
+model that gives NaN scores on warm-up input. Its errors say whether a retry can help:
 `ModelLoadError` (download: network, missing object) or `ArtifactRejected` (the bytes are bad).
 """
 
@@ -83,6 +84,8 @@ class LoadedModel:
     # repository id -> column, for integer vocabularies (None otherwise: `recommender.index_of`)
     column_of: dict[int, int] | None = None
     data_end: datetime | None = None  # end of the training data window (the model's age)
+    # lower-case owner/name -> repository id, for inputs given by name (the API and the page)
+    name_index: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -123,6 +126,22 @@ def _download(store: BlobStore, entry: Mapping[str, Any], file_name: str) -> byt
                              ) from exc
 
 
+IDENTITY_FIELDS = ("run_id", "partition_key")  # written into each artifact by the pipeline
+
+
+def check_identity(entry: Mapping[str, Any], extra: Mapping[str, Any], file_name: str) -> None:
+    """The artifact must be the entry's own model: its run id and partition key (in the artifact's
+    metadata) equal the entry's. A hand-edited entry pointing at another model's file (its
+    file_name, sha256 and size copied) passes the checksum, but would serve that model's weights
+    under this entry's id. Artifacts that carry no identity (older ones) are not checked."""
+    for name in IDENTITY_FIELDS:
+        own, registered = extra.get(name), entry.get(name)
+        if own is not None and registered is not None and str(own) != str(registered):
+            raise ArtifactRejected(
+                f"{file_name}: the artifact is another model's: its {name} is {own!r}, registry entry "
+                f"{entry.get('_id')} says {registered!r} (file_name, sha256 or size edited by hand?)")
+
+
 def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | None) -> LoadedModel:
     """The registry entry's model, verified and warmed up (see the module docstring)."""
     started = time.perf_counter()
@@ -134,6 +153,7 @@ def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | 
         artifact = load_artifact(data, device="cpu")
     except ArtifactError as exc:
         raise ArtifactRejected(f"{file_name}: not a loadable artifact: {exc}") from exc
+    check_identity(entry, artifact.extra, file_name)
     recommender = artifact.recommender
     try:
         scorer = BatchScorer(recommender)
@@ -154,7 +174,9 @@ def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | 
     item_ids = recommender.item_ids
     column_of = ({i: c for c, i in enumerate(item_ids.tolist())} if item_ids.dtype.kind in "iu"
                  else None)
-    return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes,
+    name_index = {n.lower(): i for n, i in zip(names.tolist(), item_ids.tolist(), strict=True)
+                  if isinstance(n, str)}
+    return LoadedModel(recommender=recommender, scorer=scorer, json_prefix=prefixes, name_index=name_index,
                        column_of=column_of, summary_json=json.dumps(summary, separators=(",", ":")),
                        entry=safe_entry, names=names, names_source=names_source,
                        loaded_at=datetime.now(UTC), load_seconds=time.perf_counter() - started,

@@ -111,15 +111,12 @@ class ServingMetrics:
 
     def observe_model(self, model: LoadedModel | None, now: float) -> None:
         if model is None:
+            self._forget_model()  # withdrawn (banned): no series may still name it as served
             return
         summary = model.summary
         labels = (str(summary.get("id")), str(summary.get("run_id")), str(summary.get("partition_key")))
         if labels != self._labels:
-            if self._labels is not None:
-                if self.multiprocess_dir:  # files cannot forget a series: mark it as no longer served
-                    self.model_info.labels(*self._labels).set(0)
-                else:
-                    self.model_info.remove(*self._labels)
+            self._forget_model()
             self.model_info.labels(*labels).set(1)
             self._labels = labels
         score = summary.get("score")
@@ -127,6 +124,15 @@ class ServingMetrics:
         if model.data_end is not None:
             self.model_data_end.set(model.data_end.timestamp())
             self.model_age.set(now - model.data_end.timestamp())
+
+    def _forget_model(self) -> None:
+        if self._labels is None:
+            return
+        if self.multiprocess_dir:  # files cannot forget a series: mark it as no longer served
+            self.model_info.labels(*self._labels).set(0)
+        else:
+            self.model_info.remove(*self._labels)
+        self._labels = None
 
     def begin_draining(self) -> None:
         self.draining = True

@@ -17,6 +17,10 @@ model keeps serving.
 
 With `load_challenger`, the walk goes on below the served model to the next model that loads
 (the best challenger by the same order), kept loaded for the page's side-by-side comparison.
+
+A model an operator bans stops serving at the next poll even when nothing replaces it: the server
+then answers as a freshly started one would (unready, with the reason), never with a banned model.
+`selection` describes the model actually served (the order's first, or the fallback and why).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from pymongo.database import Database
 
 from batchrec_dagster.champions import serving_order
+from batchrec_dagster.model_controls import current_controls
 from batchrec_dagster.registry import DEFAULT_MAX_AGE
 from batchrec_dagster.serving.loaded_model import (
     ArtifactRejected,
@@ -48,6 +53,12 @@ MAX_BACKOFF = timedelta(minutes=30)  # the longest wait before a failed download
 MAX_CANDIDATES = 10_000  # all of them, in practice: hourly models within the maximum age
 
 Rank = Callable[[Database, datetime, timedelta], list[dict[str, Any]]]
+Banned = Callable[[Database], Mapping[str, str]]
+
+
+def banned_models(db: Database) -> dict[str, str]:
+    """The models operators banned (lower-case id -> the ban's reason), from `model_controls`."""
+    return {model_id.lower(): action.reason for model_id, action in current_controls(db).bans.items()}
 
 
 def serving_candidates(db: Database, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
@@ -98,12 +109,14 @@ class ModelManager:
                  poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,
-                 on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None):
+                 on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None,
+                 banned: Banned = banned_models):
         self.db = db
         self.store = store
         self.max_age = max_age
         self.poll_seconds = poll_seconds
         self.rank = rank
+        self.banned = banned
         self.load_challenger = load_challenger
         # first wait before a failed download is retried; doubles per failure, up to MAX_BACKOFF
         self.backoff = backoff or timedelta(seconds=poll_seconds or 60.0)
@@ -119,7 +132,8 @@ class ModelManager:
         self.last_error: SwapError | None = None
         self.last_outcome: RefreshResult | None = None
         self.registry_reachable: bool | None = None
-        self.selection: dict[str, Any] | None = None  # why the first candidate comes first
+        self.selection: dict[str, Any] | None = None  # why the served model serves
+        self.withdrawn: str | None = None  # why the last model stopped serving with none after it
         self.swaps = 0
         self.failed_loads = 0
         self.poll_errors = 0
@@ -183,6 +197,7 @@ class ModelManager:
         self.last_check_at = now
         try:
             candidates = self.rank(self.db, now, self.max_age)
+            banned = self.banned(self.db)
         except Exception as exc:  # registry unreachable: keep serving what we have
             self.registry_reachable = False
             self.poll_errors += 1
@@ -191,20 +206,63 @@ class ModelManager:
             log.error("%s (serving %s)", message, self._served_id())
             return RefreshResult("failed", None, message)
         self.registry_reachable = True
-        self.selection = candidates[0].get("selection") if candidates else None
-        # `selection` describes this poll's order, not the model: kept out of the loaded entry
-        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates]
+        self._withdraw_banned(banned, now)
+        # the order's first and why; `selection` describes this poll's order, not the model: kept
+        # out of the loaded entry (self.selection is set for the model that ends up serving)
+        decision = candidates[0].get("selection") if candidates else None
+        candidates = [{k: v for k, v in c.items() if k != "selection"} for c in candidates
+                      if str(c.get("_id")).lower() not in banned]  # whatever order `rank` gives
         if not candidates:
             self.rejected, self.last_error, self._failures = [], None, {}
             self._challenger = None
-            return RefreshResult("no_model", None, "no fresh model in the registry")
+            self.selection = self._served_selection(decision, candidates)
+            return RefreshResult("no_model", None, "the registry holds no fresh model" + (
+                " that is not banned" if banned else ""))
         listed = {entry_key(entry) for entry in candidates}
         self._failures = {k: v for k, v in self._failures.items() if k in listed}  # bounded memory
         loaded_before = [m for m in (self._current, self._challenger) if m is not None]
         result, rest = self._walk(candidates, now)
+        self.selection = self._served_selection(decision, candidates)
         if self.load_challenger:
             self._choose_challenger(rest, now, loaded_before)
         return result
+
+    def _withdraw_banned(self, banned: Mapping[str, str], now: datetime) -> None:
+        """Stop serving (and comparing with) a banned model at once, even with nothing to replace
+        it: a banned model must not answer, and a restarted server would not load it."""
+        current = self._current
+        if self._challenger is not None and str(self._challenger.summary["id"]).lower() in banned:
+            self._challenger = None
+        if current is None or str(current.summary["id"]).lower() not in banned:
+            return
+        reason = banned[str(current.summary["id"]).lower()]
+        self.withdrawn = (f"model {current.summary['id']} was banned by an operator"
+                          f"{f' ({reason})' if reason else ''} and stopped serving at {now.isoformat()}")
+        self._current = None
+        log.warning("%s", self.withdrawn)
+
+    def _served_selection(self, decision: dict[str, Any] | None, candidates: list[dict[str, Any]]
+                          ) -> dict[str, Any] | None:
+        """Why the served model serves: the order's decision when it is the order's first, else a
+        fallback past the failed better-ranked ones, else kept (no longer in the order)."""
+        current = self._current
+        if current is None:
+            return None
+        served_id = current.summary["id"]
+        context = {k: v for k, v in (decision or {}).items() if k not in ("role", "reason")}
+        first = candidates[0] if candidates else None
+        if first is not None and entry_key(first) == current.key:
+            return None if decision is None else {**decision, "model_id": served_id}
+        ranked_first = None if first is None else {
+            "model_id": str(first.get("_id")), "role": (decision or {}).get("role"),
+            "reason": (decision or {}).get("reason")}
+        if any(entry_key(c) == current.key for c in candidates):
+            failed = "; ".join(f"{e.entry_id}: {e.message}" for e in self.rejected)
+            return {**context, "role": "fallback", "model_id": served_id, "ranked_first": ranked_first,
+                    "reason": "the better-ranked models failed to load" + (f" ({failed})" if failed else "")}
+        return {**context, "role": "kept", "model_id": served_id, "ranked_first": ranked_first,
+                "reason": "no longer in the serving order (older than the maximum age, or dropped "
+                          "from the ranking); kept because no model in the order loads"}
 
     def _walk(self, candidates: list[dict[str, Any]], now: datetime
               ) -> tuple[RefreshResult, list[dict[str, Any]]]:
@@ -248,6 +306,7 @@ class ModelManager:
     def _swap(self, loaded: LoadedModel, passed_over: list[SwapError]) -> None:
         previous = self._current
         self._current = loaded  # the swap: one reference assignment
+        self.withdrawn = None
         self.swaps += 1
         self.rejected = passed_over
         self.last_error = passed_over[0] if passed_over else None

@@ -15,30 +15,37 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pymongo.database import Database
 
 from batchrec_dagster.champions import champion_history
 from batchrec_dagster.evaluations import history_of, latest_for_models
 from batchrec_dagster.registry import recent_entries
+from batchrec_dagster.serving.fast_path import read_request_body
 from batchrec_dagster.serving.loaded_model import LoadedModel, json_safe
 from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.serving.schemas import MAX_LOGIN_LENGTH, json_response, problem, to_json
+from batchrec_dagster.serving.schemas import (
+    FULL_NAME_PATTERN,
+    MAX_LOGIN_LENGTH,
+    json_response,
+    problem,
+    to_json,
+    validation_problem,
+)
 from batchrec_dagster.serving.service import RecommendationService, UserDatabaseUnavailable, columns_of
 from batchrec_dagster.serving.status import describe
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_NAMES = 1000
 _GITHUB_URL = re.compile(r"^https?://(?:www\.)?github\.com/([\w.-]+/[\w.-]+)", re.IGNORECASE)
-_FULL_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+_FULL_NAME = re.compile(FULL_NAME_PATTERN)
 # the page talks only to this server: nothing from elsewhere may load, even if injected
 PAGE_HEADERS = {"cache-control": "no-cache",
                 "content-security-policy": "default-src 'self'; style-src 'unsafe-inline'; "
                                            "script-src 'unsafe-inline'; img-src 'self' data:"}
-_name_indexes: dict[str, dict[str, int]] = {}  # model key -> lower-case full name -> repository id
 
 
 class CompareRequest(BaseModel):
@@ -58,23 +65,12 @@ class CompareRequest(BaseModel):
         return self
 
 
-def _name_index(model: LoadedModel) -> dict[str, int]:
-    index = _name_indexes.get(model.key)
-    if index is None:
-        ids = model.recommender.item_ids.tolist()
-        index = {n.lower(): i for n, i in zip(model.names.tolist(), ids, strict=True) if isinstance(n, str)}
-        if len(_name_indexes) >= 4:  # a few models at most: the served one and the challenger
-            _name_indexes.pop(next(iter(_name_indexes)))
-        _name_indexes[model.key] = index
-    return index
-
-
 def resolve_repos(text: str, models: list[LoadedModel]) -> tuple[list[int], list[str]]:
     """Repository ids for the pasted tokens (names through the models' vocabularies), and the
     tokens that name no repository the models know."""
     ids: list[int] = []
     unknown: list[str] = []
-    indexes = [_name_index(m) for m in models]
+    indexes = [m.name_index for m in models]
     for token in [t for t in re.split(r"[\s,]+", text) if t][:MAX_NAMES]:
         if token.isdigit():
             ids.append(int(token))
@@ -111,10 +107,18 @@ def add_page_routes(app: FastAPI, service: RecommendationService, manager: Model
     async def page() -> Response:
         return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-    @app.post("/page/compare")
-    async def compare(request: CompareRequest) -> Response:
+    @app.post("/page/compare", responses={413: {"description": "Body too large"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": CompareRequest.model_json_schema()}}}})
+    async def compare(http_request: Request) -> Response:
         """The served model and the best challenger side by side for one input; `in_both` marks
-        repositories both recommend."""
+        repositories both recommend. Bodies over 1 MiB: 413, refused as they arrive."""
+        # read within the limit before parsing: a pydantic body parameter would buffer it all
+        body = await read_request_body(http_request, service.max_body_bytes)
+        try:
+            request = CompareRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return json_response(422, validation_problem(exc))
         champion, challenger = manager.current, manager.challenger
         if champion is None:
             return json_response(*service.not_ready())

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from batchrec_dagster.serving.app import ServingApp
 
 SWITCH_INTERVAL_S = 0.001
-MONGO_TIMEOUT_MS = 2000  # a login look-up fails within 2 s when MongoDB is down (503), not 10 s+
+MONGO_TIMEOUT_MS = 2000  # server selection and connecting: a login look-up fails fast when MongoDB is down
+# a reply that never comes (a frozen server, a dead peer behind an open socket): without it the
+# poller's registry queries could wait forever (login look-ups have their own 2 s budget, service.py)
+MONGO_SOCKET_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = get_settings()
     db = connect(server_uri(settings), serverSelectionTimeoutMS=MONGO_TIMEOUT_MS,
-                 connectTimeoutMS=MONGO_TIMEOUT_MS)[settings.mongodb_database]
+                 connectTimeoutMS=MONGO_TIMEOUT_MS,
+                 socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS)[settings.mongodb_database]
     state = Path(options.state_dir)
     manager = ModelManager(db, blob_store_for(settings), max_age=timedelta(hours=options.max_age_hours),
                            poll_seconds=options.poll_seconds, load_challenger=settings.serve_challenger)
@@ -82,11 +86,12 @@ def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "warning"
     """How every server of the API runs uvicorn (`batchrec serve`, and the tests' servers)."""
     import uvicorn
 
-    from batchrec_dagster.serving.http_protocol import HeadWithBodyProtocol
+    from batchrec_dagster.serving.http_protocol import KEEP_ALIVE_S, HeadWithBodyProtocol
     from batchrec_dagster.serving.shutdown import GRACEFUL_TIMEOUT_S
 
     return uvicorn.Config(app, host=host, port=port, access_log=False, log_level=log_level,
                           loop="auto", http=HeadWithBodyProtocol, lifespan="on",
+                          timeout_keep_alive=int(KEEP_ALIVE_S),
                           timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
                           proxy_headers=False)  # no client address is used: skip the X-Forwarded-* layer
 

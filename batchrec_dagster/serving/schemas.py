@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from batchrec_dagster.github import MAX_ID, GitHubId
 
@@ -18,6 +18,9 @@ MAX_REPO_ID = MAX_ID               # ids are int64 in the model and in MongoDB (
 MAX_LOGIN_LENGTH = 100
 
 RepoId = GitHubId  # the pipeline's rule (github.is_github_id): the API serves what it trains on
+FULL_NAME_PATTERN = r"^[\w.-]+/[\w.-]+$"  # GitHub's owner/name
+MAX_NAME_LENGTH = 200  # owner (39) + "/" + name (100), with room
+RepoName = Annotated[str, StringConstraints(pattern=FULL_NAME_PATTERN, max_length=MAX_NAME_LENGTH)]
 
 
 class RecommendationRequest(BaseModel):
@@ -25,9 +28,11 @@ class RecommendationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    repo_ids: list[RepoId] = Field(max_length=MAX_INPUT_IDS, description=(
-        "Ids of the repositories the user has starred. Duplicates are ignored; ids the model does "
-        "not know are ignored and listed in `unknown_repo_ids`."))
+    repo_ids: list[RepoId | RepoName] = Field(max_length=MAX_INPUT_IDS, description=(
+        "The repositories the user has starred: integer ids or `owner/name` strings (names are "
+        "looked up in the model's vocabulary, case-insensitively). Duplicates are ignored; ids "
+        "the model does not know are ignored and listed in `unknown_repo_ids`, names in "
+        "`unknown_repo_names`."))
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="How many repositories to recommend.")
 
 
@@ -52,6 +57,7 @@ class RecommendationResponse(BaseModel):
     popularity_fallback: bool = Field(description=(
         "True when no input repository is known to the model: the ranking is by popularity."))
     unknown_repo_ids: list[int]
+    unknown_repo_names: list[str] = Field(description="Names in the input the model does not know.")
     duplicates_ignored: int
     login: str | None = None
 
@@ -76,6 +82,11 @@ def to_json(content: Any) -> bytes:
 
 def problem(detail: Any) -> bytes:
     return to_json({"detail": detail})
+
+
+def validation_problem(exc: ValidationError) -> bytes:
+    """A 422 body for invalid input, without echoing it (it may be invalid UTF-8 or a megabyte long)."""
+    return to_json({"detail": exc.errors(include_url=False, include_context=False, include_input=False)})
 
 
 def json_response(status: int, body: bytes) -> Response:

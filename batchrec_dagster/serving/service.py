@@ -10,6 +10,7 @@ import math
 from itertools import repeat
 
 import numpy as np
+import pymongo
 import pymongo.errors
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
@@ -18,10 +19,37 @@ from pymongo.database import Database
 from batchrec_dagster.serving.inference import Inference
 from batchrec_dagster.serving.loaded_model import LoadedModel
 from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.serving.schemas import RecommendationRequest, problem, to_json
+from batchrec_dagster.serving.schemas import RecommendationRequest, problem, validation_problem
 from batchrec_dagster.stars import starred_repo_ids
 
 log = logging.getLogger("batchrec.serving")
+
+# a login look-up (all its queries, retries and server selection) answers or fails within this:
+# a MongoDB that is down, or frozen with connections open, must not hold a request longer
+USER_LOOKUP_TIMEOUT_S = 2.0
+
+
+def _starred_within(db: Database, login: str, timeout_s: float) -> list[int] | None:
+    with pymongo.timeout(timeout_s):  # client-side operation timeout, for every query inside
+        return starred_repo_ids(db, login)
+
+
+def resolve_names(model: LoadedModel, repos: list[int | str]) -> tuple[list[int], list[str]]:
+    """Repository ids for a list of ids and owner/name strings (names through the model's
+    vocabulary, case-insensitively, in input order), and the names the model does not know."""
+    if all(type(r) is int for r in repos):  # the common case: ids only
+        return repos, []  # type: ignore[return-value]
+    ids: list[int] = []
+    unknown: list[str] = []
+    index = model.name_index
+    for repo in repos:
+        if type(repo) is int:
+            ids.append(repo)
+        elif (found := index.get(repo.lower())) is not None:
+            ids.append(found)
+        else:
+            unknown.append(repo)
+    return ids, unknown
 
 
 def columns_of(model: LoadedModel, repo_ids: list[int]) -> tuple[np.ndarray, list[int], int]:
@@ -54,25 +82,25 @@ class RecommendationService:
         self.max_body_bytes = max_body_bytes
 
     def not_ready(self) -> tuple[int, bytes]:
-        error = self.manager.last_error
-        reason = "no model loaded yet"
+        manager = self.manager
+        error, outcome = manager.last_error, manager.last_outcome
+        reason = "no model loaded yet" if manager.withdrawn is None else f"no model: {manager.withdrawn}"
         if error is not None:
             reason += f"; last load attempt failed: {error.message}"
-        elif self.manager.last_outcome is not None and self.manager.last_outcome.outcome == "no_model":
-            reason += "; the registry holds no fresh model"
+        elif outcome is not None and outcome.outcome == "no_model":
+            reason += f"; {outcome.message}"
         return 503, problem(reason)
 
     async def by_ids(self, body: bytes) -> tuple[int, bytes]:
         try:
             payload = RecommendationRequest.model_validate_json(body)
         except ValidationError as exc:
-            # no input echo: it may be invalid UTF-8 or a megabyte long
-            return 422, to_json({"detail": exc.errors(include_url=False, include_context=False,
-                                                      include_input=False)})
+            return 422, validation_problem(exc)
         model = self.manager.current  # read once: this request uses this model to the end
         if model is None:
             return self.not_ready()
-        return 200, await self.recommend(model, payload.repo_ids, payload.k)
+        repo_ids, unknown_names = resolve_names(model, payload.repo_ids)
+        return 200, await self.recommend(model, repo_ids, payload.k, unknown_names=unknown_names)
 
     async def starred(self, login: str) -> list[int] | None:
         """The user's starred repository ids (None: no such login, or an unusable `_id`).
@@ -80,7 +108,7 @@ class RecommendationService:
         if self.db is None:
             return None
         try:
-            return await run_in_threadpool(starred_repo_ids, self.db, login)
+            return await run_in_threadpool(_starred_within, self.db, login, USER_LOOKUP_TIMEOUT_S)
         except pymongo.errors.PyMongoError as exc:
             log.warning("login look-up failed: %s: %s", type(exc).__name__, exc)
             raise UserDatabaseUnavailable(f"user database unavailable ({type(exc).__name__})") from exc
@@ -106,7 +134,7 @@ class RecommendationService:
         return indices[keep], scores[keep]
 
     async def recommend(self, model: LoadedModel, repo_ids: list[int], k: int,
-                        login: str | None = None) -> bytes:
+                        login: str | None = None, unknown_names: list[str] | None = None) -> bytes:
         known, unknown_ids, duplicates = columns_of(model, repo_ids)
         indices, scores = await self.top_k(model, known, k)
         # hand-assembled JSON from fragments encoded at load time (json.dumps of the whole body
@@ -117,4 +145,6 @@ class RecommendationService:
         login_part = f',"login":{json.dumps(login)}' if login is not None else ""
         return (f'{{"model":{model.summary_json},"k":{k},"recommendations":[{recs}],'
                 f'"popularity_fallback":{"false" if known.size else "true"},'
-                f'"unknown_repo_ids":{unknown},"duplicates_ignored":{duplicates}{login_part}}}').encode()
+                f'"unknown_repo_ids":{unknown},'
+                f'"unknown_repo_names":{json.dumps(unknown_names) if unknown_names else "[]"},'
+                f'"duplicates_ignored":{duplicates}{login_part}}}').encode()

@@ -34,8 +34,9 @@ def manager_status(manager: ModelManager) -> dict[str, Any]:
         "model": None if current is None else {**describe(current, now), "entry": current.entry},
         "challenger": None if challenger is None else describe(challenger, now),
         "challenger_error": manager.challenger_error.to_json() if manager.challenger_error else None,
-        # pin, champion or fallback, and why: for the first model in serving order at the last poll
+        # why the served model serves (pin, champion, fallback or kept), as of the last poll
         "selection": json_safe(manager.selection),
+        "withdrawn": manager.withdrawn,
         "last_check_at": manager.last_check_at.isoformat() if manager.last_check_at else None,
         "last_outcome": None if outcome is None else {
             "outcome": outcome.outcome, "entry_id": outcome.entry_id, "message": outcome.message},

@@ -27,28 +27,32 @@ NAMES = [f"owner{i % 7}/repo-{i}" for i in ITEM_IDS.tolist()]
 
 
 def build_artifact(seed: int = 0, *, item_ids: np.ndarray = ITEM_IDS, names: list[str] | None = None,
-                   with_names: bool = True) -> bytes:
-    """An untrained tiny RecVAE: real weights and vocabulary, loads like any trained one."""
+                   with_names: bool = True, identity: dict[str, str] | None = None) -> bytes:
+    """An untrained tiny RecVAE: real weights and vocabulary, loads like any trained one.
+    `identity`: the run_id and partition_key the pipeline writes into the artifact."""
     config = RecVAEConfig(hidden_dim=16, latent_dim=8, seed=seed, epochs=1)
     model = RecVAE(len(item_ids), config)
     popularity = np.arange(len(item_ids), 0, -1, dtype=np.float32)  # first id most popular
     recommender = Recommender(model, item_ids, popularity, device="cpu")
     names = names or [f"owner{i % 7}/repo-{i}" for i in item_ids.tolist()]
-    extra = {"item_names": names} if with_names else {}
+    extra = {**({"item_names": names} if with_names else {}), **(identity or {})}
     return dump_artifact(recommender, config=config, metrics={"ndcg@100": 0.1}, extra=extra)
 
 
 def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = None,
             data_end: datetime | None = None, registered_sha256: str | None = None,
             registered_size: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write an artifact to the store and register it, as the pipeline's last asset does."""
-    data = build_artifact(seed) if data is None else data
+    """Write an artifact to the store and register it, as the pipeline's last asset does (an
+    artifact built here carries its run id and partition key, as the pipeline's do)."""
     run_id = uuid.uuid4().hex
     data_end = data_end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    partition_key = (data_end - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
+    if data is None:
+        data = build_artifact(seed, identity={"run_id": run_id, "partition_key": partition_key})
     blob = store.put_new(f"recvae_{score:.4f}_{run_id}.safetensors", data)
     ensure_indexes(db)
     return register_model(db, {
-        "run_id": run_id, "partition_key": (data_end - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00"),
+        "run_id": run_id, "partition_key": partition_key,
         "model_kind": "recvae", "score": score, "file_name": blob.name, "bucket": store.location,
         "uri": blob.uri, "sha256": registered_sha256 or blob.sha256,
         "size_bytes": registered_size if registered_size is not None else blob.size_bytes,
@@ -92,10 +96,13 @@ class Clock:
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, **config: Any):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port))
+        settings = uvicorn_config(app, host="127.0.0.1", port=self.port)
+        for name, value in config.items():  # e.g. http=: a protocol with other timeouts
+            setattr(settings, name, value)
+        self.server = uvicorn.Server(settings)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:

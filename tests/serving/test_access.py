@@ -57,7 +57,8 @@ def test_keys_are_required_except_for_probes_page_and_docs(guarded: httpx.Client
         assert "API key" in response.json()["detail"]
     assert recommend(guarded, **{"x-api-key": "ext-secret"}).status_code == 200
     assert recommend(guarded, authorization="Bearer web-secret").status_code == 200
-    for path in ("/healthz", "/readyz", "/", "/docs", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/", "/docs", "/openapi.json", "/docs/swagger-ui-bundle.js",
+                 "/docs/swagger-ui.css"):
         assert guarded.get(path).status_code == 200, path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from batchrec_dagster.serving.schemas import MAX_BODY_BYTES, MAX_INPUT_IDS, MAX_K
-from tests.serving.helpers import ITEM_IDS, N_ITEMS, Serving, build_artifact
+from tests.serving.helpers import ITEM_IDS, N_ITEMS, NAMES, Serving, build_artifact
 
 
 @pytest.fixture
@@ -105,6 +106,22 @@ def test_oversized_payloads_are_refused(ready: Serving) -> None:
     assert ready.recommend([1000]).status_code == 200  # and the server is still fine
 
 
+def test_repositories_can_be_given_by_name(ready: Serving) -> None:
+    """Friction (issue 18): the API took integer ids only, while the page and the CLI take
+    owner/name. Names are looked up in the model's vocabulary (any case); unknown ones are listed."""
+    by_ids = ready.recommend([1003, 1004, 1011], k=8).json()
+    mixed = ready.http.post("/recommendations", json={
+        "repo_ids": [NAMES[3], 1004, NAMES[11].upper(), "nobody/nothing", 5], "k": 8}).json()
+    assert mixed["recommendations"] == by_ids["recommendations"]
+    assert mixed["unknown_repo_names"] == ["nobody/nothing"] and mixed["unknown_repo_ids"] == [5]
+    assert by_ids["unknown_repo_names"] == []
+    only_unknown = ready.http.post("/recommendations", json={"repo_ids": ["a/b"], "k": 3}).json()
+    assert only_unknown["popularity_fallback"] is True and only_unknown["unknown_repo_names"] == ["a/b"]
+    for not_a_name in ("1000", "owner", "a/b/c", "x" * 300 + "/y", ""):
+        response = ready.http.post("/recommendations", json={"repo_ids": [not_a_name]})
+        assert response.status_code == 422, not_a_name
+
+
 def test_by_login_reads_stars_from_mongodb(ready: Serving) -> None:
     now = datetime.now(UTC)
     ready.db["users"].insert_many([{"_id": 1, "login": "demo-user-0"}, {"_id": 2, "login": "no-stars"}])
@@ -162,6 +179,20 @@ def test_docs_and_openapi(serving: Serving) -> None:
     assert serving.http.get("/docs").status_code == 200
 
 
+def test_the_docs_page_loads_nothing_from_elsewhere(serving: Serving) -> None:
+    """Friction (issue 18): /docs was blank offline, its Swagger UI loaded from a CDN. Every URL
+    the page loads is on this server, and answers."""
+    html = serving.http.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/openapi.json"} <= set(urls), urls
+    assert not [u for u in urls if "//" in u], urls  # nothing absolute: no CDN
+    script = serving.http.get("/docs/swagger-ui-bundle.js")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert serving.http.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert serving.http.get("/redoc").status_code == 404  # ReDoc has no local assets: off
+
+
 def test_unknown_routes_and_methods(serving: Serving) -> None:
     assert serving.http.get("/recommendations").status_code == 405
     assert serving.http.get("/nope").status_code == 404
@@ -176,6 +207,7 @@ def test_the_fastapi_route_answers_like_the_fast_path(ready: Serving) -> None:
 
     plain = create_app(ready.manager, ready.db, manage_lifecycle=False, fast_path=False)
     cases = [b'{"repo_ids": [1000, 1000, 7], "k": 4}', b'{"repo_ids": []}', b'{"repo_ids": ["x"]}',
+             b'{"repo_ids": ["owner3/repo-1003", "no/where", 1004], "k": 4}',
              b"{", b'{"repo_ids": [1], "k": 0}', b" " * (MAX_BODY_BYTES + 1)]
     with ServerThread(plain) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         for content in cases:

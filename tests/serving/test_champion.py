@@ -16,7 +16,7 @@ from batchrec_dagster import evaluations, operators
 from batchrec_dagster.champions import decide_and_record
 from batchrec_dagster.serving.app import create_app
 from batchrec_dagster.serving.model_manager import ModelManager
-from tests.serving.helpers import ServerThread, publish
+from tests.serving.helpers import ServerThread, build_artifact, publish, tamper
 
 
 def evaluate(db: Any, scores: dict[str, float], data_end: Any, hours_after: int = 1) -> None:
@@ -93,3 +93,60 @@ def test_a_pin_serves_until_unpinned_and_a_ban_replaces_the_champion(registry, g
     model, challenger, selection = served(http)
     assert model == ids[1] and challenger is None  # the banned model is not a challenger either
     assert ids[0] in selection["banned"]
+
+
+def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_one(registry, gcs_store
+                                                                                  ) -> None:
+    """D5: the running server kept serving the banned model (/readyz 200, `selection` null) while
+    a restarted one was unready. Now both are unready with the reason, and nothing banned answers."""
+    db, manager, http = registry
+    a, b = publish(db, gcs_store, score=0.5, seed=1), publish(db, gcs_store, score=0.1, seed=2)
+    ids = (str(a["_id"]), str(b["_id"]))
+    evaluate(db, {ids[0]: 0.4, ids[1]: 0.2}, a["data_end"])
+    manager.refresh_now()
+    assert served(http)[:2] == ids and http.get("/readyz").status_code == 200
+
+    operators.ban(db, ids[0], "bad answers")
+    operators.ban(db, ids[1], "also bad")
+    assert manager.refresh_now().outcome == "no_model"
+    restarted = ModelManager(db, gcs_store, poll_seconds=None, load_challenger=True)
+    with ServerThread(create_app(restarted, db)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as fresh:
+        restarted.refresh_now()
+        for client in (http, fresh):
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "the registry holds no fresh model that is not banned" in ready.json()["detail"]
+            status = client.get("/model").json()
+            assert (status["ready"], status["model"], status["challenger"], status["selection"]) == (
+                False, None, None, None)
+            assert client.post("/recommendations", json={"repo_ids": [1003]}).status_code == 503
+            assert client.post("/page/compare", json={"repos": "1003"}).status_code == 503
+    # the running one also says which model it stopped serving, and why
+    assert f"model {ids[0]} was banned by an operator (bad answers)" in http.get("/readyz").json()["detail"]
+    assert ids[0] in http.get("/model").json()["withdrawn"]
+    assert ids[0] not in http.get("/metrics").text  # no longer named as the served model
+
+    operators.unban(db, ids[1], "fixed")
+    assert manager.refresh_now().outcome == "swapped"
+    assert http.get("/readyz").status_code == 200 and http.get("/model").json()["withdrawn"] is None
+
+
+def test_selection_describes_the_model_being_served(registry, gcs_store) -> None:
+    """D10: `selection` described the first model in serving order even when that one failed to
+    load and the next one served."""
+    db, manager, http = registry
+    a = publish(db, gcs_store, score=0.5, data=tamper(build_artifact(1)))  # fails its own hash
+    b = publish(db, gcs_store, score=0.1, seed=2)
+    ids = (str(a["_id"]), str(b["_id"]))
+    evaluate(db, {ids[0]: 0.4, ids[1]: 0.2}, a["data_end"])
+    assert manager.refresh_now().entry_id == ids[1]
+    model, _, selection = served(http)
+    assert model == ids[1] and selection["model_id"] == ids[1]
+    assert selection["role"] == "fallback" and ids[0] in selection["reason"]
+    assert selection["ranked_first"]["model_id"] == ids[0] and selection["ranked_first"]["role"] == "champion"
+
+    operators.pin(db, ids[1], "known good")
+    manager.refresh_now()
+    model, _, selection = served(http)
+    assert (model, selection["model_id"], selection["role"]) == (ids[1], ids[1], "pin")

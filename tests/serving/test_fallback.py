@@ -87,3 +87,23 @@ def test_the_challenger_is_the_next_model_that_loads_and_is_reused_after_a_swap(
     # the previous champion becomes the challenger without being loaded again
     assert serving.manager.challenger is served
     assert serving.http.get("/model").json()["failed_loads"] == 1
+
+
+def test_an_entry_pointing_at_another_models_artifact_is_refused(serving: Serving, caplog) -> None:
+    """D11: an entry whose file_name, sha256 and size_bytes were copied from another entry passed
+    every check and served the other model's weights under its own id. The artifact's own run id
+    and partition key must match the entry; the server refuses, says why, and keeps serving."""
+    first = serving.publish(score=0.3, seed=1)
+    assert serving.manager.refresh_now().entry_id == str(first["_id"])
+    edited = serving.publish(score=0.9, seed=2, data_end=first["data_end"] - timedelta(hours=1))
+    serving.db["models"].update_one({"_id": edited["_id"]}, {"$set": {
+        k: first[k] for k in ("file_name", "sha256", "size_bytes")}})
+
+    result = serving.manager.refresh_now()
+    assert result.outcome == "failed" and result.entry_id == str(edited["_id"])
+    assert "another model's" in result.message and first["run_id"] in result.message
+    assert serving.recommend([1003]).json()["model"]["id"] == str(first["_id"])
+    status = serving.http.get("/model").json()
+    assert status["model"]["id"] == str(first["_id"])
+    assert status["last_swap_error"]["retry_at"] is None  # not downloaded again
+    assert any("another model's" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")

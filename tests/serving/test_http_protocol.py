@@ -5,11 +5,23 @@ a close right after the head."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
+import time
 from typing import Any
 
-from batchrec_dagster.serving.http_protocol import HeadWithBody, is_response_head
+import httpx
+
+from batchrec_dagster.serving.app import create_app
+from batchrec_dagster.serving.http_protocol import (
+    BODY_IDLE_S,
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_S,
+    HeadWithBody,
+    is_response_head,
+    with_timeouts,
+)
 from tests.serving.helpers import ServerThread
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -200,3 +212,84 @@ def test_a_streamed_head_reaches_the_client_before_its_body_exists() -> None:
         app.release.set()
         rest = read_until(sock, b"0\r\n\r\n", head.partition(b"\r\n\r\n")[2])
         assert rest == b"4\r\nlate\r\n0\r\n\r\n"
+
+
+def _watch_until_closed(sockets: dict[str, socket.socket], deadline_s: float,
+                        trickle: dict[str, bytes]) -> dict[str, tuple[float | None, bytes]]:
+    """Read every socket until the server closes it, sending one byte of `trickle[name]` to each
+    of those every 0.25 s (a slow client); per socket, the seconds until closed (None: still open
+    at the deadline) and what the server sent."""
+    started = time.monotonic()
+    closed: dict[str, float | None] = dict.fromkeys(sockets)
+    received = {name: b"" for name in sockets}
+    position = dict.fromkeys(trickle, 0)
+    next_byte = started
+    while any(t is None for t in closed.values()) and time.monotonic() - started < deadline_s:
+        if time.monotonic() >= next_byte:
+            next_byte += 0.25
+            for name, data in trickle.items():
+                if closed[name] is None and position[name] < len(data):
+                    try:
+                        sockets[name].send(data[position[name]:position[name] + 1])
+                        position[name] += 1
+                    except OSError:
+                        pass
+        open_ = [s for name, s in sockets.items() if closed[name] is None]
+        for sock in select.select(open_, [], [], 0.05)[0]:
+            name = next(n for n, s in sockets.items() if s is sock)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            received[name] += chunk
+            if not chunk:
+                closed[name] = time.monotonic() - started
+    return {name: (closed[name], received[name]) for name in sockets}
+
+
+def test_idle_and_slow_connections_are_closed(serving) -> None:
+    """D12: a connection that sends nothing, one that sends its headers a byte at a time (slow
+    loris) and one that stops in the middle of its body were held forever, with no key needed.
+    Each is closed within the header or body timeout (the slow ones with a 408), over real
+    sockets against the server as `batchrec serve` configures it."""
+    port = int(serving.url.rsplit(":", 1)[1])
+    sockets = {name: socket.create_connection(("127.0.0.1", port)) for name in
+               ("idle", "slow headers", "stalled body", "idle after a response")}
+    try:
+        sockets["stalled body"].sendall(b"POST /recommendations HTTP/1.1\r\nhost: x\r\n"
+                                        b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        sockets["idle after a response"].sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        slow = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: " + b"a" * 1000
+        limit = max(HEADER_TIMEOUT_S, BODY_IDLE_S, KEEP_ALIVE_S)
+        result = _watch_until_closed(sockets, limit + 10, {"slow headers": slow})
+    finally:
+        for sock in sockets.values():
+            sock.close()
+    for name, (seconds, _) in result.items():
+        assert seconds is not None, f"{name}: still open after {limit + 10} s"
+    assert result["idle"][0] <= HEADER_TIMEOUT_S + 3 and result["idle"][1] == b""
+    assert result["slow headers"][0] <= HEADER_TIMEOUT_S + 3
+    assert result["slow headers"][1].startswith(b"HTTP/1.1 408 ")
+    assert result["stalled body"][0] <= BODY_IDLE_S + 3
+    assert result["stalled body"][1].startswith(b"HTTP/1.1 408 ")
+    assert result["idle after a response"][1].startswith(b"HTTP/1.1 200 ")
+    assert serving.http.get("/healthz").status_code == 200  # the server itself is fine
+
+
+def test_a_body_that_trickles_past_its_deadline_is_cut(serving) -> None:
+    """A body that never pauses long enough for the idle limit still has to arrive within the
+    body deadline (here 3 s, with short limits): one byte every 0.25 s is answered 408 and closed.
+    A request within the limits is served on the same kind of server."""
+    app = create_app(serving.manager, serving.db, manage_lifecycle=False)
+    with ServerThread(app, http=with_timeouts(2.0, 1.0, 3.0)) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            sock.sendall(b"POST /recommendations HTTP/1.1\r\nhost: x\r\n"
+                         b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n")
+            (seconds, data), = _watch_until_closed({"body": sock}, 10, {"body": b" " * 1000}).values()
+        finally:
+            sock.close()
+        assert seconds is not None and 2.5 <= seconds <= 5, seconds
+        assert data.startswith(b"HTTP/1.1 408 ")
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/healthz").status_code == 200

@@ -14,8 +14,10 @@ import pytest
 
 from batchrec_dagster.serving.app import create_app
 from batchrec_dagster.serving.model_manager import ModelManager
+from batchrec_dagster.serving.schemas import MAX_BODY_BYTES
 from tests.serving.helpers import NAMES, ServerThread, Serving, publish
 from tests.serving.processes import alive, children_of
+from tests.serving.raw_http import chunked_upload
 
 STARRED = [1003, 1004, 1011]
 K = 20  # of the 37 repositories left: the two top-20s share at least 3, so overlap is shown
@@ -135,3 +137,20 @@ def test_the_page_in_a_real_browser(page: Serving, tmp_path: Path) -> None:
     # the browser and its driver, started by this test, are gone
     assert service.process.poll() is not None
     assert not [pid for pid in processes if alive(pid)]
+
+
+def test_compare_refuses_a_large_body_as_it_arrives(page: Serving) -> None:
+    """D6: the page's route buffered any body before validating it (200 MB: +800 MiB RSS, 7 s).
+    A chunked upload of 64 MiB must be refused with 413 after about the 1 MiB limit, not after
+    the server has read it all; a declared Content-Length over the limit is refused at once."""
+    upload = chunked_upload(page_port(page), "/page/compare", 64 << 20)
+    assert upload.status == 413
+    assert upload.sent_bytes < 16 << 20, f"the server read {upload.sent_bytes} bytes before refusing"
+    response = page.http.post("/page/compare", content=b"{" + b" " * MAX_BODY_BYTES + b"}",
+                              headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+    assert page.http.post("/page/compare", json={"repos": "1003", "k": 3}).status_code == 200
+
+
+def page_port(page: Serving) -> int:
+    return int(page.url.rsplit(":", 1)[1])

@@ -3,6 +3,9 @@ a plain-text 500. MongoDB is a real nx-27017 server that the test starts and the
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +16,10 @@ import pytest
 from batchrec_dagster.mongo import connect
 from batchrec_dagster.serving.app import create_app
 from batchrec_dagster.serving.model_manager import ModelManager
+from batchrec_dagster.serving.service import USER_LOOKUP_TIMEOUT_S
 from tests.servers import start_mongo, stop
-from tests.serving.helpers import ServerThread, Serving, publish
+from tests.serving.helpers import ServerThread, Serving, publish, wait_for
+from tests.serving.processes import ServeProcess, serve_env, store_for
 
 
 @pytest.fixture
@@ -82,3 +87,37 @@ def test_mongodb_down_gets_a_json_503_and_the_model_keeps_serving(own_mongo, gcs
         by_login = 'batchrec_http_requests_total{route="/users/{login}/recommendations",status="503"} 1.0'
         assert by_login in metrics
     client.close()
+
+
+def test_a_frozen_mongodb_fails_a_login_within_the_documented_time(own_mongo, tmp_path: Path) -> None:
+    """D9: with MongoDB stopped by SIGSTOP (connections open, no answer), the first login request
+    took 8-11 s. `batchrec serve` (a real process, as a user runs it) must answer 503 within the
+    documented 2 s (plus the HTTP round trip), and recover once MongoDB runs again."""
+    uri, mongo = own_mongo
+    env = serve_env(uri, "batchrec", tmp_path / "home")
+    client = connect(uri)
+    db = client["batchrec"]
+    entry = publish(db, store_for(env), score=0.3)
+    db["users"].insert_one({"_id": 1, "login": "someone"})
+    db["stars"].insert_one({"user_id": 1, "repo_id": 1001, "starred_at": datetime.now(UTC)})
+    client.close()
+    with ServeProcess(env, "--poll-seconds", "3600", "--drain-seconds", "0.2",
+                      log=tmp_path / "serve.log") as server:
+        server.wait_ready()
+        assert server.get("/users/someone/recommendations").status_code == 200  # connections open
+        os.kill(mongo.pid, signal.SIGSTOP)
+        try:
+            for _ in range(2):  # the first request on the frozen server, and the next one
+                started = time.monotonic()
+                response = server.get("/users/someone/recommendations")
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                assert "user database unavailable" in response.json()["detail"]
+                assert elapsed < USER_LOOKUP_TIMEOUT_S + 1.0, f"took {elapsed:.1f} s"
+            by_ids = httpx.post(server.url + "/recommendations", json={"repo_ids": [1001]}, timeout=30)
+            assert by_ids.json()["model"]["id"] == str(entry["_id"])  # the model keeps answering
+        finally:
+            os.kill(mongo.pid, signal.SIGCONT)
+        wait_for(lambda: server.get("/users/someone/recommendations").status_code == 200, 30,
+                 "login look-ups to work again")
+        assert server.terminate() == 0
