@@ -199,9 +199,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="github-stars-tiny: one simulation and training seed per case")
     parser.add_argument("--skip-cost", action="store_true")
-    parser.add_argument("--cost-scale", type=int, default=4,
-                        help="cost case: the demo with this many times the users and days (the same "
-                             "stars per hour), a short full run for H and one warm hour")
+    parser.add_argument("--cost-scales", type=int, nargs="+", default=[1, 4],
+                        help="cost cases: the demo with these many times the users and days (the same "
+                             "stars per hour), a short full run for H and one warm hour each")
     parser.add_argument("--cost-full-epochs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "hourly")
     args = parser.parse_args()
@@ -231,10 +231,10 @@ def main() -> None:
         for seed in args.seeds:
             data = csv_hours(args.dataset, [w[0] for w in windows], args.test_users, seed=seed)
             report["cases"].append(run_case(f"github seed {seed}", data, keys, args, seed=seed))
-    if not args.skip_cost:
-        spec = DemoSpec(users=args.users * args.cost_scale, repos=args.repos,
-                        mean_stars_per_user=args.stars_per_user, days=args.days * args.cost_scale)
-        report["cases"].append(run_case(f"demo x{args.cost_scale}", demo_hours(
+    for scale in [] if args.skip_cost else args.cost_scales:
+        spec = DemoSpec(users=args.users * scale, repos=args.repos,
+                        mean_stars_per_user=args.stars_per_user, days=args.days * scale)
+        report["cases"].append(run_case(f"demo x{scale} (cost)", demo_hours(
             spec, windows[3][1], args.test_users), keys, args, plan="cost"))
     report["uptime_after"] = _uptime()
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -133,15 +133,24 @@ def _summary(cases: list[dict[str, Any]]) -> list[str]:
         out.append(line(f"github, mean over {len(seeds)} seeds: NDCG@100 of warm H+3 >= {TARGET_QUALITY}x",
                         " ".join(f"{x:.3f}" for x in ndcg) + f", mean {sum(ndcg) / len(ndcg):.3f}",
                         sum(ndcg) / len(ndcg) >= TARGET_QUALITY))
-    demo = next((c for c in cases if c["name"] == "demo"), None)
-    cost = next((c for c in cases if c.get("plan") == "cost"), None)
-    if demo and cost:
-        base = [r["wall_seconds"] for r in demo["runs"] if r["label"].endswith("warm")]
-        scaled = [r["wall_seconds"] for r in cost["runs"] if r["label"].endswith("warm")]
-        mean_base = sum(base) / len(base)
-        ratio = max(scaled) / mean_base
-        out.append(line(f"a warm hour at {cost['stars_in_mongodb']:,} stars <= {TARGET_HISTORY_COST}x one at "
-                        f"{demo['stars_in_mongodb']:,} (same stars per hour)",
-                        f"{max(scaled):.1f} s / {mean_base:.1f} s (mean of 3) = {ratio:.2f}x",
-                        ratio <= TARGET_HISTORY_COST))
+    costs = [c for c in cases if c.get("plan") == "cost"]
+    warm_seconds = {c["name"]: [r["wall_seconds"] for r in c["runs"] if r["label"].endswith("warm")]
+                    for c in cases if c["name"].startswith("demo")}
+    hour = [s for name, seconds in warm_seconds.items() if "x1 " in name or name == "demo" for s in seconds]
+    if hour:
+        out.append(line(f"a warm hour at the demo's 1.15M stars <= {TARGET_SECONDS:.0f} s end to end",
+                        f"{max(hour):.1f} s (slowest of {len(hour)})", max(hour) <= TARGET_SECONDS))
+    if len(costs) >= 2:
+        small, large = costs[0], costs[-1]
+        base = warm_seconds[small["name"]][0]
+        scaled = warm_seconds[large["name"]][0]
+        ratio = scaled / base
+        out.append(line(f"a warm hour at {large['stars_in_mongodb']:,} stars <= {TARGET_HISTORY_COST}x "
+                        f"one at {small['stars_in_mongodb']:,} (same stars per hour)",
+                        f"{scaled:.1f} s / {base:.1f} s = {ratio:.2f}x", ratio <= TARGET_HISTORY_COST))
+    rss = [r["peak_rss_mb"] for c in cases if c["name"].startswith("demo") and c["stars_in_mongodb"] < 2e6
+           for r in c["runs"] if r["label"].endswith("warm")]
+    if rss:
+        out.append(line(f"peak RSS of a warm hour at 1.15M stars < {TARGET_RSS_MB / 1024:.0f} GB",
+                        f"{max(rss):,.0f} MB", max(rss) < TARGET_RSS_MB))
     return out + [""]
