@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from batchrec_dagster.jobs import EVALUATION_JOB_NAME
-from batchrec_dagster.partitions import hourly_partitions, partition_window
+from batchrec_dagster.partitions import checked_partition_key, hourly_partitions, partition_window
 from batchrec_dagster.process_identity import current_process_tags
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
@@ -46,6 +46,16 @@ def latest_partition_key() -> str:
     return key
 
 
+def partition_to_run(key: str | None) -> str:
+    """`--partition KEY` checked (a closed hour of the partitions), or the latest closed hour."""
+    if key is None:
+        return latest_partition_key()
+    try:
+        return checked_partition_key(key)
+    except ValueError as exc:
+        raise MaterializeError(str(exc)) from None
+
+
 def training_run_config(training: dict[str, Any] | None = None,
                         extra: dict[str, Any] | None = None, log_level: str = "INFO") -> dict[str, Any]:
     """Run config for hourly_training_job: per-asset config plus the console log level."""
@@ -73,6 +83,36 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
     return job.execute_in_process(partition_key=partition_key, run_config=run_config or {},
                                   instance=instance, raise_on_error=raise_on_error,
                                   tags=current_process_tags())
+
+
+def _config_classes() -> dict[str, type[dg.Config]]:
+    from batchrec_dagster.assets.config import MatrixFilterConfig, SourceConfig, SplitConfig, TrainingConfig
+    from batchrec_dagster.assets.model_evaluation import EvaluationConfig
+
+    return {"raw_repositories": SourceConfig, "user_item_matrix": MatrixFilterConfig,
+            "vae_input": SplitConfig, "recvae_model": TrainingConfig, "model_evaluation": EvaluationConfig}
+
+
+def check_run_config(run_config: dict[str, Any], settings: Settings | None = None) -> None:
+    """MaterializeError (one line) for run config the hourly job would reject: unknown names or
+    wrong types (Dagster's schema), or values out of range (the assets' own Config classes, which
+    Dagster checks only when the step starts, i.e. after the evaluation run)."""
+    from pydantic import ValidationError
+
+    from batchrec_dagster.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        problems = [error.message.split(" Expected:", 1)[0] for error in exc.errors]
+        raise MaterializeError("invalid run config: " + "; ".join(problems)) from None
+    for op, config_class in _config_classes().items():
+        try:
+            config_class(**run_config.get("ops", {}).get(op, {}).get("config", {}))
+        except ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            raise MaterializeError(f"invalid run config of {op}: " + "; ".join(problems)) from None
 
 
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
