@@ -5,6 +5,7 @@ The job comes from definitions.build_definitions, the same assembly the code loc
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -25,16 +26,47 @@ class MaterializeError(RuntimeError):
     """The run failed or registered nothing (printed without a traceback by the CLI)."""
 
 
+def _sets_a_pool_limit(instance_file: Path) -> bool:
+    """Whether an instance file limits pools (`concurrency.pools.default_limit`); True when it
+    cannot be read as YAML, which Dagster itself reports."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(instance_file.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    pools = (config.get("concurrency") or {}).get("pools") if isinstance(config, dict) else None
+    return isinstance(pools, dict) and pools.get("default_limit") is not None
+
+
+def _install(source: Path, target: Path) -> None:
+    """Copy whole or not at all: a Dagster process starting meanwhile never reads half a file."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder with the repository's dagster.yaml (when DAGSTER_HOME is not set
-    by the operator), exported for Dagster's own code as DAGSTER_HOME."""
+    """The Dagster instance folder with batchrec's instance settings (the repository's dagster.yaml:
+    run queue, training pool), exported for Dagster's own code as DAGSTER_HOME.
+
+    BATCHREC_HOME/dagster_home (DAGSTER_HOME not set) always holds the repository's file. An
+    exported DAGSTER_HOME without a dagster.yaml gets a copy, said in one line: without it Dagster
+    has no run queue and no pool limit, and training runs run side by side. A dagster.yaml already
+    there is the operator's and stays; one line warns when it sets no pool limit."""
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
+    source, target = PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml"
     if source.is_file() and settings.dagster_home is None:
-        target = home / "dagster.yaml"
         if not target.exists() or target.read_bytes() != source.read_bytes():
-            shutil.copyfile(source, target)
+            _install(source, target)
+    elif source.is_file() and not target.exists():
+        _install(source, target)
+        print(f"DAGSTER_HOME {home} had no dagster.yaml: copied batchrec's there (run queue, one "
+              f"training run at a time)", flush=True)
+    elif target.is_file() and not _sets_a_pool_limit(target):
+        print(f"warning: {target} sets no pool limit (concurrency.pools.default_limit), so training runs "
+              f"may run side by side; see {source}", flush=True)
     override_for_process(DAGSTER_HOME=str(home))
     return home
 
