@@ -232,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (run config of recvae_model)")
-    group.add_argument("--epochs", type=int, help="most epochs of a full training")
+    group.add_argument("--epochs", type=int, help="most epochs of a training from scratch (full run)")
     group.add_argument("--time-budget", dest="time_budget_s", type=float, help="seconds of training at most")
     group.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     group.add_argument("--hidden-dim", type=int, help="width of the encoder's hidden layers")
@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repos", help="repository names CSV `index,name` (for `user,project,has_star`)")
     p.add_argument("--time-end", help="ISO time: rows without starred_at get times before it (default: now)")
     p.add_argument("--spread-days", type=float, default=7.0, help="synthetic times spread over N days")
-    p.add_argument("--layout", choices=("stars", "embedded"), default="stars")
+    p.add_argument("--layout", choices=("stars", "embedded"), default="stars",
+                   help="write a stars collection, or the older star_user_list inside repositories")
     p.add_argument("--force", action="store_true", help="allow replacing data in the prod deployment")
     p.set_defaults(func=cmd_import_csv)
 
