@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from batchrec_dagster.assets.common import code_version, hourly_asset
 from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import learning_curve_metadata, md_table, window_metadata
+from batchrec_dagster.k8s import TRAINING_POOL
 from batchrec_dagster.partitions import daily_full_run, partition_window
 from batchrec_dagster.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
@@ -92,7 +93,7 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
 
 @hourly_asset(
     kinds={"pytorch"},  # plus the artifact store's kind, by deployment (definitions.py)
-    pool="training",
+    pool=TRAINING_POOL,
     description="RecVAE trained on vae_input: a few epochs continuing the newest compatible registered "
                 "model (warm), or from scratch (full: daily, on request, or without a compatible model); "
                 "validation users pick the epoch, held-out test users give the score (test NDCG@100) "
