@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from batchrec_dagster.settings import SettingsError, get_settings, override_for_process
 
@@ -240,9 +240,17 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, help="Adam's learning rate")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (argparse prints the usage first), exit code 2.
+    Subcommands' parsers are of the same class (add_subparsers uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="batchrec", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deployment", choices=("local", "prod"),
                         help="override BATCHREC_DEPLOYMENT for this command")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -359,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # only `dev` takes options of its own: they go to `dagster dev` (e.g. -p 3001)
         if args.command != "dev":
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            parser.exit(2, f"batchrec {args.command}: unrecognized arguments: {' '.join(unknown)} "
+                           f"(see `batchrec {args.command} --help`)\n")
         args.dagster_args = [*unknown, *args.dagster_args]
     _quiet_warnings()
     try:

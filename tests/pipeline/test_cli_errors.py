@@ -79,6 +79,23 @@ def test_a_mistake_is_one_line_and_exit_code_1(tmp_path, mongo_server_uri, argv,
     assert "k:plaintext" not in done.stderr  # a key pasted by mistake is not echoed
 
 
+USAGE_MISTAKES = [
+    (["materialize", "--epochs", "abc"], "batchrec materialize: argument --epochs: invalid int value: 'abc'"),
+    (["materialize", "--bogus"], "batchrec materialize: unrecognized arguments: --bogus"),
+    (["recommend", "-k"], "batchrec recommend: argument -k: expected one argument"),
+    (["nosuch"], "batchrec: argument COMMAND: invalid choice: 'nosuch'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), USAGE_MISTAKES, ids=[" ".join(m[0]) for m in USAGE_MISTAKES])
+def test_a_usage_mistake_is_one_line_and_exit_code_2(tmp_path, mongo_server_uri, argv, message):
+    """argparse's own errors (it printed the usage first): one line that names the help to read."""
+    done = _batchrec(argv, _env(tmp_path, mongo_server_uri), capture_output=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(message) and lines[0].endswith("--help`)"), lines[0]
+
+
 def test_unreachable_mongodb_is_one_line(tmp_path):
     # nothing listens on port 1: the connection is refused (server selection gives up after 10 s)
     done = _batchrec(["registry"], _env(tmp_path, "mongodb://127.0.0.1:1"), capture_output=True)
