@@ -163,11 +163,24 @@ def _evaluation_config(run_config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _failure_reason(event: dg.DagsterEvent) -> str:
+    """The first line of a step failure's error, without the exception's class (a dg.Failure's
+    description says what to do, e.g. `batchrec load-demo` when no star was read)."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    if error is None or not error.message:
+        return ""
+    first = error.message.strip().splitlines()[0]
+    prefix, _, rest = first.partition(": ")
+    return rest if rest and prefix.endswith(error.cls_name or "?") else first
+
+
 def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise MaterializeError(f"{what} {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
-                               f"log above or `batchrec dev` (Dagit) for details")
+        failures = [e for e in result.all_events if e.is_step_failure]
+        where = ", ".join(e.step_key or "?" for e in failures) or "a step"
+        reason = _failure_reason(failures[0]).rstrip(".") if failures else ""
+        raise MaterializeError(f"{what} {result.run_id} failed at {where}" + (f": {reason}" if reason else "")
+                               + "; the log above or `batchrec dev` (Dagit) has the details")
 
 
 def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg.DagsterInstance,

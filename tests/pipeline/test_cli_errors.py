@@ -96,6 +96,16 @@ def test_a_usage_mistake_is_one_line_and_exit_code_2(tmp_path, mongo_server_uri,
     assert lines[0].startswith(message) and lines[0].endswith("--help`)"), lines[0]
 
 
+def test_a_failed_run_ends_with_what_failed_and_why(tmp_path, mongo_server_uri):
+    """No data loaded: the run's log (Dagster's, above) is kept, and the last line says which step
+    failed and why, in the step's own words, which name the command to run."""
+    done = _batchrec(["materialize", "--epochs", "1"], _env(tmp_path, mongo_server_uri), capture_output=True)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback (most recent call last)" not in done.stderr
+    assert last.startswith("batchrec materialize: run ") and " failed at user_item_matrix: " in last, last
+    assert "No star was read: load data (`batchrec load-demo`)" in last
+
+
 def test_unreachable_mongodb_is_one_line(tmp_path):
     # nothing listens on port 1: the connection is refused (server selection gives up after 10 s)
     done = _batchrec(["registry"], _env(tmp_path, "mongodb://127.0.0.1:1"), capture_output=True)
