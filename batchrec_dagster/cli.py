@@ -113,21 +113,16 @@ def _run_config_file(path: str) -> dict[str, Any]:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from batchrec_dagster.materialize import (
-        check_run_config,
-        partition_to_run,
-        run_and_register,
-        training_run_config,
-    )
+    from batchrec_dagster import materialize
     from batchrec_dagster.report import print_entry
 
     # mistakes are reported before anything starts
-    partition = partition_to_run(args.partition)
-    run_config = training_run_config(_training_overrides(args))
+    partition = materialize.partition_to_run(args.partition)
+    run_config = materialize.training_run_config(_training_overrides(args))
     if args.run_config:
         run_config.setdefault("ops", {}).update(_run_config_file(args.run_config))
-    check_run_config(run_config)
-    entry = run_and_register(_database(), partition, run_config)
+    materialize.check_run_config(run_config)
+    entry = materialize.run_and_register(_database(), partition, run_config)
     print_entry(entry, title="Registered:")
     return 0
 
@@ -135,18 +130,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from batchrec_dagster.materialize import (
-        evaluate_window,
-        partition_to_run,
-        prepare_dagster_home,
-        training_run_config,
-    )
+    from batchrec_dagster import materialize
 
-    partition = partition_to_run(args.partition)
-    prepare_dagster_home(get_settings())
+    partition = materialize.partition_to_run(args.partition)
+    materialize.prepare_dagster_home(get_settings())
     with dg.DagsterInstance.get() as instance:
         # the run's console log at INFO, as `materialize` has it (Dagster's default is DEBUG)
-        evaluate_window(partition, training_run_config(), instance)
+        materialize.evaluate_window(partition, materialize.training_run_config(), instance)
     return 0
 
 
@@ -193,19 +183,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from batchrec_dagster import materialize
     from batchrec_dagster.demo_data import DemoSpec, load_demo
-    from batchrec_dagster.materialize import (
-        check_run_config,
-        partition_to_run,
-        run_and_register,
-        training_run_config,
-    )
     from batchrec_dagster.recommend import recommend
     from batchrec_dagster.report import print_entry, print_recommendations
 
-    partition = partition_to_run(args.partition)
-    run_config = training_run_config({**DEMO_TRAINING, **_training_overrides(args)})
-    check_run_config(run_config)
+    partition = materialize.partition_to_run(args.partition)
+    run_config = materialize.training_run_config({**DEMO_TRAINING, **_training_overrides(args)})
+    materialize.check_run_config(run_config)
     started = time.perf_counter()
     settings = get_settings()
     print(f"batchrec demo: {settings.deployment} deployment, home {settings.home}")
@@ -218,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     doc = load_demo(db, spec)
     print(f"demo data {'already loaded' if doc['skipped'] else 'loaded'}: {doc['repositories']} "
           f"repositories, {doc['users']} users, {doc['stars']} stars spread over the last {spec.days:g} days")
-    entry = run_and_register(db, partition, run_config)
+    entry = materialize.run_and_register(db, partition, run_config)
     print_entry(entry, title="Registered model:")
     print()
     print_recommendations(recommend(db, _artifact_store(), login=DEMO_LOGIN, k=10), f"user {DEMO_LOGIN}")
