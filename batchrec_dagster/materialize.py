@@ -50,14 +50,16 @@ def prepare_dagster_home(settings: Settings) -> Path:
     """The Dagster instance folder with batchrec's instance settings (the repository's dagster.yaml:
     run queue, training pool), exported for Dagster's own code as DAGSTER_HOME.
 
-    BATCHREC_HOME/dagster_home (DAGSTER_HOME not set) always holds the repository's file. An
-    exported DAGSTER_HOME without a dagster.yaml gets a copy, said in one line: without it Dagster
-    has no run queue and no pool limit, and training runs run side by side. A dagster.yaml already
-    there is the operator's and stays; one line warns when it sets no pool limit."""
+    BATCHREC_HOME/dagster_home (DAGSTER_HOME not set, or exported as that folder, as the README
+    does) always holds the repository's file. Another exported DAGSTER_HOME without a dagster.yaml
+    gets a copy, said in one line: without it Dagster has no run queue and no pool limit, and
+    training runs run side by side. A dagster.yaml already there is the operator's and stays; one
+    line warns when it sets no pool limit."""
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
     source, target = PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml"
-    if source.is_file() and settings.dagster_home is None:
+    ours = home.resolve() == (settings.home / "dagster_home").resolve()
+    if source.is_file() and ours:
         if not target.exists() or target.read_bytes() != source.read_bytes():
             _install(source, target)
     elif source.is_file() and not target.exists():

@@ -88,6 +88,20 @@ def test_an_exported_dagster_home_without_dagster_yaml_gets_the_training_pool(
     assert capsys.readouterr().out == ""
 
 
+def test_the_default_dagster_home_exported_keeps_the_repository_dagster_yaml(
+        local_env: Path, monkeypatch, capsys):
+    """`export DAGSTER_HOME=$PWD/.batchrec/dagster_home` (the README's line) names batchrec's own
+    folder: its dagster.yaml follows the repository's, as when DAGSTER_HOME is not set."""
+    home = local_env / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # an older copy
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    get_settings.cache_clear()
+    assert prepare_dagster_home(get_settings()) == home
+    assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+    assert capsys.readouterr().out == ""
+
+
 def test_an_operators_own_dagster_yaml_is_kept_and_a_missing_pool_limit_is_said(
         local_env: Path, tmp_path: Path, monkeypatch, capsys):
     exported = tmp_path / "operators_home"
