@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from batchrec_dagster.assets.metadata import rounded
 from batchrec_dagster.resources import ArtifactStoreResource
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage import BlobNotFoundError, mismatches
@@ -189,7 +190,7 @@ def _result(problems: list[str], metadata: dict[str, Any], ok: str) -> dg.AssetC
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) if problems else ok,
-        metadata={**metadata, "problems": dg.MetadataValue.json(problems)},
+        metadata={**rounded(metadata), "problems": dg.MetadataValue.json(problems)},
     )
 
 

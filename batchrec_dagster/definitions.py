@@ -13,7 +13,7 @@ import dagster as dg
 from batchrec_dagster.assets import ASSETS
 from batchrec_dagster.assets.model_evaluation import model_evaluation
 from batchrec_dagster.checks import ASSET_CHECKS
-from batchrec_dagster.deployment import build_resources
+from batchrec_dagster.deployment import artifact_store_kind, build_resources
 from batchrec_dagster.jobs import hourly_training_job, model_evaluation_job
 from batchrec_dagster.retention_job import artifact_retention_job, artifact_retention_schedule
 from batchrec_dagster.schedules import SCHEDULES
@@ -21,10 +21,18 @@ from batchrec_dagster.sensors import SENSORS
 from batchrec_dagster.settings import Settings
 
 
+def _with_store_kind(asset: dg.AssetsDefinition, kind: str) -> dg.AssetsDefinition:
+    """An asset that uses the artifact store shows that store's kind in Dagit (gcs, filesystem)."""
+    if "artifact_store" not in asset.required_resource_keys:
+        return asset
+    return asset.map_asset_specs(lambda spec: spec.merge_attributes(kinds={kind}))
+
+
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Every asset, check, job, schedule, sensor and resource, on the deployment of `settings`."""
+    kind = artifact_store_kind(settings)
     return dg.Definitions(
-        assets=[*ASSETS, model_evaluation],
+        assets=[_with_store_kind(asset, kind) for asset in [*ASSETS, model_evaluation]],
         asset_checks=ASSET_CHECKS,
         jobs=[hourly_training_job, model_evaluation_job, artifact_retention_job],
         schedules=[*SCHEDULES, artifact_retention_schedule],

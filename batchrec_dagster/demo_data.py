@@ -39,6 +39,13 @@ class DemoSpec:
     days: float = 7.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.users < 10 or self.repos < 20 or not 1 <= self.topics <= len(_TOPICS):
+            raise ValueError(f"a demo needs >= 10 users, >= 20 repositories and 1..{len(_TOPICS)} topics; "
+                             f"got {self.users} users, {self.repos} repositories, {self.topics} topics")
+        if self.mean_stars_per_user <= 0 or self.days <= 0:
+            raise ValueError("stars per user and days must be positive")
+
 
 @dataclass
 class SourceData:
@@ -58,8 +65,6 @@ class SourceData:
 
 def generate_demo(spec: DemoSpec, end: datetime) -> SourceData:
     """Deterministic for (spec, end)."""
-    if spec.users < 10 or spec.repos < 20 or not 1 <= spec.topics <= len(_TOPICS):
-        raise ValueError(f"demo needs >= 10 users, >= 20 repos and 1..{len(_TOPICS)} topics, got {spec}")
     rng = np.random.default_rng(spec.seed)
     n_repos, n_users, n_topics = spec.repos, spec.users, spec.topics
     repo_topics = rng.integers(0, n_topics, n_repos)

@@ -31,6 +31,11 @@ def _secret(name: str, value: str | None) -> Any:
     return dg.EnvVar(name) if value else None
 
 
+def artifact_store_kind(settings: Settings | None = None) -> str:
+    """The Dagit kind of the deployment's artifact store: a GCS bucket, or a local folder."""
+    return "gcs" if (settings or get_settings()).deployment == "prod" else "filesystem"
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, Any]:
     """The resources of the deployment in `settings` (default: this process's settings)."""
     settings = settings or get_settings()

@@ -5,6 +5,7 @@ The job comes from definitions.build_definitions, the same assembly the code loc
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from batchrec_dagster.jobs import EVALUATION_JOB_NAME
-from batchrec_dagster.partitions import hourly_partitions, partition_window
+from batchrec_dagster.partitions import checked_partition_key, hourly_partitions, partition_window
 from batchrec_dagster.process_identity import current_process_tags
 from batchrec_dagster.registry import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
@@ -25,16 +26,49 @@ class MaterializeError(RuntimeError):
     """The run failed or registered nothing (printed without a traceback by the CLI)."""
 
 
+def _sets_a_pool_limit(instance_file: Path) -> bool:
+    """Whether an instance file limits pools (`concurrency.pools.default_limit`); True when it
+    cannot be read as YAML, which Dagster itself reports."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(instance_file.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    pools = (config.get("concurrency") or {}).get("pools") if isinstance(config, dict) else None
+    return isinstance(pools, dict) and pools.get("default_limit") is not None
+
+
+def _install(source: Path, target: Path) -> None:
+    """Copy whole or not at all: a Dagster process starting meanwhile never reads half a file."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder with the repository's dagster.yaml (when DAGSTER_HOME is not set
-    by the operator), exported for Dagster's own code as DAGSTER_HOME."""
+    """The Dagster instance folder with batchrec's instance settings (the repository's dagster.yaml:
+    run queue, training pool), exported for Dagster's own code as DAGSTER_HOME.
+
+    BATCHREC_HOME/dagster_home (DAGSTER_HOME not set, or exported as that folder, as the README
+    does) always holds the repository's file. Another exported DAGSTER_HOME without a dagster.yaml
+    gets a copy, said in one line: without it Dagster has no run queue and no pool limit, and
+    training runs run side by side. A dagster.yaml already there is the operator's and stays; one
+    line warns when it sets no pool limit."""
     home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
-    if source.is_file() and settings.dagster_home is None:
-        target = home / "dagster.yaml"
+    source, target = PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml"
+    ours = home.resolve() == (settings.home / "dagster_home").resolve()
+    if source.is_file() and ours:
         if not target.exists() or target.read_bytes() != source.read_bytes():
-            shutil.copyfile(source, target)
+            _install(source, target)
+    elif source.is_file() and not target.exists():
+        _install(source, target)
+        print(f"DAGSTER_HOME {home} had no dagster.yaml: copied batchrec's there (run queue, one "
+              f"training run at a time)", flush=True)
+    elif target.is_file() and not _sets_a_pool_limit(target):
+        print(f"warning: {target} sets no pool limit (concurrency.pools.default_limit), so training runs "
+              f"may run side by side; see {source}", flush=True)
     override_for_process(DAGSTER_HOME=str(home))
     return home
 
@@ -44,6 +78,16 @@ def latest_partition_key() -> str:
     if key is None:
         raise MaterializeError("no complete hourly partition yet (check BATCHREC_PARTITIONS_START)")
     return key
+
+
+def partition_to_run(key: str | None) -> str:
+    """`--partition KEY` checked (a closed hour of the partitions), or the latest closed hour."""
+    if key is None:
+        return latest_partition_key()
+    try:
+        return checked_partition_key(key)
+    except ValueError as exc:
+        raise MaterializeError(str(exc)) from None
 
 
 def training_run_config(training: dict[str, Any] | None = None,
@@ -75,6 +119,36 @@ def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | No
                                   tags=current_process_tags())
 
 
+def _config_classes() -> dict[str, type[dg.Config]]:
+    from batchrec_dagster.assets.config import MatrixFilterConfig, SourceConfig, SplitConfig, TrainingConfig
+    from batchrec_dagster.assets.model_evaluation import EvaluationConfig
+
+    return {"raw_repositories": SourceConfig, "user_item_matrix": MatrixFilterConfig,
+            "vae_input": SplitConfig, "recvae_model": TrainingConfig, "model_evaluation": EvaluationConfig}
+
+
+def check_run_config(run_config: dict[str, Any], settings: Settings | None = None) -> None:
+    """MaterializeError (one line) for run config the hourly job would reject: unknown names or
+    wrong types (Dagster's schema), or values out of range (the assets' own Config classes, which
+    Dagster checks only when the step starts, i.e. after the evaluation run)."""
+    from pydantic import ValidationError
+
+    from batchrec_dagster.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        problems = [error.message.split(" Expected:", 1)[0] for error in exc.errors]
+        raise MaterializeError("invalid run config: " + "; ".join(problems)) from None
+    for op, config_class in _config_classes().items():
+        try:
+            config_class(**run_config.get("ops", {}).get(op, {}).get("config", {}))
+        except ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            raise MaterializeError(f"invalid run config of {op}: " + "; ".join(problems)) from None
+
+
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
         if event.asset_key == dg.AssetKey(asset):
@@ -91,11 +165,24 @@ def _evaluation_config(run_config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _failure_reason(event: dg.DagsterEvent) -> str:
+    """The first line of a step failure's error, without the exception's class (a dg.Failure's
+    description says what to do, e.g. `batchrec load-demo` when no star was read)."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    if error is None or not error.message:
+        return ""
+    first = error.message.strip().splitlines()[0]
+    prefix, _, rest = first.partition(": ")
+    return rest if rest and prefix.endswith(error.cls_name or "?") else first
+
+
 def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise MaterializeError(f"{what} {result.run_id} failed at {', '.join(failed) or 'a step'}; see the "
-                               f"log above or `batchrec dev` (Dagit) for details")
+        failures = [e for e in result.all_events if e.is_step_failure]
+        where = ", ".join(e.step_key or "?" for e in failures) or "a step"
+        reason = _failure_reason(failures[0]).rstrip(".") if failures else ""
+        raise MaterializeError(f"{what} {result.run_id} failed at {where}" + (f": {reason}" if reason else "")
+                               + "; the log above or `batchrec dev` (Dagit) has the details")
 
 
 def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg.DagsterInstance,

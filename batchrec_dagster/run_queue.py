@@ -8,8 +8,17 @@ launchRun calls, submitted to a fresh DAGSTER_HOME trained side by side (issue 1
 the next pass on the limit holds.
 
 `PoolLimitQueuedRunCoordinator` writes the default limit of every pool a run needs when the run is
-submitted, i.e. before any dequeue pass can see the run. Everything else is QueuedRunCoordinator:
-the same config, and the same daemon dequeues. Used by the repository's dagster.yaml:
+submitted, i.e. before any dequeue pass can see the run.
+
+It also gives every run that trains the training run tags of `hourly_training_job` (the
+`dagster-k8s/config` resources, k8s.py) when the run has none of its own. A backfill or a
+Materialize launched from the asset graph runs as Dagster's implicit `__ASSET_JOB`, which has no
+tags, and the asset backfill daemon creates its runs with the backfill's tags only: on Kubernetes
+such a run trained with no resource request (issue 18). "Trains" is "needs the training pool",
+which comes from `recvae_model` itself, so whichever job runs it is covered.
+
+Everything else is QueuedRunCoordinator: the same config, and the same daemon dequeues. Used by the
+repository's dagster.yaml and deploy/'s instances:
 
     run_coordinator:
       module: batchrec_dagster.run_queue
@@ -19,7 +28,6 @@ the same config, and the same daemon dequeues. Used by the repository's dagster.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 
 
 def ensure_pool_limits(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
@@ -37,9 +45,30 @@ def ensure_pool_limits(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list
     return missing
 
 
-class PoolLimitQueuedRunCoordinator(QueuedRunCoordinator):
-    """QueuedRunCoordinator that sets the default limit of a run's pools before queueing it."""
+def add_training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
+    """Give a run that needs the training pool hourly_training_job's tags it lacks, unless it has a
+    `dagster-k8s/config` tag of its own (set in the launch dialog, or by its job); returns them."""
+    # imported here: the webserver and the daemon load this module with the instance
+    from batchrec_dagster.jobs import hourly_training_job
+    from batchrec_dagster.k8s import K8S_CONFIG_TAG, TRAINING_POOL
 
-    def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
-        ensure_pool_limits(self._instance, context.dagster_run)
+    pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else set()
+    if TRAINING_POOL not in pools or K8S_CONFIG_TAG in run.tags:
+        return {}
+    tags = {key: value for key, value in hourly_training_job.tags.items() if key not in run.tags}
+    if tags:
+        instance.add_run_tags(run.run_id, tags)
+    return tags
+
+
+class PoolLimitQueuedRunCoordinator(dg.QueuedRunCoordinator):
+    """QueuedRunCoordinator that sets the default limit of a run's pools, and gives a training run
+    the training run tags, before queueing it."""
+
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
+        run = context.dagster_run
+        ensure_pool_limits(self._instance, run)
+        if add_training_tags(self._instance, run):
+            tagged = self._instance.get_run_by_id(run.run_id)
+            context = dg.SubmitRunContext(tagged or run, context.workspace)
         return super().submit_run(context)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
+from batchrec_dagster.assets.metadata import rounded_result
 from batchrec_dagster.partitions import hourly_partitions
 
 GROUP = "recommender"
@@ -41,7 +43,17 @@ def code_version() -> str:
 
 
 def hourly_asset(**kwargs: Any) -> Any:
-    """`dg.asset` with what the five assets share: the hourly partitions, one run per partition in
-    backfills, the `recommender` group and Dagster's code_version (batchrec's version and commit)."""
-    return dg.asset(partitions_def=PARTITIONS, backfill_policy=BACKFILL_POLICY, group_name=GROUP,
-                    code_version=code_version(), **kwargs)
+    """`dg.asset` with what the assets of the lineage share: the hourly partitions, one run per
+    partition in backfills, the `recommender` group, Dagster's code_version (batchrec's version and
+    commit), and the floats of their metadata rounded for Dagit (metadata.rounded_result)."""
+    asset = dg.asset(partitions_def=PARTITIONS, backfill_policy=BACKFILL_POLICY, group_name=GROUP,
+                     code_version=code_version(), **kwargs)
+
+    def decorate(compute: Callable[..., Any]) -> dg.AssetsDefinition:
+        @functools.wraps(compute)  # Dagster reads the parameters and annotations through __wrapped__
+        def rounding(*args: Any, **kw: Any) -> Any:
+            return rounded_result(compute(*args, **kw))
+
+        return asset(rounding)
+
+    return decorate

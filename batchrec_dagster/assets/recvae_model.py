@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from batchrec_dagster.assets.common import code_version, hourly_asset
 from batchrec_dagster.assets.config import TrainingConfig
-from batchrec_dagster.assets.metadata import md_table, window_metadata
+from batchrec_dagster.assets.metadata import learning_curve_metadata, md_table, window_metadata
+from batchrec_dagster.k8s import TRAINING_POOL
 from batchrec_dagster.partitions import daily_full_run, partition_window
 from batchrec_dagster.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.storage import BlobExistsError, BlobStore, StoredBlob, probe_write
@@ -104,8 +105,8 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
 
 
 @hourly_asset(
-    kinds={"pytorch", "gcs"},
-    pool="training",
+    kinds={"pytorch"},  # plus the artifact store's kind, by deployment (definitions.py)
+    pool=TRAINING_POOL,
     description="RecVAE trained on vae_input: a few epochs continuing the newest compatible registered "
                 "model (warm), or from scratch (full: daily, on request, or without a compatible model); "
                 "validation users pick the epoch, held-out test users give the score (test NDCG@100) "
@@ -198,9 +199,6 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         validation_score=validation_metrics["ndcg@100"],
         validation_metrics=validation_metrics,
     )
-    curve = md_table(["epoch", "seconds", "loss", "ndcg@100", "recall@20", "recall@50", "best"],
-                     [(r.epoch, r.seconds, r.loss, r.ndcg_at_100, r.recall_at_20, r.recall_at_50,
-                       "*" if r.best else "") for r in result.history])
     return dg.MaterializeResult(value=model, metadata={
         "score": score,
         "ndcg@100": score,
@@ -222,7 +220,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         **({"initial_score": training_start["initial_metrics"]["ndcg@100"]}
            if "initial_metrics" in training_start else {}),
         **{f"warm_{k}": v for k, v in warm_report.items()},
-        "learning_curve": curve,
+        **learning_curve_metadata(result.history),
         "top_repositories_preview": preview_table(recommender, data, config.preview_k),
         "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")
                      else dg.MetadataValue.path(stored.uri.removeprefix("file://"))),

@@ -173,3 +173,35 @@ def test_a_child_that_ignores_the_stop_is_killed_with_its_children_after_the_gra
     finally:
         _kill_all(tree)
         _end(process)
+
+
+@pytest.mark.slow
+def test_dev_with_an_exported_dagster_home_without_dagster_yaml_runs_with_the_training_pool(
+        tmp_path, mongo_server_uri):
+    """Issue 18, D7: `export DAGSTER_HOME=...` (as the README says) with no dagster.yaml there used to
+    start Dagit and the daemon without the run queue and pool limit, and only Dagster warned."""
+    port, log = free_port(), tmp_path / "dev.log"
+    exported = tmp_path / "exported_home"
+    env = {**_env(tmp_path, mongo_server_uri), "DAGSTER_HOME": str(exported)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([BATCHREC, "dev", "--", "-h", "127.0.0.1", "-p", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+    tree: set[int] = set()
+    try:
+        tree = _wait_until_up(process.pid, port, log)
+        query = "{ instance { info poolConfig { poolGranularity defaultPoolLimit } } }"
+        instance = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": query},
+                                 timeout=60).json()["data"]["instance"]
+        assert str(exported) in instance["info"]  # the webserver runs on the exported home
+        assert instance["poolConfig"] == {"poolGranularity": "run", "defaultPoolLimit": 1}, _log(log)
+        lines = log.read_text(errors="replace").splitlines()
+        copied = [line for line in lines if "had no dagster.yaml" in line]
+        assert copied == [f"DAGSTER_HOME {exported} had no dagster.yaml: copied batchrec's there "
+                          f"(run queue, one training run at a time)"]
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=STOP_BOUND_S) == 0, _log(log)
+        _assert_gone(tree, log)
+    finally:
+        _kill_all(tree)
+        _end(process)

@@ -3,10 +3,12 @@
 import os
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from batchrec_dagster.cli import build_parser, main
 from batchrec_dagster.materialize import prepare_dagster_home
+from batchrec_dagster.run_queue import PoolLimitQueuedRunCoordinator
 from batchrec_dagster.settings import PROJECT_ROOT, get_settings
 
 TINY = ["--users", "300", "--repos", "300"]
@@ -64,6 +66,58 @@ def test_dagster_home_gets_the_repository_dagster_yaml(local_env: Path):
     assert home == local_env / "dagster_home" and os.environ["DAGSTER_HOME"] == str(home)
     if (PROJECT_ROOT / "dagster.yaml").is_file():
         assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+
+
+def test_an_exported_dagster_home_without_dagster_yaml_gets_the_training_pool(
+        local_env: Path, tmp_path: Path, monkeypatch, capsys):
+    """Issue 18, D7: with DAGSTER_HOME exported (as the README suggests) and no dagster.yaml in it,
+    Dagster ran with no run queue and no pool limit, and two training runs trained at once."""
+    exported = tmp_path / "exported_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(exported))
+    get_settings.cache_clear()
+    assert prepare_dagster_home(get_settings()) == exported  # what `batchrec dev` and `materialize` call
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith(f"DAGSTER_HOME {exported} had no dagster.yaml: copied"), said
+    with dg.DagsterInstance.get() as instance:  # the instance every Dagster process there opens
+        assert instance.root_directory == str(exported)
+        assert isinstance(instance.run_coordinator, PoolLimitQueuedRunCoordinator)
+        pools = instance.get_concurrency_config().pool_config
+        assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "run")
+
+    assert prepare_dagster_home(get_settings()) == exported  # once there, it is left as it is
+    assert capsys.readouterr().out == ""
+
+
+def test_the_default_dagster_home_exported_keeps_the_repository_dagster_yaml(
+        local_env: Path, monkeypatch, capsys):
+    """`export DAGSTER_HOME=$PWD/.batchrec/dagster_home` (the README's line) names batchrec's own
+    folder: its dagster.yaml follows the repository's, as when DAGSTER_HOME is not set."""
+    home = local_env / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # an older copy
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    get_settings.cache_clear()
+    assert prepare_dagster_home(get_settings()) == home
+    assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+    assert capsys.readouterr().out == ""
+
+
+def test_an_operators_own_dagster_yaml_is_kept_and_a_missing_pool_limit_is_said(
+        local_env: Path, tmp_path: Path, monkeypatch, capsys):
+    exported = tmp_path / "operators_home"
+    exported.mkdir()
+    own = "telemetry:\n  enabled: false\n"
+    (exported / "dagster.yaml").write_text(own)
+    monkeypatch.setenv("DAGSTER_HOME", str(exported))
+    get_settings.cache_clear()
+    prepare_dagster_home(get_settings())
+    assert (exported / "dagster.yaml").read_text() == own
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and "sets no pool limit" in said[0], said
+
+    (exported / "dagster.yaml").write_text(own + "concurrency:\n  pools:\n    default_limit: 2\n")
+    prepare_dagster_home(get_settings())
+    assert capsys.readouterr().out == ""
 
 
 def test_every_command_is_wired():

@@ -1,5 +1,6 @@
 """The five assets end to end, in-process, against real MongoDB and real storage (folder or GCS)."""
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,11 +8,14 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from batchrec_dagster.assets.metadata import rounded
 from batchrec_dagster.codec import decode
+from batchrec_dagster.definitions import build_definitions
 from batchrec_dagster.demo_data import generate_demo, load_demo
 from batchrec_dagster.materialize import materialize_partition
 from batchrec_dagster.partitions import partition_window
 from batchrec_dagster.registry import entries_for_partition
+from batchrec_dagster.settings import load_settings
 from batchrec_dagster.storage import sha256_hex
 from recvae import load_artifact
 from tests.pipeline.conftest import TINY_DEMO, tiny_run_config
@@ -40,6 +44,42 @@ def materialization(result, asset: str) -> dict:
     raise AssertionError(f"{asset} was not materialized")
 
 
+def check_dagit_metadata(result) -> None:
+    """Issue 18: every float of every asset's metadata rounded to 4 significant digits (Dagit showed
+    16); the learning curve as a table, a chart and per-epoch values to plot."""
+    floats = [(str(event.asset_key), key, value.value)
+              for event in result.get_asset_materialization_events()
+              for key, value in event.materialization.metadata.items()
+              if isinstance(value, dg.FloatMetadataValue) and math.isfinite(value.value)]
+    assert len(floats) >= 10 and any(value != round(value) for _, _, value in floats)
+    unrounded = [f for f in floats if f[2] != float(f"{f[2]:.4g}")]
+    assert not unrounded, unrounded
+    model_meta = materialization(result, "recvae_model")
+    epochs = model_meta["epochs"].value
+    curve = model_meta["learning_curve_values"].value
+    assert curve["epoch"] == list(range(curve["epoch"][0], curve["epoch"][0] + epochs))
+    for measure in ("seconds", "loss", "ndcg@100", "recall@20", "recall@50"):
+        assert len(curve[measure]) == epochs and all(isinstance(v, float) for v in curve[measure]), measure
+    assert curve["best_epoch"] == model_meta["best_epoch"].value
+    chart = model_meta["learning_curve_chart"].value
+    assert all(f"\n{m} " in chart for m in ("loss", "ndcg@100", "recall@20", "recall@50")), chart
+    assert sum(chart.count(bar) for bar in "▁▂▃▄▅▆▇█") >= 4 * epochs, chart
+    assert model_meta["learning_curve"].value.count("\n") == epochs + 1  # the table: header, rule, epochs
+
+
+def test_the_artifact_store_kind_follows_the_deployment():
+    """Issue 18: recvae_model showed "gcs" in the local deployment."""
+    local = load_settings({"BATCHREC_DEPLOYMENT": "local"})
+    prod = load_settings({"BATCHREC_DEPLOYMENT": "prod", "MONGODB_URI": "mongodb://db", "GCS_BUCKET": "b"})
+    for settings, store in ((local, "filesystem"), (prod, "gcs")):
+        defs = build_definitions(settings)
+        kinds = {name: defs.resolve_assets_def(name).specs_by_key[dg.AssetKey(name)].kinds
+                 for name in ("recvae_model", "model_evaluation", "raw_repositories")}
+        assert kinds == {"recvae_model": {"pytorch", store},
+                         "model_evaluation": {"pytorch", "mongodb", store},
+                         "raw_repositories": {"mongodb", "numpy"}}, settings.deployment
+
+
 def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dict:
     assert result.success
     # partition H sees every star before its end and none after
@@ -61,8 +101,8 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     model_meta = materialization(result, "recvae_model")
     for key in ("score", "recall@20", "recall@50", "popularity_score", "training_seconds", "epochs"):
         assert isinstance(model_meta[key].value, int | float), key
-    assert "| epoch |" in model_meta["learning_curve"].value
     assert "demo-" in model_meta["top_repositories_preview"].value
+    check_dagit_metadata(result)
 
     # the registry entry points at the artifact, whose bytes match its checksum
     entries = entries_for_partition(db, END)
@@ -74,7 +114,8 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     assert entry["score"] == entry["metrics"]["ndcg@100"] > entry["popularity_metrics"]["ndcg@100"]
     # score: the test users' NDCG@100; the validation users (who picked the epoch) keep their own field
     validation = entry["validation_score"]
-    assert validation == entry["validation_metrics"]["ndcg@100"] == model_meta["validation_score"].value
+    assert validation == entry["validation_metrics"]["ndcg@100"]
+    assert model_meta["validation_score"].value == rounded(validation) == pytest.approx(validation, rel=1e-3)
     sizes = entry["data_sizes"]
     assert entry["metrics"]["users"] == entry["popularity_metrics"]["users"] == sizes["test_users"] > 0
     assert entry["validation_metrics"]["users"] == sizes["validation_users"] > 0

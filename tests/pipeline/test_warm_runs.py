@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from batchrec_dagster.assets.metadata import rounded
 from batchrec_dagster.demo_data import load_demo
 from batchrec_dagster.materialize import asset_metadata, materialize_partition
 from batchrec_dagster.partitions import partition_window
@@ -70,7 +71,7 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
     artifact = load_artifact(blob_store_for(get_settings()).read(entry["file_name"]))
     assert artifact.extra["training_mode"] == "warm"
     assert artifact.extra["training_start"]["from"]["file_name"] == base["file_name"]
-    assert artifact.extra["training_start"]["initial_metrics"]["ndcg@100"] == model["initial_score"]
+    assert rounded(artifact.extra["training_start"]["initial_metrics"]["ndcg@100"]) == model["initial_score"]
     recorded = entry["warm_start"]["warm"]
     for key in ("new_items", "new_items_trained", "changed_users", "users_trained", "kept_epoch",
                 "weights_changed"):

@@ -16,13 +16,13 @@ from dagster import DagsterInstance
 from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
-from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster_gcp.gcs.compute_log_manager import GCSComputeLogManager
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from batchrec_dagster.local_postgres import LocalPostgres
+from batchrec_dagster.run_queue import PoolLimitQueuedRunCoordinator
 from tests.production.deploy_files import (
     HELM_VALUES,
     K8S_INSTANCE,
@@ -52,7 +52,8 @@ def test_prod_instance_runs_on_postgres(pg_root: Path, tmp_path: Path,
             assert instance.run_storage._engine.dialect.driver == "psycopg2"  # noqa: SLF001
             assert instance.get_runs() == []
             coordinator = instance.run_coordinator
-            assert isinstance(coordinator, QueuedRunCoordinator)
+            # the project's run queue: pool limits and training tags at submission (run_queue.py)
+            assert isinstance(coordinator, PoolLimitQueuedRunCoordinator)
             assert coordinator.get_run_queue_config().max_user_code_failure_retries == 5
             pools = instance.get_concurrency_config().pool_config
             assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "run")
