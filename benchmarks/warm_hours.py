@@ -150,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", os.cpu_count() or 1)))
     table = np.loadtxt(args.dataset / "stars.csv", delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     table = table[table[:, 2] == 1]
     users, repos = table[:, 0], table[:, 1]
