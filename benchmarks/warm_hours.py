@@ -34,26 +34,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import recvae as rv
 
-from recvae import (  # noqa: E402
-    Popularity,
-    Recommender,
-    RecVAEConfig,
-    WarmConfig,
-    build_interactions,
-    evaluate,
-    filter_min_counts,
-    split_users,
-    stable_user_order,
-    train_recvae,
-    train_warm,
-    warm_start,
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
-FULL = RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
+FULL = rv.RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
 LEGACY_WARM = replace(FULL, epochs=4, patience=2)  # the pipeline's warm run before train_warm
 WARM_EPOCHS = 8
 
@@ -76,11 +62,11 @@ def simulate(users: np.ndarray, repos: np.ndarray, seed: int, new_share: float =
 
 def hour_data(users, repos, hour, is_test, h):  # noqa: ANN001, ANN201
     keep = (hour <= h) & ~is_test
-    inter = build_interactions(users[keep], repos[keep])
-    inter, _ = filter_min_counts(inter, min_items_per_user=5, min_users_per_item=5)
+    inter = rv.build_interactions(users[keep], repos[keep])
+    inter, _ = rv.filter_min_counts(inter, min_items_per_user=5, min_users_per_item=5)
     n = inter.n_users
-    split = split_users(inter, n_validation=min(1000, int(n * 0.2)), n_test=0, seed=h,
-                        user_order=stable_user_order(inter.user_ids))
+    split = rv.split_users(inter, n_validation=min(1000, int(n * 0.2)), n_test=0, seed=h,
+                        user_order=rv.stable_user_order(inter.user_ids))
     return inter, split
 
 
@@ -106,10 +92,10 @@ def test_sets(users, repos, hour, is_test, h, item_ids, new_repos, seed):  # noq
 
 
 def score(model, item_ids, train, sets) -> dict:  # noqa: ANN001
-    rec = Recommender(model, item_ids, Popularity().fit(train).popularity)
+    rec = rv.Recommender(model, item_ids, rv.Popularity().fit(train).popularity)
     (fi, tg), (nfi, ntg) = sets
-    overall = evaluate(rec, fi, tg)
-    new = evaluate(rec, nfi, ntg, ks=(100,))
+    overall = rv.evaluate(rec, fi, tg)
+    new = rv.evaluate(rec, nfi, ntg, ks=(100,))
     return {"ndcg@100": overall["ndcg@100"], "new_recall@100": new["recall@100"], "new_users": new["users"]}
 
 
@@ -122,14 +108,14 @@ def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: A
     model, item_ids = prev
     cfg = replace(FULL, seed=seed, epochs=WARM_EPOCHS, patience=None, time_budget_s=None)
     if variant == "legacy":
-        start, _ = warm_start(model, item_ids, split.item_ids, train=split.train)
-        res = train_recvae(split.train, split.validation, replace(LEGACY_WARM, seed=seed), device="cpu",
+        start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
+        res = rv.train_recvae(split.train, split.validation, replace(LEGACY_WARM, seed=seed), device="cpu",
                            initial_model=start)
         return res.model, {"epochs": len(res.history), "kept_epoch": res.best_epoch,
                            "weights_changed": res.best_epoch > 0}
-    warm = {"warm": WarmConfig(), "warm-zero-rows": WarmConfig(fit_new_rows=False),
-            "warm-all-users": WarmConfig(), "warm-replay2": WarmConfig(replay_ratio=2.0)}[variant]
-    out = train_warm(model, item_ids, split.train, split.item_ids, split.validation, cfg,
+    warm = {"warm": rv.WarmConfig(), "warm-zero-rows": rv.WarmConfig(fit_new_rows=False),
+            "warm-all-users": rv.WarmConfig(), "warm-replay2": rv.WarmConfig(replay_ratio=2.0)}[variant]
+    out = rv.train_warm(model, item_ids, split.train, split.item_ids, split.validation, cfg,
                      changed_users=None if variant == "warm-all-users" else changed, warm=warm, device="cpu")
     rep = out.report
     return out.training.model, {
@@ -137,6 +123,43 @@ def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: A
         "weights_changed": rep.weights_changed, "users_per_epoch": rep.users_per_epoch,
         "new_items": rep.new_items,
         "new_items_trained": rep.new_items_trained}
+
+
+TARGET_NDCG, TARGET_NEW_RECALL = 0.99, 0.9
+
+
+def markdown(reports: list[dict]) -> str:
+    """One table of every run, then the H+3 ratios against the full retrain per variant."""
+    rows = [r for rep in reports for r in rep["rows"]]
+    out = ["# Warm hours, the library call alone (github-stars-tiny, simulated hours)", "",
+           *(f"Command: `{rep['command']}`; machine: {rep['machine']}; load average before "
+             f"{', '.join(f'{x:.2f}' for x in rep['load_before'])}, after "
+             f"{', '.join(f'{x:.2f}' for x in rep['load_after'])}" for rep in reports), "",
+           "How the hours are simulated and scored: the docstring of benchmarks/warm_hours.py. *new R@100*: "
+           "Recall@100 of the test users' stars on repositories new since H (all of them the target, the "
+           "user's other stars fed in); *legacy*: the warm run before train_warm (warm_start, 4 epochs, "
+           "patience 2, best epoch with the starting model as epoch 0); *warm*: train_warm with the "
+           "pipeline's warm settings (8 epochs); *warm-zero-rows*: the same without placing new rows. "
+           "Seconds are wall time on a shared machine.", "",
+           "| seed | run | NDCG@100 | new R@100 | epochs | kept epoch | weights changed | users / epoch | "
+           "new repos (trained) | s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        new = f"{r['new_items']} ({r['new_items_trained']})" if "new_items" in r else ""
+        out.append(f"| {r['seed']} | {r['run']} | {r['ndcg@100']:.4f} | {r['new_recall@100']:.4f} | "
+                   f"{r.get('epochs', '')} | {r.get('kept_epoch', '')} | {r.get('weights_changed', '')} | "
+                   f"{r.get('users_per_epoch', '')} | {new} | {r['seconds'] or 0:.1f} |")
+    out += ["", "| variant | H+3 NDCG@100 / full retrain, per seed | mean | H+3 new R@100 / full retrain, "
+                "per seed | mean | targets (>= 0.99x, >= 0.9x) |", "|---|---|---|---|---|---|"]
+    variants = sorted({r["run"].split(" ", 1)[1] for r in rows if "ndcg_vs_full" in r})
+    for variant in variants:
+        mine = [r for r in rows if r["run"] == f"H+3 {variant}"]
+        ndcg = [r["ndcg_vs_full"] for r in mine]
+        new = [r["new_recall_vs_full"] for r in mine]
+        met = sum(ndcg) / len(ndcg) >= TARGET_NDCG and sum(new) / len(new) >= TARGET_NEW_RECALL
+        out.append(f"| {variant} | {' '.join(f'{x:.3f}' for x in ndcg)} | {sum(ndcg) / len(ndcg):.3f} | "
+                   f"{' '.join(f'{x:.3f}' for x in new)} | {sum(new) / len(new):.3f} | "
+                   f"{'yes' if met else '**no**'} |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
@@ -147,7 +170,14 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/warm_hours_cache"))
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "warm_hours")
+    parser.add_argument("--combine", type=Path, nargs="+",
+                        help="write --output's .md from these .json results (runs of this script) and stop")
     args = parser.parse_args()
+    if args.combine:
+        reports = [json.loads(p.read_text()) for p in args.combine]
+        args.output.with_suffix(".json").write_text(json.dumps(reports, indent=1))
+        args.output.with_suffix(".md").write_text(markdown(reports))
+        return
     import torch
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", os.cpu_count() or 1)))
@@ -167,8 +197,8 @@ def main() -> None:
             rec = load_artifact(path.read_bytes()).recommender
             return rec.model, rec.item_ids, 0.0, None
         t0 = time.perf_counter()
-        res = train_recvae(split.train, split.validation, replace(FULL, seed=seed), device="cpu")
-        rec = Recommender(res.model, split.item_ids, Popularity().fit(split.train).popularity)
+        res = rv.train_recvae(split.train, split.validation, replace(FULL, seed=seed), device="cpu")
+        rec = rv.Recommender(res.model, split.item_ids, rv.Popularity().fit(split.train).popularity)
         path.write_bytes(dump_artifact(rec, config=res.config, metrics={}))
         return res.model, split.item_ids, time.perf_counter() - t0, len(res.history)
 

@@ -31,7 +31,7 @@ import torch
 from recvae.data import HeldOut
 from recvae.model import RecVAE, RecVAEConfig
 from recvae.sparse import SparseBatch
-from recvae.train import EpochReport, TrainResult, fit
+from recvae.train import EpochReport, TrainResult, train_recvae
 from recvae.warm import WarmStartReport, map_vocabulary, warm_start
 
 # The kept items' map from mean user code to decoder row is fitted on a fixed-seed sample of the
@@ -216,7 +216,7 @@ def train_warm(
         trained[rows] = True
         return rows
 
-    result = fit(train, validation, config, device=device, on_epoch=on_epoch, initial_model=model,
+    result = train_recvae(train, validation, config, device=device, on_epoch=on_epoch, initial_model=model,
                  epoch_users=users, keep="last")
     new_rows = torch.from_numpy(is_new)
     trained_rows = result.model.decoder.weight.detach().cpu()[new_rows]

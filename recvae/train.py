@@ -219,36 +219,12 @@ class _Trainer:
         return float(total) / max(steps, 1)
 
 
-def train_recvae(
-    train: sp.csr_matrix,
-    validation: HeldOut,
-    config: RecVAEConfig | None = None,
-    *,
-    device: str | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    initial_model: RecVAE | None = None,
-) -> TrainResult:
-    """Train RecVAE on `train` (users x items), keeping the epoch with the best validation NDCG@100.
-
-    Stops after `config.epochs`, after `config.patience` epochs without improvement, or before an
-    epoch that would overrun `config.time_budget_s` (judged by the previous epoch's duration).
-    The returned model holds the best epoch's weights and is in eval mode.
-
-    `device`: "cpu", "cuda", "cuda:N" (None: CUDA when present); CudaUnavailableError when CUDA is
-    asked for and absent. `initial_model`: training starts from a copy of its weights; it must
-    have `config`'s layer sizes and `train`'s item count (IncompatibleModelError otherwise). It is
-    scored first as epoch 0 (`initial_metrics`) and is returned with best_epoch 0 if no epoch beats
-    it. An hourly warm run uses `recvae.train_warm` instead, which keeps what the hour taught.
-    """
-    return fit(train, validation, config, device=device, on_epoch=on_epoch, initial_model=initial_model)
-
-
 def _accept_last(history: list[EpochReport], best_trained: EpochReport, last_se: float) -> bool:
     """Keep the last epoch unless it scores below the best trained epoch by more than its SE."""
     return best_trained.ndcg_at_100 - history[-1].ndcg_at_100 <= last_se
 
 
-def fit(
+def train_recvae(
     train: sp.csr_matrix,
     validation: HeldOut,
     config: RecVAEConfig | None = None,
@@ -259,8 +235,18 @@ def fit(
     epoch_users: Callable[[int], np.ndarray] | None = None,
     keep: str = "best",
 ) -> TrainResult:
-    """`train_recvae` with two more choices, used by `recvae.train_warm`:
+    """Train RecVAE on `train` (users x items), keeping the epoch with the best validation NDCG@100.
 
+    Stops after `config.epochs`, after `config.patience` epochs without improvement, or before an
+    epoch that would overrun `config.time_budget_s` (judged by the previous epoch's duration).
+    The returned model holds the kept epoch's weights and is in eval mode.
+
+    `device`: "cpu", "cuda", "cuda:N" (None: CUDA when present); CudaUnavailableError when CUDA is
+    asked for and absent. `initial_model`: training starts from a copy of its weights; it must
+    have `config`'s layer sizes and `train`'s item count (IncompatibleModelError otherwise). It is
+    scored first as epoch 0 (`initial_metrics`).
+
+    Two choices an hourly warm run makes (`recvae.train_warm` makes them for you):
     - `epoch_users(epoch)`: the rows of `train` that epoch `epoch` (1-based) trains on (default:
       every row);
     - `keep`: "best" returns the epoch with the best validation NDCG@100, the starting model

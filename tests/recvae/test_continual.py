@@ -11,7 +11,7 @@ import torch
 
 from recvae import RecVAEConfig, Split, WarmConfig, train_recvae, train_warm
 from recvae.continual import epoch_schedule, fit_new_item_rows, focus_users
-from recvae.train import EpochReport, _accept_last, fit
+from recvae.train import EpochReport, _accept_last
 from recvae.warm import map_vocabulary, warm_start
 
 TINY = RecVAEConfig(hidden_dim=32, latent_dim=8, batch_size=64, epochs=3, seed=5)
@@ -60,8 +60,8 @@ def test_the_last_epoch_is_kept_unless_it_fell_by_more_than_its_standard_error(h
     # in a real run the starting model (epoch 0) is never what comes back, even when it scores best
     split = hour["split"]
     start, _ = warm_start(hour["previous"], hour["previous_ids"], split.item_ids, train=split.train)
-    result = fit(split.train, split.validation, replace(TINY, epochs=2), device="cpu", initial_model=start,
-                 keep="last")
+    result = train_recvae(split.train, split.validation, replace(TINY, epochs=2), device="cpu",
+                          initial_model=start, keep="last")
     assert result.best_epoch in (1, 2)
     assert result.best_metrics["ndcg@100"] == result.history[result.best_epoch - 1].ndcg_at_100
 
@@ -92,9 +92,9 @@ def test_each_epoch_trains_the_focus_users_plus_a_replay_sample_as_documented() 
 def test_training_on_every_row_through_epoch_users_is_plain_training(small_split: Split) -> None:
     """The per-epoch user lists reuse the full scheme exactly: same rows, same weights."""
     config = replace(TINY, epochs=2)
-    plain = fit(small_split.train, small_split.validation, config, device="cpu")
+    plain = train_recvae(small_split.train, small_split.validation, config, device="cpu")
     n = small_split.train.shape[0]
-    listed = fit(small_split.train, small_split.validation, config, device="cpu",
+    listed = train_recvae(small_split.train, small_split.validation, config, device="cpu",
                  epoch_users=lambda epoch: np.arange(n))
     after = listed.model.state_dict()
     for name, value in plain.model.state_dict().items():
