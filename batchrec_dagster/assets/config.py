@@ -79,15 +79,17 @@ PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience"
 
 
 # A warm run (recvae.train_warm) trains the users whose stars changed this hour, everyone who
-# starred a new repository, and as many other users again as a replay sample, each epoch: the cost
-# of an epoch follows the hour's change, not the history. Eight epochs with no patience: validation
-# NDCG can dip for a few epochs after a warm start (docs/recvae.md), and the last epoch is kept
-# unless it fell by more than its standard error. The budget keeps a warm hour within 3 minutes on
-# 2 cores (benchmarks/results/hourly.md). The overlap threshold: hour to hour nearly all
-# repositories carry over; under 90% the data changed wholesale (a new import, other filters) and a
-# model from scratch is the sounder start.
+# starred a new repository, and half as many other users as a replay sample, each epoch: the cost
+# of an epoch follows the hour's change, not the history. At the demo's 1.15M stars an hour
+# changes ~6.7k of 40k users; with a replay of 1.0 a loaded 2-core machine fit only 3 of 8 epochs
+# into the budget (benchmarks/results/hourly_cost.md), 0.5 trains a quarter fewer users per epoch.
+# Eight epochs with no patience: validation NDCG can dip for a few epochs after a warm start
+# (docs/recvae.md), and the last epoch is kept unless it fell by more than its standard error.
+# The budget keeps a warm hour within 3 minutes on 2 cores. The overlap threshold: hour to hour
+# nearly all repositories carry over; under 90% the data changed wholesale (a new import, other
+# filters) and a model from scratch is the sounder start.
 WARM_TRAINING = {"epochs": 8, "patience": None, "time_budget_s": 150.0, "min_vocabulary_overlap": 0.9,
-                 "replay_ratio": 1.0, "min_epoch_users": 2000}
+                 "replay_ratio": 0.5, "min_epoch_users": 2000}
 
 
 class TrainingConfig(dg.Config):

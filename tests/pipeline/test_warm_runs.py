@@ -126,7 +126,7 @@ def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
 
     default = TrainingConfig().warm_recvae_config()
     assert (default.epochs, default.patience, default.time_budget_s) == (8, None, 150.0)
-    assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=1.0, min_epoch_users=2000)
+    assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=0.5, min_epoch_users=2000)
     capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
     assert (capped.epochs, capped.time_budget_s) == (2, 60.0)
     unbounded = TrainingConfig(time_budget_s=None, warm_time_budget_s=None).warm_recvae_config()
