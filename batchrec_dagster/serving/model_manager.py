@@ -33,6 +33,7 @@ from pymongo.database import Database
 
 from batchrec_dagster.champions import serving_order
 from batchrec_dagster.registry import DEFAULT_MAX_AGE
+from batchrec_dagster.serving.ann_index import AnnOptions
 from batchrec_dagster.serving.loaded_model import (
     ArtifactRejected,
     LoadedModel,
@@ -98,8 +99,10 @@ class ModelManager:
                  poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,
-                 on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None):
+                 on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None,
+                 ann: AnnOptions | None = None):
         self.db = db
+        self.ann = ann  # approximate top-k for large catalogs (ann_index.py); None: always exact
         self.store = store
         self.max_age = max_age
         self.poll_seconds = poll_seconds
@@ -295,7 +298,7 @@ class ModelManager:
     def _try_load(self, entry: Mapping[str, Any], now: datetime) -> LoadedModel | SwapError:
         key = entry_key(entry)
         try:
-            return load_model(entry, self.store, self._names_db)
+            return load_model(entry, self.store, self._names_db, ann=self.ann)
         except Exception as exc:  # whatever went wrong, remember it and try the next candidate
             message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             permanent = isinstance(exc, ArtifactRejected)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recvae import Popularity, Recommender, RecVAE, RecVAEConfig, Split
-from recvae import ann
+from recvae import Popularity, Recommender, RecVAE, RecVAEConfig, Split, ann
 
 
 @pytest.fixture(scope="module")
