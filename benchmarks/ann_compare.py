@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
     parser.add_argument("--ef", default="64,128,256")
     parser.add_argument("--nprobe", default="16,64")
+    parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
+    parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
     parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dataset", type=Path, default=DATASET)
@@ -159,7 +161,8 @@ def main() -> None:
     configs: list[IndexParams] = []
     for kind in args.kinds.split(","):
         if kind == "hnsw":
-            configs += [IndexParams("hnsw", ef_search=int(ef)) for ef in args.ef.split(",")]
+            configs += [IndexParams("hnsw", hnsw_m=args.m, ef_construction=args.efc, ef_search=int(ef))
+                        for ef in args.ef.split(",")]
         elif kind == "ivf":
             configs += [IndexParams("ivf", nprobe=int(p)) for p in args.nprobe.split(",")]
         else:
