@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     ann_min_items: int = _env(
         "BATCHREC_ANN_MIN_ITEMS", "models with at least this many repositories are served from an "
         "approximate top-k index, smaller ones exactly (docs/serving.md has the measurement).",
-        20_000, ge=1)
+        50_000, ge=1)
     ann_index_kind: Literal["hnsw", "ivf", "flat"] = _env(
         "BATCHREC_ANN_INDEX", "the approximate top-k index: faiss `hnsw` (inner product), `ivf` or "
         "`flat` (exact, for tests).", "hnsw")

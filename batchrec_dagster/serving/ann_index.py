@@ -42,7 +42,7 @@ VERIFY_SAMPLE = 64  # stored vectors compared with the decoder rows before an in
 class AnnOptions:
     """How the server chooses and queries the approximate path (settings BATCHREC_ANN_*)."""
 
-    min_items: int = 20_000
+    min_items: int  # BATCHREC_ANN_MIN_ITEMS: the switch-over, no default here (settings.py has it)
     params: ann.IndexParams = ann.IndexParams()
     threads: int = 1  # faiss's OpenMP threads, as the worker's torch threads
 
