@@ -138,13 +138,26 @@ def index_kind(index: Any) -> str:
     return "flat"
 
 
+def _excluding(index: Any, own: np.ndarray) -> tuple[Any, Any]:
+    """Search parameters that skip `own` inside the index's search (faiss IDSelector), with the
+    index's own query knobs; and the selector, which must outlive the search."""
+    faiss = _faiss()
+    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(own))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch), selector
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe), selector
+    return faiss.SearchParameters(sel=selector), selector
+
+
 def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], k: int,
-                     exact: Callable[[int], tuple[np.ndarray, np.ndarray]]
+                     exact: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items per query, the query's own items excluded, k results whenever k other items
-    exist: the index is asked for k + (own items) candidates; a row left with fewer than k after
-    filtering (an approximate index can miss) is answered by `exact(row)` instead (the caller's
-    exact top-k of that query with its own items excluded).
+    """Top-k items per query, the query's own items excluded inside the search (so the cost does
+    not grow with them), k results whenever k other items exist: a row left with fewer (an
+    approximate index can return fewer than asked) is answered by `exact(row)` instead, the
+    caller's exact top-k of that query with its own items excluded (None: left short, as recall
+    measures the index alone).
 
     Returns ([B, k] int64 column indices, [B, k] float32 scores), -1 / -inf padded only where
     the catalog has fewer than k items besides the user's own.
@@ -156,20 +169,22 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
     out_val = np.full((size, k), -np.inf, dtype=np.float32)
     if size == 0 or k == 0:
         return out_idx, out_val
-    longest = max((len(o) for o in own), default=0)
-    scores, labels = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, k + longest))
-    for row in range(size):
-        mine = own[row]
-        found = labels[row]
-        keep = found >= 0
-        if len(mine):
-            keep &= ~np.isin(found, mine)
-        chosen, values = found[keep][:k], scores[row][keep][:k]
-        if len(chosen) < min(k, n - len(mine)):  # the index missed too many: exact for this user
-            chosen, values = exact(row)
-            chosen, values = chosen[:k], values[:k]
-        out_idx[row, :len(chosen)] = chosen
-        out_val[row, :len(values)] = values
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    plain = [row for row in range(size) if not len(own[row])]
+    if plain:  # no items to exclude: one batched search
+        out_val[plain], out_idx[plain] = index.search(queries[plain], k)
+    for row in (r for r in range(size) if len(own[r])):
+        mine = np.asarray(own[row], dtype=np.int64)
+        params, _selector = _excluding(index, mine)
+        values, found = index.search(queries[row:row + 1], k, params=params)
+        out_idx[row], out_val[row] = found[0], values[0]
+    short = (out_idx >= 0).sum(axis=1) < np.minimum(k, n - np.array([len(o) for o in own]))
+    for row in np.flatnonzero(short) if exact is not None else ():
+        chosen, values = exact(int(row))
+        out_idx[row], out_val[row] = -1, -np.inf
+        out_idx[row, :len(chosen[:k])] = chosen[:k]
+        out_val[row, :len(values[:k])] = values[:k]
+    out_val[out_idx < 0] = -np.inf
     return out_idx, out_val
 
 
@@ -251,7 +266,7 @@ def measure_recall(model: torch.nn.Module, data: bytes, fold_in: Any, k: int = 2
     matrix = fold_in[rows]
     queries = query_vectors(user_codes(model, matrix))
     own = [matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]].astype(np.int64) for r in range(len(rows))]
-    approx = _raw_search(index, queries, own, k)
+    approx, _ = search_excluding(index, queries, own, k)  # the index alone: no fallback
     exact = np.stack([_pad(exact_top_k(vectors, q, o, k)[0], k) for q, o in zip(queries, own, strict=True)])
     return {"recall": recall_at_k(approx, exact), "users": len(rows), "k": k}
 
@@ -259,17 +274,4 @@ def measure_recall(model: torch.nn.Module, data: bytes, fold_in: Any, k: int = 2
 def _pad(values: np.ndarray, k: int) -> np.ndarray:
     out = np.full(k, -1, dtype=np.int64)
     out[:len(values)] = values
-    return out
-
-
-def _raw_search(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """The index's own top-k after exclusion, without the exact fallback (what recall measures)."""
-    n = index.ntotal
-    longest = max((len(o) for o in own), default=0)
-    _, labels = index.search(queries, min(n, k + longest))
-    out = np.full((len(own), min(k, n)), -1, dtype=np.int64)
-    for row, mine in enumerate(own):
-        found = labels[row]
-        found = found[(found >= 0) & ~np.isin(found, mine)][:k]
-        out[row, :len(found)] = found
     return out
