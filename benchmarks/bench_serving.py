@@ -99,7 +99,7 @@ def register(db: Any, store: LocalBlobStore, data: bytes, score: float) -> dict[
     })
 
 
-def register_index(db: Any, store: LocalBlobStore, data: bytes, entry: dict[str, Any],
+def register_index(db: Any, store: LocalBlobStore, recommender: Any, entry: dict[str, Any],
                    inputs: list[list[int]], threads: int) -> dict[str, Any]:
     """Build the model's top-k index as recvae_model does (faiss HNSW, `threads` threads), store it
     next to the artifact, measure its recall@20 against exact on the benchmark's users (random
@@ -107,11 +107,10 @@ def register_index(db: Any, store: LocalBlobStore, data: bytes, entry: dict[str,
     in the registry entry, so that the server loads it instead of building its own."""
     import faiss
 
-    from recvae import ann, load_artifact
+    from recvae import ann
     from recvae.inference import lists_to_csr
 
-    faiss.omp_set_num_threads(threads)
-    recommender = load_artifact(data).recommender
+    faiss.omp_set_num_threads(threads)  # `recommender`: the floor's copy (one copy at 10^6 items)
     params = ann.IndexParams("hnsw")
     built = ann.build_for_model(recommender.model, params)
     fold_in = lists_to_csr([recommender.index_of(np.asarray(u)).tolist() for u in inputs[:200]],
@@ -338,7 +337,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         for path in args.paths:
                             score += 1.0
                             entry = register(db, store, data, score)
-                            index = (register_index(db, store, data, entry, inputs, args.build_threads)
+                            index = (register_index(db, store, floor.recommender, entry, inputs,
+                                                    args.build_threads)
                                      if path == "approximate" else None)
                             # the switch-over (BATCHREC_ANN_MIN_ITEMS) decides the path per model
                             path_env = {**env, "BATCHREC_ANN_MIN_ITEMS": "1" if index else str(10**9)}
