@@ -150,6 +150,9 @@ class TrainingConfig(dg.Config):
     ann_recall_k: int = Field(default=get_settings().ann_recall_k, ge=1,
                               description="k of the index's recall@k against exact scoring.")
 
+    ann_min_recall: float = Field(default=get_settings().ann_min_recall, ge=0, le=1,
+                                  description="An HNSW index below this recall@k is measured again "
+                                              "with a wider query beam, which servers then use.")
     ann_ef_search: int = Field(default=get_settings().ann_ef_search, ge=1,
                                description="HNSW query beam width the recall is measured with.")
     ann_nprobe: int = Field(default=get_settings().ann_nprobe, ge=1,

@@ -191,7 +191,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
     ann_index = build_and_store(result.model, stored, store, _held_out_fold_in(data),
                                 params=config.index_params(), min_items=config.ann_min_items,
-                                recall_k=config.ann_recall_k)
+                                recall_k=config.ann_recall_k, min_recall=config.ann_min_recall)
 
     history = [{"epoch": r.epoch, "seconds": r.seconds, "loss": r.loss, "ndcg@100": r.ndcg_at_100,
                 "recall@20": r.recall_at_20, "recall@50": r.recall_at_50, "best": float(r.best)}

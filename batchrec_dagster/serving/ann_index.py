@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -124,7 +124,10 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     problem = mismatched_vectors(index, vectors)
     if problem:
         return None, _reject(f"{file_name}: {problem}")
-    ann.set_search_params(index, options.params)
+    # at least the beam the recall was measured with at registration (assets/ann_index.py)
+    recorded = record.get("ef_search")
+    beam = max(options.params.ef_search, recorded if isinstance(recorded, int) else 0)
+    ann.set_search_params(index, replace(options.params, ef_search=beam))
     return index, ""
 
 
@@ -169,4 +172,6 @@ def attach_index(scorer: BatchScorer, entry: Mapping[str, Any], store: BlobStore
     else:
         status.update(source="registry", file_name=record["file_name"], kind=ann.index_kind(index),
                       recall=record.get("recall"), recall_k=record.get("recall_k"))
+        if ann.index_kind(index) == "hnsw":
+            status["ef_search"] = int(index.hnsw.efSearch)
     return ApproxScorer(scorer, index), status

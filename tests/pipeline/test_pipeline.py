@@ -146,3 +146,4 @@ def test_the_top_k_index_is_built_measured_stored_and_registered(local_env: Path
     assert checks["recvae_model_index_recall"] is True
     loaded = load_model(entry, LocalBlobStore(models), None, ann=AnnOptions(min_items=10))
     assert loaded.ann["path"] == "approximate" and loaded.ann["source"] == "registry"
+    assert loaded.ann["ef_search"] >= record["ef_search"]  # at least the beam recall was measured with
