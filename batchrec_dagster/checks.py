@@ -171,6 +171,13 @@ class BaselineMarginConfig(dg.Config):
         description="The model's NDCG@100 must exceed popularity's by more than this (may be negative).")
 
 
+class IndexRecallConfig(dg.Config):
+    min_recall: float = Field(
+        default=get_settings().ann_min_recall, ge=0, le=1,
+        description="The approximate top-k index's recall@k against exact scoring on held-out users "
+                    "must reach this (BATCHREC_ANN_MIN_RECALL).")
+
+
 class ArtifactCheckConfig(dg.Config):
     load: bool = Field(default=True, description="Also parse the artifact (safetensors + JSON, no pickle).")
 
@@ -253,5 +260,35 @@ def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, confi
                    f"{recvae_model.uri} verified")
 
 
+def index_recall_problems(record: dict[str, Any] | None, min_recall: float) -> list[str]:
+    """Why the model's top-k index must not be served; empty when it is fine or there is none
+    (a catalog below the switch-over is served exactly)."""
+    if record is None:
+        return []
+    recall, k = record.get("recall"), record.get("recall_k")
+    if recall is None:
+        return [f"the index's recall@{k} could not be measured: no held-out user has a folded-in item"]
+    if not recall >= min_recall:
+        return [f"the {record.get('kind')} index's recall@{k} against exact scoring is {recall:.4f}, "
+                f"below the floor {min_recall} (raise BATCHREC_ANN_EF_SEARCH or use another index type)"]
+    return []
+
+
+@dg.asset_check(asset="recvae_model", blocking=True,
+                description="The approximate top-k index finds, on held-out users, at least the floor's "
+                            "share of the exact top-k (recall@k); no index: served exactly.")
+def recvae_model_index_recall(context: dg.AssetCheckExecutionContext, config: IndexRecallConfig,
+                              recvae_model: TrainedModel) -> dg.AssetCheckResult:
+    record = recvae_model.ann_index
+    problems = index_recall_problems(record, config.min_recall)
+    metadata: dict[str, Any] = {**_partition(context), "min_recall": config.min_recall}
+    if record is not None:
+        metadata.update(recall=float(record["recall"]) if record.get("recall") is not None else -1.0,
+                        k=int(record["recall_k"]), users=int(record["recall_users"]), kind=record["kind"])
+    ok = ("no index: the catalog is served exactly" if record is None or problems
+          else f"recall@{record['recall_k']} {record['recall']:.4f} >= {config.min_recall}")
+    return _result(problems, metadata, ok)
+
+
 ASSET_CHECKS = [user_item_matrix_is_sane, vae_input_has_no_leakage, recvae_model_beats_popularity,
-                recvae_model_artifact_verifies]
+                recvae_model_artifact_verifies, recvae_model_index_recall]

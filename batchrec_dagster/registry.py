@@ -180,9 +180,15 @@ def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
 
 
 def referenced_files(db: Database) -> set[str]:
-    """Every artifact name any entry names (fresh, stale or malformed entries alike)."""
-    return {doc["file_name"] for doc in db[MODELS].find({}, {"file_name": 1})
-            if isinstance(doc.get("file_name"), str)}
+    """Every artifact name any entry names (fresh, stale or malformed entries alike), and the
+    top-k index each names (`ann_index.file_name`, stored next to its artifact)."""
+    names = set()
+    for doc in db[MODELS].find({}, {"file_name": 1, "ann_index": 1}):
+        index = doc.get("ann_index")
+        for name in (doc.get("file_name"), index.get("file_name") if isinstance(index, dict) else None):
+            if isinstance(name, str):
+                names.add(name)
+    return names
 
 
 def registered_run_ids(db: Database) -> set[str]:

@@ -131,6 +131,20 @@ class Settings(BaseSettings):
     drain_seconds: float = _env("BATCHREC_DRAIN_SECONDS",
                                 "after SIGTERM: /readyz 503 at once, new connections refused after this.",
                                 5.0, ge=0, le=600)
+    ann_min_items: int = _env(
+        "BATCHREC_ANN_MIN_ITEMS", "models with at least this many repositories are served from an "
+        "approximate top-k index, smaller ones exactly (docs/serving.md has the measurement).",
+        50_000, ge=1)
+    ann_index_kind: Literal["hnsw", "ivf", "flat"] = _env(
+        "BATCHREC_ANN_INDEX", "the approximate top-k index: faiss `hnsw` (inner product), `ivf` or "
+        "`flat` (exact, for tests).", "hnsw")
+    ann_ef_search: int = _env("BATCHREC_ANN_EF_SEARCH", "HNSW query beam width (recall against speed).",
+                              128, ge=1)
+    ann_nprobe: int = _env("BATCHREC_ANN_NPROBE", "IVF lists searched per query.", 16, ge=1)
+    ann_min_recall: float = _env(
+        "BATCHREC_ANN_MIN_RECALL", "blocking check: the index's recall@k against exact scoring on "
+        "held-out users must reach this.", 0.98, ge=0, le=1)
+    ann_recall_k: int = _env("BATCHREC_ANN_RECALL_K", "k of the index's recall check.", 20, ge=1)
     serve_challenger: bool = _env("BATCHREC_SERVE_CHALLENGER",
                                   "the server also loads the best challenger, for the page's "
                                   "side-by-side (twice the model memory).", True)

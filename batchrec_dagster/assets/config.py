@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources import LAYOUTS
 from recvae import RecVAEConfig, WarmConfig
+from recvae.ann import IndexParams
 
 
 class SourceConfig(dg.Config):
@@ -142,6 +143,25 @@ class TrainingConfig(dg.Config):
     warm_max_age_hours: float = Field(
         default=24.0, gt=0,
         description="Start only from models whose data ends at most this long before the hour's end.")
+    # -- the approximate top-k index (assets/ann_index.py, docs/serving.md)
+    ann_min_items: int = Field(default=get_settings().ann_min_items, ge=1,
+                               description="Build a top-k index for catalogs of at least this many "
+                                           "repositories (smaller ones are served exactly).")
+    ann_index: Literal["hnsw", "ivf", "flat"] = Field(default=get_settings().ann_index_kind,
+                                                      description="The index type (faiss, inner product).")
+    ann_recall_k: int = Field(default=get_settings().ann_recall_k, ge=1,
+                              description="k of the index's recall@k against exact scoring.")
+
+    ann_min_recall: float = Field(default=get_settings().ann_min_recall, ge=0, le=1,
+                                  description="An HNSW index below this recall@k is measured again "
+                                              "with a wider query beam, which servers then use.")
+    ann_ef_search: int = Field(default=get_settings().ann_ef_search, ge=1,
+                               description="HNSW query beam width the recall is measured with.")
+    ann_nprobe: int = Field(default=get_settings().ann_nprobe, ge=1,
+                            description="IVF lists searched per query when the recall is measured.")
+
+    def index_params(self) -> IndexParams:
+        return IndexParams(kind=self.ann_index, ef_search=self.ann_ef_search, nprobe=self.ann_nprobe)
 
     def warm_recvae_config(self) -> RecVAEConfig:
         """The library's config for a warm run: the same model, fewer epochs, a tighter budget.

@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from batchrec_dagster.assets.ann_index import index_metadata
 from batchrec_dagster.assets.common import hourly_asset
 from batchrec_dagster.assets.metadata import window_metadata
 from batchrec_dagster.freshness import model_freshness_policy
@@ -44,6 +45,7 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
         "training_mode_reason": model.training_start.get("reason", ""),
         "warm_start": ({k: v for k, v in model.training_start.items() if k not in ("mode", "reason")}
                        if model.training_mode == "warm" else None),
+        "ann_index": dict(model.ann_index) if model.ann_index is not None else None,
     }
 
 
@@ -73,5 +75,6 @@ def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: Traine
                      else dg.MetadataValue.path(entry["uri"].removeprefix("file://"))),
         "run_id": entry["run_id"],
         "training_mode": entry["training_mode"],
+        **index_metadata(entry["ann_index"]),
         **window_metadata(entry["data_start"], entry["data_end"]),
     })

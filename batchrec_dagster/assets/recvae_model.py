@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import scipy.sparse as sp
 
+from batchrec_dagster.assets.ann_index import build_and_store, index_metadata
 from batchrec_dagster.assets.common import code_version, hourly_asset
 from batchrec_dagster.assets.config import TrainingConfig
 from batchrec_dagster.assets.metadata import learning_curve_metadata, md_table, window_metadata
@@ -67,6 +68,11 @@ def changed_users(data: VaeInput, start: Start) -> np.ndarray | None:
         data_end = data_end.astimezone(UTC).replace(tzinfo=None)
     since = np.datetime64(data_end, "us")
     return np.flatnonzero(~np.isnat(last) & (last >= since))
+
+
+def _held_out_fold_in(data: VaeInput) -> sp.csr_matrix:
+    """The users the index's recall is measured on: test users (validation users when absent)."""
+    return data.test_fold_in if data.test_fold_in is not None else data.validation_fold_in
 
 
 def _rows(matrix: sp.csr_matrix | None) -> int:
@@ -184,6 +190,9 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     })
     stored = put_artifact(store, artifact, score, partition_key, run_id)
     context.log.info(f"wrote {stored.uri} ({stored.size_bytes} bytes, sha256 {stored.sha256[:12]}...)")
+    ann_index = build_and_store(result.model, stored, store, _held_out_fold_in(data),
+                                params=config.index_params(), min_items=config.ann_min_items,
+                                recall_k=config.ann_recall_k, min_recall=config.ann_min_recall)
 
     history = [{"epoch": r.epoch, "seconds": r.seconds, "loss": r.loss, "ndcg@100": r.ndcg_at_100,
                 "recall@20": r.recall_at_20, "recall@50": r.recall_at_50, "best": float(r.best)}
@@ -197,7 +206,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
         code_version=version, training_mode=start.mode, training_start=training_start,
         validation_score=validation_metrics["ndcg@100"],
-        validation_metrics=validation_metrics,
+        validation_metrics=validation_metrics, ann_index=ann_index,
     )
     return dg.MaterializeResult(value=model, metadata={
         "score": score,
@@ -228,6 +237,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "artifact_sha256": stored.sha256,
         "artifact_bytes": stored.size_bytes,
         "code_version": version,
+        **index_metadata(ann_index, config.ann_min_items),
         **window_metadata(window_start, window_end),
     })
 

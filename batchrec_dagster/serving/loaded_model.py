@@ -22,6 +22,7 @@ import numpy as np
 from bson import ObjectId
 from pymongo.database import Database
 
+from batchrec_dagster.serving.ann_index import AnnOptions, ApproxScorer, attach_index
 from batchrec_dagster.serving.names import item_names
 from batchrec_dagster.serving.scoring import BatchScorer
 from batchrec_dagster.storage import ArtifactMismatchError, BlobStore, read_verified
@@ -69,7 +70,7 @@ class LoadedModel:
     """A model ready to answer: never mutated after construction, so it can be shared freely."""
 
     recommender: Recommender       # vocabulary (item_ids, index_of) and the model
-    scorer: BatchScorer            # the model's top-k for request batches
+    scorer: BatchScorer | ApproxScorer  # the model's top-k for request batches (exact or its index)
     entry: dict[str, Any]          # the registry document, JSON-safe
     names: np.ndarray              # object array: repository full_name per column (None if unknown)
     names_source: str              # "artifact", "mongodb" or "none"
@@ -86,6 +87,7 @@ class LoadedModel:
     data_end: datetime | None = None  # end of the training data window (the model's age)
     # lower-case owner/name -> repository id, for inputs given by name (the API and the page)
     name_index: dict[str, Any] = field(default_factory=dict)
+    ann: dict[str, Any] = field(default_factory=dict)  # exact or approximate path, and why
 
     @property
     def n_items(self) -> int:
@@ -98,7 +100,7 @@ def recommend_batch(model: LoadedModel, columns: list[np.ndarray], k: int
     return model.scorer.recommend(columns, k)
 
 
-def _warm_up(scorer: BatchScorer) -> None:
+def _warm_up(scorer: BatchScorer | ApproxScorer) -> None:
     """Run the shapes requests will use (first calls allocate) and reject non-finite models."""
     n = scorer.n_items
     rng = np.random.default_rng(0)
@@ -142,8 +144,10 @@ def check_identity(entry: Mapping[str, Any], extra: Mapping[str, Any], file_name
                 f"{entry.get('_id')} says {registered!r} (file_name, sha256 or size edited by hand?)")
 
 
-def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | None) -> LoadedModel:
-    """The registry entry's model, verified and warmed up (see the module docstring)."""
+def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | None,
+               ann: AnnOptions | None = None) -> LoadedModel:
+    """The registry entry's model, verified and warmed up (see the module docstring); with `ann`,
+    a large catalog is served from its index (ann_index.py), verified or rebuilt."""
     started = time.perf_counter()
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name:
@@ -156,7 +160,7 @@ def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | 
     check_identity(entry, artifact.extra, file_name)
     recommender = artifact.recommender
     try:
-        scorer = BatchScorer(recommender)
+        scorer, ann_status = attach_index(BatchScorer(recommender), entry, store, ann)
         _warm_up(scorer)
     except Exception as exc:
         raise ArtifactRejected(f"{file_name}: warm-up failed: {type(exc).__name__}: {exc}") from exc
@@ -180,7 +184,8 @@ def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | 
                        column_of=column_of, summary_json=json.dumps(summary, separators=(",", ":")),
                        entry=safe_entry, names=names, names_source=names_source,
                        loaded_at=datetime.now(UTC), load_seconds=time.perf_counter() - started,
-                       key=entry_key(entry), summary=summary, data_end=_aware(entry.get("data_end")))
+                       key=entry_key(entry), summary=summary, data_end=_aware(entry.get("data_end")),
+                       ann=ann_status)
 
 
 def _aware(value: Any) -> datetime | None:

@@ -38,6 +38,7 @@ from pymongo.database import Database
 from batchrec_dagster.champions import serving_order
 from batchrec_dagster.model_controls import current_controls
 from batchrec_dagster.registry import DEFAULT_MAX_AGE
+from batchrec_dagster.serving.ann_index import AnnOptions
 from batchrec_dagster.serving.loaded_model import (
     ArtifactRejected,
     LoadedModel,
@@ -110,8 +111,10 @@ class ModelManager:
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,
                  on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None,
-                 banned: Banned = banned_models):
+                 banned: Banned = banned_models,
+                 ann: AnnOptions | None = None):
         self.db = db
+        self.ann = ann  # approximate top-k for large catalogs (ann_index.py); None: always exact
         self.store = store
         self.max_age = max_age
         self.poll_seconds = poll_seconds
@@ -354,7 +357,7 @@ class ModelManager:
     def _try_load(self, entry: Mapping[str, Any], now: datetime) -> LoadedModel | SwapError:
         key = entry_key(entry)
         try:
-            return load_model(entry, self.store, self._names_db)
+            return load_model(entry, self.store, self._names_db, ann=self.ann)
         except Exception as exc:  # whatever went wrong, remember it and try the next candidate
             message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             permanent = isinstance(exc, ArtifactRejected)

@@ -59,6 +59,7 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
     import torch
 
     from batchrec_dagster.serving.access import AccessPolicy
+    from batchrec_dagster.serving.ann_index import AnnOptions
     from batchrec_dagster.serving.app import WorkerInfo, create_app
     from batchrec_dagster.serving.metrics import ServingMetrics
     from batchrec_dagster.serving.model_manager import ModelManager
@@ -73,7 +74,8 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
                  socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS)[settings.mongodb_database]
     state = Path(options.state_dir)
     manager = ModelManager(db, blob_store_for(settings), max_age=timedelta(hours=options.max_age_hours),
-                           poll_seconds=options.poll_seconds, load_challenger=settings.serve_challenger)
+                           poll_seconds=options.poll_seconds, load_challenger=settings.serve_challenger,
+                           ann=AnnOptions.from_settings(settings, threads=options.torch_threads))
     access = AccessPolicy(settings.api_key_hashes, settings.api_rate_limit, settings.api_rate_burst,
                           buckets_path=state / "ratelimit")
     return create_app(manager, db, inference=options.inference, max_batch=options.max_batch,

@@ -69,9 +69,10 @@ class InferenceNet(nn.Module):
         self.decoder = model.decoder
         self.register_buffer("popularity", popularity_scores, persistent=False)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
-                counts: torch.Tensor, empty: torch.Tensor, has_empty: bool, k: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.jit.export
+    def encode(self, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
+               counts: torch.Tensor) -> torch.Tensor:
+        """The posterior mean z [B, latent]: the decoder's input (and the approximate top-k's query)."""
         # L2 row normalisation of a binary row: each entry weighs 1/sqrt(items of the user)
         weights = counts.clamp_min(1e-12).rsqrt()[rows]
         h = F.embedding_bag(indices, self.input_weight, offsets, mode="sum", per_sample_weights=weights)
@@ -81,7 +82,12 @@ class InferenceNet(nn.Module):
         for block in self.blocks:
             h = block(h, skip)
             skip = skip + h
-        scores = self.decoder(self.fc_mu(h))
+        return self.fc_mu(h)
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
+                counts: torch.Tensor, empty: torch.Tensor, has_empty: bool, k: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.decoder(self.encode(indices, offsets, rows, counts))
         if has_empty:
             scores[empty] = self.popularity
         scores.index_put_((rows, indices), torch.full((1,), float("-inf"), dtype=scores.dtype))
@@ -128,6 +134,34 @@ class BatchScorer:
         duplicates). Padding is -1 / -inf where a user has fewer than k other items.
         """
         k = min(k, self.n_items)
+        indices, offsets, rows, counts, empty = self._inputs(users)
+        with torch.inference_mode():
+            if self.net is not None:
+                top, values = self.net(indices, offsets, rows, counts,
+                                       torch.from_numpy(empty).to(self.device), bool(empty.any()), k)
+                return top.cpu().numpy(), values.cpu().numpy()
+            scores = self.model(self._batch(indices, offsets, rows, counts))
+            if empty.any():
+                scores[torch.from_numpy(empty).to(self.device)] = self.popularity_scores
+            scores[rows, indices] = float("-inf")
+            values, top = torch.topk(scores, k, dim=1)
+            top = top.masked_fill(torch.isneginf(values), -1)
+        return top.cpu().numpy(), values.cpu().numpy()
+
+    def codes(self, users: Sequence[np.ndarray]) -> np.ndarray:
+        """The users' codes z [B, latent] float32 (posterior means), as `recommend` computes them
+        before the decoder: the approximate top-k (ann_index.py) searches with these."""
+        indices, offsets, rows, counts, _ = self._inputs(users)
+        with torch.inference_mode():
+            if self.net is not None:
+                z = self.net.encode(indices, offsets, rows, counts)
+            else:
+                z, _ = self.model.encoder(self._batch(indices, offsets, rows, counts))
+        return z.to("cpu", torch.float32).numpy()
+
+    def _inputs(self, users: Sequence[np.ndarray]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+        """The sparse input layout (`SparseBatch`'s fields) of a batch, and which users are empty."""
         size = len(users)
         lengths = np.fromiter((len(u) for u in users), dtype=np.int64, count=size)
         flat = (np.concatenate(users).astype(np.int64, copy=False) if lengths.sum()
@@ -137,21 +171,11 @@ class BatchScorer:
         offsets = np.zeros(size, dtype=np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
         rows = torch.from_numpy(np.repeat(np.arange(size, dtype=np.int64), lengths)).to(self.device)
-        indices = torch.from_numpy(flat).to(self.device)
-        counts = torch.from_numpy(lengths.astype(np.float32)).to(self.device)
-        empty = lengths == 0
-        with torch.inference_mode():
-            if self.net is not None:
-                top, values = self.net(indices, torch.from_numpy(offsets).to(self.device), rows, counts,
-                                       torch.from_numpy(empty).to(self.device), bool(empty.any()), k)
-                return top.cpu().numpy(), values.cpu().numpy()
-            batch = SparseBatch(indices=indices, offsets=torch.from_numpy(offsets).to(self.device),
-                                rows=rows, values=torch.ones(flat.size, device=self.device),
-                                counts=counts, size=size)
-            scores = self.model(batch)
-            if empty.any():
-                scores[torch.from_numpy(empty).to(self.device)] = self.popularity_scores
-            scores[rows, indices] = float("-inf")
-            values, top = torch.topk(scores, k, dim=1)
-            top = top.masked_fill(torch.isneginf(values), -1)
-        return top.cpu().numpy(), values.cpu().numpy()
+        return (torch.from_numpy(flat).to(self.device), torch.from_numpy(offsets).to(self.device), rows,
+                torch.from_numpy(lengths.astype(np.float32)).to(self.device), lengths == 0)
+
+    def _batch(self, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
+               counts: torch.Tensor) -> SparseBatch:
+        return SparseBatch(indices=indices, offsets=offsets, rows=rows,
+                           values=torch.ones(indices.numel(), device=self.device),
+                           counts=counts, size=int(counts.numel()))

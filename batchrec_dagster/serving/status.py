@@ -19,6 +19,7 @@ def age_hours(model: LoadedModel, now: datetime) -> float | None:
 def describe(model: LoadedModel, now: datetime) -> dict[str, Any]:
     """A loaded model: its summary, size, scorer, when and how fast it loaded, and its age."""
     return {**model.summary, "n_items": model.n_items, "scorer": model.scorer.mode,
+            "top_k": model.ann,  # exact or approximate path, the index's source and recall
             "loaded_at": model.loaded_at.isoformat(), "load_seconds": round(model.load_seconds, 3),
             "names_source": model.names_source,
             "data_end": model.data_end.isoformat() if model.data_end else None,

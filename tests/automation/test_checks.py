@@ -98,7 +98,7 @@ def test_leakage_rules() -> None:
 
 
 def trained_model(store: LocalBlobStore, *, score: float = 0.30, popularity: float = 0.10,
-                  tamper: bool = False) -> TrainedModel:
+                  tamper: bool = False, index_recall: float | None = None) -> TrainedModel:
     from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
 
     config = RecVAEConfig(hidden_dim=8, latent_dim=4)
@@ -109,7 +109,10 @@ def trained_model(store: LocalBlobStore, *, score: float = 0.30, popularity: flo
         file_name=blob.name, bucket=store.location, uri=blob.uri, size_bytes=blob.size_bytes,
         sha256=("f" * 64) if tamper else blob.sha256, score=score,
         metrics={"ndcg@100": score, "users": 50}, popularity_metrics={"ndcg@100": popularity, "users": 50},
-        config=config.to_dict(), history=[], data_sizes={}, training_seconds=1.0, epochs=1)
+        config=config.to_dict(), history=[], data_sizes={}, training_seconds=1.0, epochs=1,
+        # the record recvae_model writes with an approximate top-k index (assets/ann_index.py)
+        ann_index=None if index_recall is None else {"kind": "hnsw", "recall": index_recall,
+                                                     "recall_k": 20, "recall_users": 50})
 
 
 def test_baseline_and_artifact_rules(local_store: LocalBlobStore) -> None:
@@ -158,16 +161,28 @@ def test_passing_checks_let_the_model_be_registered(tmp_path: Path) -> None:
     result, evaluations, registered = _run_model_checks(tmp_path, model)
     assert result.success
     assert {name: e.passed for name, e in evaluations.items()} == {
-        "recvae_model_beats_popularity": True, "recvae_model_artifact_verifies": True}
+        "recvae_model_beats_popularity": True, "recvae_model_artifact_verifies": True,
+        "recvae_model_index_recall": True}
     assert evaluations["recvae_model_beats_popularity"].metadata["partition"].value == PARTITION
     assert registered == [PARTITION]
 
 
-@pytest.mark.parametrize("case", ["tampered artifact", "below the margin"])
+def test_an_index_at_the_recall_floor_passes(tmp_path: Path) -> None:
+    model = trained_model(LocalBlobStore(tmp_path / "store"), index_recall=0.98)
+    result, evaluations, registered = _run_model_checks(tmp_path, model)
+    assert result.success and evaluations["recvae_model_index_recall"].passed
+    assert evaluations["recvae_model_index_recall"].metadata["recall"].value == 0.98
+    assert registered == [PARTITION]
+
+
+@pytest.mark.parametrize("case", ["tampered artifact", "below the margin", "index below the recall floor"])
 def test_a_failing_blocking_check_prevents_registration(tmp_path: Path, case: str) -> None:
     store = LocalBlobStore(tmp_path / "store")
     if case == "tampered artifact":
         model, run_config, failing = trained_model(store, tamper=True), None, "recvae_model_artifact_verifies"
+    elif case == "index below the recall floor":  # the default floor is 0.98 at k=20
+        model, run_config = trained_model(store, index_recall=0.97), None
+        failing = "recvae_model_index_recall"
     else:
         # beats popularity by 0.2, the configured margin wants more than 0.25
         model, failing = trained_model(store), "recvae_model_beats_popularity"

@@ -158,3 +158,33 @@ def test_whole_graph_prod_deployment_on_gcs(prod_env: str, gcs_client, mongo_db)
     stored = {b.name for b in gcs_client.list_blobs(prod_env)}
     assert {f"batchrec/assets/{a}/{KEY}/{result.run_id}.npz"
             for a in ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model")} <= stored
+
+
+def test_the_top_k_index_is_built_measured_stored_and_registered(local_env: Path, mongo_db):
+    """A catalog above the switch-over gets its index at training: stored write-once next to the
+    artifact, its recall measured on the held-out users, recorded in the registry entry and
+    checked; the server's loader takes it as it is (no rebuild)."""
+    from batchrec_dagster.serving.ann_index import AnnOptions
+    from batchrec_dagster.serving.loaded_model import load_model
+    from batchrec_dagster.storage import LocalBlobStore
+
+    load_tiny_demo(mongo_db)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize_partition(KEY, run_config=tiny_run_config(ann_min_items=10), instance=instance)
+    assert result.success
+    entry = entries_for_partition(mongo_db, END)[0]
+    record = entry["ann_index"]
+    assert record["file_name"] == entry["file_name"] + ".faiss" and record["kind"] == "hnsw"
+    assert record["artifact_sha256"] == entry["sha256"] and record["n_items"] == entry["data_sizes"]["items"]
+    models = local_env / "storage" / "models"
+    data = (models / record["file_name"]).read_bytes()
+    assert sha256_hex(data) == record["sha256"] and len(data) == record["size_bytes"]
+    assert record["recall_users"] == entry["data_sizes"]["test_users"] and record["recall"] >= 0.98
+    model_meta = materialization(result, "recvae_model")
+    assert model_meta["ann_recall@20"].value == record["recall"]
+    assert model_meta["serving_path"].value == "approximate (hnsw)"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["recvae_model_index_recall"] is True
+    loaded = load_model(entry, LocalBlobStore(models), None, ann=AnnOptions(min_items=10))
+    assert loaded.ann["path"] == "approximate" and loaded.ann["source"] == "registry"
+    assert loaded.ann["ef_search"] >= record["ef_search"]  # at least the beam recall was measured with

@@ -37,12 +37,13 @@ def test_plan_keeps_referenced_and_young_blobs() -> None:
 def test_orphans_are_deleted_and_referenced_artifacts_stay(store_kind, local_store, gcs_store, mongo_db):
     store = local_store if store_kind == "local" else gcs_store
     kept = store.put_new("recvae_kept.pt", b"kept")
+    index = store.put_new("recvae_kept.pt.faiss", b"its top-k index")  # named by the entry: kept
     orphan = store.put_new("recvae_orphan.pt", b"orphan")
-    mongo_db[MODELS].insert_one({"file_name": kept.name})
+    mongo_db[MODELS].insert_one({"file_name": kept.name, "ann_index": {"file_name": index.name}})
     mongo_db[MODELS].insert_one({"file_name": {"not": "a name"}})  # a malformed entry references nothing
-    assert referenced_files(mongo_db) == {kept.name}
+    assert referenced_files(mongo_db) == {kept.name, index.name}
     listed = list(store.list_blobs())
-    assert {b.name for b in listed} == {kept.name, orphan.name}
+    assert {b.name for b in listed} == {kept.name, index.name, orphan.name}
     later = max(b.updated for b in listed) + timedelta(hours=80)
 
     dry = apply_retention(store, plan_retention(listed, referenced_files(mongo_db), now=later,
@@ -51,6 +52,7 @@ def test_orphans_are_deleted_and_referenced_artifacts_stay(store_kind, local_sto
     done = apply_retention(store, plan_retention(listed, referenced_files(mongo_db), now=later,
                                                  min_age=timedelta(hours=72), dry_run=False))
     assert done.errors == [] and not store.exists(orphan.name) and store.exists(kept.name)
+    assert store.exists(index.name)
 
 
 def test_write_probe_fails_early_on_a_store_it_cannot_write(tmp_path, gcs_client) -> None:

@@ -1,0 +1,181 @@
+"""Which maximum-inner-product index serves RecVAE's decoder: build time, recall@20 against exact,
+query latency (1 thread, one user per query, as a worker answers) and size.
+
+Decoder rows come from two sources, stated in the output:
+- `trained`: RecVAE trained a few epochs on github-stars-tiny (../shared), its own decoder rows;
+  queries are the codes z of held-out users.
+- `fitted`: n synthetic decoder rows drawn from a Gaussian with the trained rows' mean and
+  covariance (bias included), queried with the same held-out users' codes: a large catalog
+  with the geometry of a trained one.
+- `untrained`: the decoder's initialisation (uniform), queried with the untrained encoder's codes
+  of random users: no structure at all, the hardest case.
+
+    python benchmarks/ann_compare.py --items 200000 --out benchmarks/results/ann_compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recvae.ann import (
+    IndexParams,
+    build_index,
+    exact_top_k,
+    query_vectors,
+    recall_at_k,
+    serialize,
+    set_search_params,
+)
+
+DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
+
+
+def trained_model(dataset: Path, epochs: int, seed: int = 0):
+    from recvae import RecVAEConfig, split_users, train_recvae
+    from recvae.ann import user_codes
+    from recvae.datasets import load_github_stars
+
+    split = split_users(load_github_stars(dataset), n_validation=200, n_test=300, seed=seed)
+    result = train_recvae(split.train, split.validation, RecVAEConfig(epochs=epochs, seed=seed),
+                          device="cpu")
+    assert split.test is not None
+    return result.model, user_codes(result.model, split.test.fold_in)
+
+
+def time_queries(index, queries: np.ndarray, k: int) -> tuple[float, float]:
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        index.search(q[None, :], k)
+        times.append(time.perf_counter() - started)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[IndexParams],
+            hnswlib_m: int | None) -> list[dict]:
+    exact = np.stack([exact_top_k(vectors, q, np.zeros(0, np.int64), k)[0] for q in queries])
+    started = time.perf_counter()
+    for q in queries:
+        exact_top_k(vectors, q, np.zeros(0, np.int64), k)
+    exact_ms = (time.perf_counter() - started) / len(queries) * 1e3
+    rows = [{"library": "numpy exact", "kind": "exact", "build_s": 0.0, "recall@20": 1.0,
+             "p50_ms": exact_ms, "p99_ms": None, "size_mb": vectors.nbytes / 2**20}]
+    built: dict[tuple, tuple[object, float]] = {}
+    for params in configs:
+        key = (params.kind, params.hnsw_m, params.ef_construction, params.nlist)
+        if key not in built:  # one build per structure; the query knobs vary on it
+            started = time.perf_counter()
+            built[key] = (build_index(vectors, params), time.perf_counter() - started)
+        index, build = built[key]
+        set_search_params(index, params)
+        _, labels = index.search(queries, k)
+        p50, p99 = time_queries(index, queries, k)
+        knob = (f"M={params.hnsw_m} efC={params.ef_construction} efS={params.ef_search}"
+                if params.kind == "hnsw" else f"nlist={index.nlist} nprobe={params.nprobe}"
+                if params.kind == "ivf" else "")
+        rows.append({"library": "faiss-cpu", "kind": params.kind, "params": knob, "build_s": build,
+                     "recall@20": recall_at_k(labels, exact), "p50_ms": p50, "p99_ms": p99,
+                     "size_mb": len(serialize(index)) / 2**20})
+        print(rows[-1], flush=True)
+    if hnswlib_m:
+        try:
+            import hnswlib
+        except ImportError:
+            print("hnswlib not installed: skipped")
+        else:
+            for ef in (128, 256):
+                started = time.perf_counter()
+                h = hnswlib.Index(space="ip", dim=vectors.shape[1])
+                h.init_index(max_elements=len(vectors), M=hnswlib_m, ef_construction=40)
+                h.add_items(vectors, num_threads=1)
+                build = time.perf_counter() - started
+                h.set_ef(ef)
+                labels, _ = h.knn_query(queries, k=k)
+                times = []
+                for q in queries:
+                    t0 = time.perf_counter()
+                    h.knn_query(q[None, :], k=k)
+                    times.append(time.perf_counter() - t0)
+                rows.append({"library": "hnswlib", "kind": "hnsw",
+                             "params": f"M={hnswlib_m} efC=40 ef={ef}", "build_s": build,
+                             "recall@20": recall_at_k(labels.astype(np.int64), exact),
+                             "p50_ms": float(np.percentile(times, 50) * 1e3),
+                             "p99_ms": float(np.percentile(times, 99) * 1e3), "size_mb": None})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--source", choices=("fitted", "untrained", "trained"), default="fitted")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--ef", default="64,128,256")
+    parser.add_argument("--nprobe", default="16,64")
+    parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
+    parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
+    parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)  # build and search on the threads a worker has
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    load_before = os.getloadavg()
+    if args.source == "untrained":
+        import scipy.sparse as sp
+
+        from recvae import RecVAE, RecVAEConfig
+        from recvae.ann import decoder_vectors, user_codes
+
+        model = RecVAE(RecVAEConfig(), args.items)
+        users = sp.random(args.queries, args.items, density=50 / args.items, format="csr",
+                          random_state=0, dtype=np.float32)
+        users.data[:] = 1
+        vectors, codes = decoder_vectors(model), user_codes(model, users)
+    else:
+        from recvae.ann import decoder_vectors
+        model, codes = trained_model(args.dataset, args.epochs)
+        trained = decoder_vectors(model)
+        if args.source == "trained":
+            vectors = trained
+        else:
+            mean, cov = trained.mean(0), np.cov(trained, rowvar=False)
+            vectors = rng.multivariate_normal(mean, cov, size=args.items, method="cholesky")
+            vectors = vectors.astype(np.float32)
+        codes = codes[:args.queries]
+    queries = query_vectors(codes)
+    configs: list[IndexParams] = []
+    for kind in args.kinds.split(","):
+        if kind == "hnsw":
+            configs += [IndexParams("hnsw", hnsw_m=args.m, ef_construction=args.efc, ef_search=int(ef))
+                        for ef in args.ef.split(",")]
+        elif kind == "ivf":
+            configs += [IndexParams("ivf", nprobe=int(p)) for p in args.nprobe.split(",")]
+        else:
+            configs.append(IndexParams(kind))
+    rows = compare(vectors, queries, 20, configs, args.hnswlib or None)
+    report = {"source": args.source, "items": len(vectors), "dim": vectors.shape[1],
+              "queries": len(queries), "threads": args.threads, "load_before": load_before,
+              "load_after": os.getloadavg(),
+              "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
+    print(json.dumps({k: v for k, v in report.items() if k != "rows"}))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

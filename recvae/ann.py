@@ -1,0 +1,277 @@
+"""Approximate top-k over RecVAE's decoder: a maximum-inner-product index (faiss).
+
+A repository's score is `w_i . z + b_i` (the decoder is one linear layer over the user's code
+`z`). With the bias appended to each decoder row and a 1 appended to `z`, the score is a plain
+inner product `[w_i, b_i] . [z, 1]`, so the top-k is a maximum-inner-product search over the
+decoder rows. Why faiss HNSW with inner product (and not IVF, flat or hnswlib): docs/serving.md,
+measured by benchmarks/ann_compare.py.
+
+The index is serialised with faiss's own format (`serialize_index`), never pickle; the bytes are
+stored and checksummed like the artifact. Import of faiss is deferred so that `recvae` itself
+loads without it (training does not need it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+INDEX_KINDS = ("hnsw", "ivf", "flat")
+# HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
+# recall/latency curve these come from)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 128
+# IVF: about 4*sqrt(n) lists, 16 probed; trained on at most 64 points per list
+IVF_NPROBE = 16
+IVF_TRAIN_PER_LIST = 64
+
+
+def _faiss() -> Any:
+    import faiss  # deferred: only serving and index building need it
+
+    return faiss
+
+
+class IndexLoadError(ValueError):
+    """Index bytes that do not load, or do not fit the model they are paired with."""
+
+
+def decoder_vectors(model: torch.nn.Module) -> np.ndarray:
+    """[n_items, latent + 1] float32: each decoder row with its bias appended."""
+    decoder = model.decoder
+    weight = decoder.weight.detach().to("cpu", torch.float32).numpy()
+    bias = decoder.bias.detach().to("cpu", torch.float32).numpy()
+    return np.ascontiguousarray(np.hstack([weight, bias[:, None]]), dtype=np.float32)
+
+
+def query_vectors(z: np.ndarray | torch.Tensor) -> np.ndarray:
+    """[B, latent + 1] float32: each user code with a 1 appended (it multiplies the bias)."""
+    if isinstance(z, torch.Tensor):
+        z = z.detach().to("cpu", torch.float32).numpy()
+    z = np.asarray(z, dtype=np.float32)
+    return np.ascontiguousarray(np.hstack([z, np.ones((z.shape[0], 1), np.float32)]))
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    kind: str = "hnsw"
+    hnsw_m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+    ef_search: int = HNSW_EF_SEARCH
+    nlist: int | None = None  # IVF: None = 4 * sqrt(n_items)
+    nprobe: int = IVF_NPROBE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe}
+
+
+def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any:
+    """A faiss inner-product index over `vectors` (rows = items, in column order)."""
+    faiss = _faiss()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if params.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif params.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    else:
+        nlist = params.nlist or max(1, int(4 * np.sqrt(n)))
+        nlist = min(nlist, n)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(params.seed)
+        sample = vectors[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
+        index.train(sample)
+        index.nprobe = min(params.nprobe, nlist)
+    index.add(vectors)
+    return index
+
+
+def serialize(index: Any) -> bytes:
+    return _faiss().serialize_index(index).tobytes()
+
+
+def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
+    """An index from `serialize`'s bytes, checked to hold `n_items` vectors of `dim` (+ bias)."""
+    faiss = _faiss()
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except Exception as exc:  # faiss raises RuntimeError on truncated or foreign bytes
+        raise IndexLoadError(f"not a faiss index: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    if index.ntotal != n_items or index.d != dim:
+        raise IndexLoadError(f"index holds {index.ntotal} vectors of dimension {index.d}; the model "
+                          f"has {n_items} items of dimension {dim}")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexLoadError("index does not rank by inner product")
+    return index
+
+
+def set_search_params(index: Any, params: IndexParams) -> None:
+    """Query-time knobs (not part of the serialised bytes for every index type)."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = params.ef_search
+    elif isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(params.nprobe, index.nlist)
+
+
+def index_kind(index: Any) -> str:
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVF):
+        return "ivf"
+    return "flat"
+
+
+def _excluding(index: Any, own: np.ndarray) -> tuple[Any, Any]:
+    """Search parameters that skip `own` inside the index's search (faiss IDSelector), with the
+    index's own query knobs; and the selector, which must outlive the search."""
+    faiss = _faiss()
+    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(own))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch), selector
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe), selector
+    return faiss.SearchParameters(sel=selector), selector
+
+
+def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], k: int,
+                     exact: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items per query, the query's own items excluded inside the search (so the cost does
+    not grow with them), k results whenever k other items exist: a row left with fewer (an
+    approximate index can return fewer than asked) is answered by `exact(row)` instead, the
+    caller's exact top-k of that query with its own items excluded (None: left short, as recall
+    measures the index alone).
+
+    Returns ([B, k] int64 column indices, [B, k] float32 scores), -1 / -inf padded only where
+    the catalog has fewer than k items besides the user's own.
+    """
+    n = index.ntotal
+    size = len(own)
+    k = min(k, n)
+    out_idx = np.full((size, k), -1, dtype=np.int64)
+    out_val = np.full((size, k), -np.inf, dtype=np.float32)
+    if size == 0 or k == 0:
+        return out_idx, out_val
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    plain = [row for row in range(size) if not len(own[row])]
+    if plain:  # no items to exclude: one batched search
+        out_val[plain], out_idx[plain] = index.search(queries[plain], k)
+    for row in (r for r in range(size) if len(own[r])):
+        mine = np.asarray(own[row], dtype=np.int64)
+        params, _selector = _excluding(index, mine)
+        values, found = index.search(queries[row:row + 1], k, params=params)
+        out_idx[row], out_val[row] = found[0], values[0]
+    short = (out_idx >= 0).sum(axis=1) < np.minimum(k, n - np.array([len(o) for o in own]))
+    for row in np.flatnonzero(short) if exact is not None else ():
+        chosen, values = exact(int(row))
+        out_idx[row], out_val[row] = -1, -np.inf
+        out_idx[row, :len(chosen[:k])] = chosen[:k]
+        out_val[row, :len(values[:k])] = values[:k]
+    out_val[out_idx < 0] = -np.inf
+    return out_idx, out_val
+
+
+def exact_top_k(vectors: np.ndarray, query: np.ndarray, own: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of one query over all vectors, `own` excluded (the fallback and the reference)."""
+    scores = vectors @ np.asarray(query, dtype=np.float32)
+    if len(own):
+        scores[own] = -np.inf
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    top = top[np.isfinite(scores[top])]
+    return top.astype(np.int64), scores[top].astype(np.float32)
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over users of |approx top-k ∩ exact top-k| / |exact top-k| (padding -1 ignored)."""
+    hits, total = 0, 0
+    for a, e in zip(approx, exact, strict=True):
+        e = e[e >= 0]
+        if len(e) == 0:
+            continue
+        hits += len(np.intersect1d(a[a >= 0], e))
+        total += len(e)
+    return hits / total if total else 1.0
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    data: bytes
+    params: IndexParams
+    n_items: int
+    dim: int
+    build_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.params.to_dict(), "n_items": self.n_items, "dim": self.dim,
+                "build_seconds": round(self.build_seconds, 3), "size_bytes": len(self.data)}
+
+
+def build_for_model(model: torch.nn.Module, params: IndexParams = IndexParams()) -> BuiltIndex:
+    """The index of a trained model's decoder, serialised, with its build time."""
+    started = time.perf_counter()
+    vectors = decoder_vectors(model)
+    index = build_index(vectors, params)
+    data = serialize(index)
+    return BuiltIndex(data, params, vectors.shape[0], vectors.shape[1], time.perf_counter() - started)
+
+
+@torch.no_grad()
+def user_codes(model: torch.nn.Module, fold_in: Any) -> np.ndarray:
+    """Posterior means z [B, latent] of CSR rows (eval mode; the decoder's input)."""
+    from recvae.sparse import SparseBatch
+
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        mu, _ = model.encoder(SparseBatch.from_csr(fold_in, device))
+        return mu.to("cpu", torch.float32).numpy()
+    finally:
+        model.train(was_training)
+
+
+def measure_recall(model: torch.nn.Module, data: bytes, fold_in: Any, k: int = 20,
+                   params: IndexParams = IndexParams()) -> dict[str, Any]:
+    """recall@k of the serialised index against exact decoder scores, over the users of `fold_in`
+    (CSR, held-out users' folded-in items, which are excluded as the server excludes them)."""
+    import scipy.sparse as sp
+
+    fold_in = sp.csr_matrix(fold_in)
+    vectors = decoder_vectors(model)
+    index = deserialize(data, n_items=vectors.shape[0], dim=vectors.shape[1])
+    set_search_params(index, params)
+    rows = [r for r in range(fold_in.shape[0]) if fold_in.indptr[r + 1] > fold_in.indptr[r]]
+    if not rows:
+        return {"recall": None, "users": 0, "k": k}
+    matrix = fold_in[rows]
+    queries = query_vectors(user_codes(model, matrix))
+    own = [matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]].astype(np.int64) for r in range(len(rows))]
+    approx, _ = search_excluding(index, queries, own, k)  # the index alone: no fallback
+    exact = np.stack([_pad(exact_top_k(vectors, q, o, k)[0], k) for q, o in zip(queries, own, strict=True)])
+    return {"recall": recall_at_k(approx, exact), "users": len(rows), "k": k}
+
+
+def _pad(values: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(k, -1, dtype=np.int64)
+    out[:len(values)] = values
+    return out

@@ -1,0 +1,100 @@
+"""recvae.ann: the decoder as a maximum-inner-product index (real faiss indexes, no stand-ins)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recvae import Popularity, Recommender, RecVAE, RecVAEConfig, Split, ann
+
+
+@pytest.fixture(scope="module")
+def rec(small_split: Split) -> Recommender:
+    model = RecVAE(small_split.train.shape[1], RecVAEConfig(hidden_dim=32, latent_dim=8, seed=4))
+    return Recommender(model, small_split.item_ids, Popularity().fit(small_split.train).popularity)
+
+
+def _users(n_items: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.choice(n_items, size, replace=False).astype(np.int64) for size in (1, 3, 12, 40, 90)]
+
+
+def _approx(rec: Recommender, index, users: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    vectors = ann.decoder_vectors(rec.model)
+    queries = ann.query_vectors(ann.user_codes(rec.model, _csr(users, rec.n_items)))
+    return ann.search_excluding(index, queries, users, k,
+                                lambda row: ann.exact_top_k(vectors, queries[row], users[row], k))
+
+
+def _csr(users: list[np.ndarray], n_items: int):
+    from recvae.inference import lists_to_csr
+
+    return lists_to_csr(users, n_items)
+
+
+def test_bias_as_a_coordinate_gives_the_decoder_scores(rec: Recommender) -> None:
+    users = _users(rec.n_items)
+    z = ann.user_codes(rec.model, _csr(users, rec.n_items))
+    scores = ann.query_vectors(z) @ ann.decoder_vectors(rec.model).T
+    expected = rec.score(_csr(users, rec.n_items)).numpy()
+    assert np.allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_flat_index_gives_the_exact_top_k_without_own_items(rec: Recommender) -> None:
+    users = _users(rec.n_items)
+    index = ann.build_index(ann.decoder_vectors(rec.model), ann.IndexParams("flat"))
+    idx, scores = _approx(rec, index, users, k=20)
+    expected_idx, expected_scores = rec.recommend(users, k=20)
+    assert np.array_equal(idx, expected_idx)
+    assert np.allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
+    for row, own in enumerate(users):
+        assert not set(idx[row]) & set(own.tolist()) and (idx[row] >= 0).all()
+
+
+def test_k_results_even_when_the_index_finds_too_few(rec: Recommender) -> None:
+    # IVF probing one of many lists reaches only a few items: the exact fallback fills the row
+    params = ann.IndexParams("ivf", nlist=50, nprobe=1)
+    index = ann.build_index(ann.decoder_vectors(rec.model), params)
+    users = _users(rec.n_items)
+    idx, _ = _approx(rec, index, users, k=30)
+    expected_idx, _ = rec.recommend(users, k=30)
+    assert (idx >= 0).all() and idx.shape == (len(users), 30)
+    assert np.array_equal(idx, expected_idx)  # every short row was answered exactly
+
+
+def test_k_beyond_the_items_left_is_padded(rec: Recommender) -> None:
+    index = ann.build_index(ann.decoder_vectors(rec.model), ann.IndexParams("flat"))
+    users = [np.arange(rec.n_items - 3, dtype=np.int64)]
+    idx, scores = _approx(rec, index, users, k=10)
+    assert sorted(idx[0][:3].tolist()) == [rec.n_items - 3, rec.n_items - 2, rec.n_items - 1]
+    assert (idx[0][3:] == -1).all() and np.isneginf(scores[0][3:]).all()
+
+
+def test_serialised_index_round_trips_and_bad_bytes_are_refused(rec: Recommender) -> None:
+    built = ann.build_for_model(rec.model, ann.IndexParams("hnsw"))
+    n, dim = built.n_items, built.dim
+    index = ann.deserialize(built.data, n_items=n, dim=dim)
+    assert index.ntotal == n and ann.index_kind(index) == "hnsw"
+    with pytest.raises(ann.IndexLoadError, match="not a faiss index"):
+        ann.deserialize(built.data[: len(built.data) // 2], n_items=n, dim=dim)
+    with pytest.raises(ann.IndexLoadError, match="not a faiss index"):
+        ann.deserialize(b"\x00" * 64, n_items=n, dim=dim)
+    with pytest.raises(ann.IndexLoadError, match="the model has"):
+        ann.deserialize(built.data, n_items=n + 1, dim=dim)
+
+
+def test_recall_is_measured_against_exact_scoring(rec: Recommender, small_split: Split) -> None:
+    fold_in = small_split.test.fold_in
+    flat = ann.build_for_model(rec.model, ann.IndexParams("flat"))
+    assert ann.measure_recall(rec.model, flat.data, fold_in, k=20)["recall"] == 1.0
+    # an IVF index probing 1 of 50 lists misses most of the exact top-20: recall well below 1
+    params = ann.IndexParams("ivf", nlist=50, nprobe=1)
+    ivf = ann.build_for_model(rec.model, params)
+    measured = ann.measure_recall(rec.model, ivf.data, fold_in, k=20, params=params)
+    assert measured["users"] == fold_in.shape[0] and measured["recall"] < 0.9
+
+
+def test_recall_at_k_counts_overlap() -> None:
+    exact = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
+    approx = np.array([[1, 2, 9, 8], [6, 5, 7, 3]])
+    assert ann.recall_at_k(approx, exact) == pytest.approx((2 + 2) / 6)
