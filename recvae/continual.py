@@ -125,7 +125,7 @@ def fit_new_item_rows(model: RecVAE, is_new: np.ndarray, train: sp.csr_matrix, s
     residual = y - x @ mapping
     r2 = 1.0 - float((residual**2).sum() / max(((y - y.mean(axis=0)) ** 2).sum(), 1e-12))
     # every user of a new item, not a sample: these few rows decide the new items' places
-    new_users = np.flatnonzero(np.asarray(train[:, np.flatnonzero(is_new)].sum(axis=1)).reshape(-1) > 0)
+    new_users = np.flatnonzero(new_item_users(train, is_new))
     new_means, _ = _item_mean_codes(train[new_users], _codes(model, train[new_users]) - z_mean)
     new_rows = new_means[is_new] @ mapping
     # the bias keeps the item's mean logit (b + w . z_mean) at log(count) on the kept items' scale
@@ -155,8 +155,13 @@ def focus_users(train: sp.csr_matrix, is_new: np.ndarray, changed_users: np.ndar
             raise ValueError("changed_users holds row indices outside the training matrix")
         mask[changed] = True
     if is_new.any():
-        mask |= np.asarray(sp.csr_matrix(train)[:, np.flatnonzero(is_new)].sum(axis=1)).reshape(-1) > 0
+        mask |= new_item_users(train, is_new)
     return np.flatnonzero(mask)
+
+
+def new_item_users(train: sp.csr_matrix, is_new: np.ndarray) -> np.ndarray:
+    """Mask of the rows of `train` with a star on a column where `is_new`."""
+    return np.asarray(sp.csr_matrix(train)[:, np.flatnonzero(is_new)].sum(axis=1)).reshape(-1) > 0
 
 
 def epoch_schedule(n_users: int, focus: np.ndarray, warm: WarmConfig, seed: int
@@ -210,14 +215,16 @@ def train_warm(
     focus = focus_users(train, is_new, changed_users)
     schedule = epoch_schedule(train.shape[0], focus, warm, config.seed)
     trained = np.zeros(train.shape[0], dtype=bool)
+    per_epoch: list[int] = []
 
     def users(epoch: int) -> np.ndarray:
         rows = schedule(epoch)
         trained[rows] = True
+        per_epoch.append(len(rows))
         return rows
 
     result = train_recvae(train, validation, config, device=device, on_epoch=on_epoch, initial_model=model,
-                 epoch_users=users, keep="last")
+                          epoch_users=users, keep="last")
     new_rows = torch.from_numpy(is_new)
     trained_rows = result.model.decoder.weight.detach().cpu()[new_rows]
     moved = (trained_rows != initial["decoder.weight"][new_rows]).any(1)
@@ -227,7 +234,7 @@ def train_warm(
     report = WarmReport(
         kept_items=start.kept, new_items=start.new, dropped_items=start.dropped, overlap=start.overlap,
         new_items_trained=int(moved.sum()), new_item_rows=rows_how, changed_users=n_changed,
-        focus_users=len(focus), users_per_epoch=len(schedule(1)), users_trained=int(trained.sum()),
+        focus_users=len(focus), users_per_epoch=per_epoch[0], users_trained=int(trained.sum()),
         training_users=int(train.shape[0]),
         initial_validation_ndcg=float((result.initial_metrics or {}).get("ndcg@100", 0.0)),
         validation_ndcg=float(result.best_metrics.get("ndcg@100", 0.0)),
