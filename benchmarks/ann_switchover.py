@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     import faiss
 
-    from batchrec_dagster.serving.ann_index import ApproxScorer
-    from batchrec_dagster.serving.scoring import BatchScorer
+    from batchrec_dagster.serving.model.ann_index import ApproxScorer
+    from batchrec_dagster.serving.model.scoring import BatchScorer
     from recvae import Recommender, RecVAE, RecVAEConfig, ann
 
     torch.set_num_threads(1)

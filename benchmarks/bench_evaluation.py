@@ -29,12 +29,12 @@ from embedded import stop_embedded  # noqa: E402 - the benchmarks folder is not 
 
 
 def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: str):
-    from batchrec_dagster.demo_data import DemoSpec, load_demo
-    from batchrec_dagster.mongo import open_database
-    from batchrec_dagster.partitions import partition_window
-    from batchrec_dagster.registry import ensure_indexes, register_model
+    from batchrec_dagster.defs.partitions import partition_window
+    from batchrec_dagster.registry.models import ensure_indexes, register_model
     from batchrec_dagster.settings import load_settings
-    from batchrec_dagster.storage import blob_store_for
+    from batchrec_dagster.sources.demo_data import DemoSpec, load_demo
+    from batchrec_dagster.sources.mongo import open_database
+    from batchrec_dagster.storage.blobs import blob_store_for
     from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
 
     settings = load_settings({"BATCHREC_HOME": str(home), "BATCHREC_MONGO_PORT": str(port),
@@ -64,9 +64,9 @@ def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: s
 def measure(repos: int, users: int, candidates: int, port: int) -> dict:
     import dagster as dg
 
-    from batchrec_dagster.jobs import EVALUATION_JOB_NAME
-    from batchrec_dagster.materialize import asset_metadata, materialize_partition
-    from batchrec_dagster.new_stars import latest_closed_partition
+    from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
+    from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
+    from batchrec_dagster.defs.jobs import EVALUATION_JOB_NAME
 
     key = latest_closed_partition(datetime.now(UTC))[0]
     with tempfile.TemporaryDirectory(prefix=f"bench-eval-{repos}-") as tmp:

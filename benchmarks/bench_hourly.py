@@ -43,11 +43,11 @@ def child(partition_key: str, ops: dict[str, Any]) -> None:
     """One hourly run in this process; prints RESULT {json}."""
     import dagster as dg
 
-    from batchrec_dagster.materialize import prepare_dagster_home
+    from batchrec_dagster.cli.materialize import prepare_dagster_home
     from batchrec_dagster.settings import get_settings
 
     prepare_dagster_home(get_settings())
-    from batchrec_dagster.materialize import asset_metadata, materialize_partition
+    from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
 
     run_config = {"ops": {op: {"config": config} for op, config in ops.items()},
                   "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -86,14 +86,14 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
     --cost-full-epochs: only a starting model) and one warm hour H+1, for the cost against history."""
     from hourly_data import new_repository_recall, score_test_users
 
-    from batchrec_dagster.demo_data import record_dataset, write_source
-    from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving
-    from batchrec_dagster.mongo import connect
-    from batchrec_dagster.partitions import partition_window
-    from batchrec_dagster.registry import MODELS
-    from batchrec_dagster.storage import LocalBlobStore
+    from batchrec_dagster.defs.partitions import partition_window
+    from batchrec_dagster.registry.models import MODELS
+    from batchrec_dagster.sources.demo_data import record_dataset, write_source
+    from batchrec_dagster.sources.embedded_mongo import mongo_uri, start_server, wait_until_serving
+    from batchrec_dagster.sources.mongo import connect
+    from batchrec_dagster.storage.blobs import LocalBlobStore
     from recvae import load_artifact
-    from tests.servers import free_port
+    from tests.harness.servers import free_port
 
     work = Path(tempfile.mkdtemp(prefix=f"bench_hourly_{name}_"))
     port = free_port()
@@ -163,7 +163,7 @@ def _validation_digest(path: Path) -> str:
     must share them."""
     import hashlib
 
-    from batchrec_dagster.codec import decode
+    from batchrec_dagster.storage.codec import decode
 
     value = decode(path.read_bytes())
     parts = [value.validation_user_ids, value.validation_target.indices]
@@ -210,9 +210,9 @@ def main() -> None:
         return
     from hourly_data import csv_hours, demo_hours
 
-    from batchrec_dagster.demo_data import DemoSpec
-    from batchrec_dagster.partitions import partition_window
+    from batchrec_dagster.defs.partitions import partition_window
     from batchrec_dagster.settings import PARTITION_KEY_FORMAT
+    from batchrec_dagster.sources.demo_data import DemoSpec
 
     args.full_training = {"epochs": args.full_epochs} if args.full_epochs else {}
     args.warm_training = {}

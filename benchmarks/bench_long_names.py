@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
-from batchrec_dagster.mongo import connect  # noqa: E402
-from batchrec_dagster.processes import stop_process  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from batchrec_dagster.localstack.processes import stop_process  # noqa: E402
+from batchrec_dagster.sources.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
+from batchrec_dagster.sources.mongo import connect  # noqa: E402
+from tests.harness.servers import free_port  # noqa: E402
 
 LONG_REPO_ID = 9_999_999
 TRAINING = ["--epochs", "20", "--time-budget", "60", "--patience", "4"]  # as `batchrec demo`
@@ -37,7 +37,7 @@ TRAINING = ["--epochs", "20", "--time-budget", "60", "--patience", "4"]  # as `b
 def _cli(code_dir: Path, args: list[str], env: dict[str, str]) -> float:
     """Run `batchrec ARGS` from `code_dir` in a child; its peak RSS in GB (wait4's own rusage)."""
     runner = (f"import sys; sys.path.insert(0, {str(code_dir)!r}); "
-              f"from batchrec_dagster.cli import main; sys.exit(main({args!r}))")
+              f"from batchrec_dagster.cli.commands import main; sys.exit(main({args!r}))")
     with tempfile.TemporaryFile() as err:
         child = subprocess.Popen([sys.executable, "-c", runner], env=env, cwd=code_dir,
                                  stdout=subprocess.DEVNULL, stderr=err)

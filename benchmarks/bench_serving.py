@@ -62,10 +62,10 @@ from serving_load import (  # noqa: E402
     wrk_available,
 )
 
-from batchrec_dagster.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
-from batchrec_dagster.mongo import connect  # noqa: E402
-from batchrec_dagster.registry import ensure_indexes, register_model  # noqa: E402
-from batchrec_dagster.storage import LocalBlobStore  # noqa: E402
+from batchrec_dagster.registry.models import ensure_indexes, register_model  # noqa: E402
+from batchrec_dagster.sources.embedded_mongo import mongo_uri, start_server, wait_until_serving  # noqa: E402
+from batchrec_dagster.sources.mongo import connect  # noqa: E402
+from batchrec_dagster.storage.blobs import LocalBlobStore  # noqa: E402
 
 TARGET_P99_MS = 10.0
 TARGET_OVERHEAD = 2.0
@@ -172,7 +172,7 @@ class Floor:
     def __init__(self, data: bytes, inputs: list[list[int]], threads: int):
         import torch
 
-        from batchrec_dagster.serving.scoring import BatchScorer
+        from batchrec_dagster.serving.model.scoring import BatchScorer
         from recvae import load_artifact
 
         torch.set_num_threads(threads)
@@ -244,7 +244,7 @@ class Server:
         self.port = free_port()
         self.log = log
         self.workers = workers
-        self.command = [sys.executable, "-m", "batchrec_dagster.serving.command", "serve",
+        self.command = [sys.executable, "-m", "batchrec_dagster.serving.process.command", "serve",
                         "--host", HOST, "--port", str(self.port), "--poll-seconds", str(poll_seconds),
                         "--torch-threads", str(threads), "--inference", inference,
                         "--workers", str(workers), "--drain-seconds", str(drain_seconds),

@@ -12,7 +12,7 @@ from pathlib import Path
 def stop_embedded(data_dir: Path) -> None:
     """Stop the embedded MongoDB by its PID and wait until it is gone (SIGKILL if SIGTERM is lost,
     which nx-27017 sometimes does)."""
-    from batchrec_dagster.embedded_mongo import OWNER_PID_FILE
+    from batchrec_dagster.sources.embedded_mongo import OWNER_PID_FILE
 
     pid_file = data_dir / OWNER_PID_FILE
     if not pid_file.exists():

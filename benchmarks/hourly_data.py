@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from batchrec_dagster.csv_import import read_stars_csv
-from batchrec_dagster.demo_data import DemoSpec, SourceData, generate_demo
+from batchrec_dagster.sources.csv_import import read_stars_csv
+from batchrec_dagster.sources.demo_data import DemoSpec, SourceData, generate_demo
 from recvae import Recommender, evaluate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

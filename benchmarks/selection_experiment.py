@@ -72,23 +72,23 @@ def main() -> int:
 
 
 def _db(env: dict[str, str]):
-    from batchrec_dagster.mongo import open_database
     from batchrec_dagster.settings import load_settings
+    from batchrec_dagster.sources.mongo import open_database
 
     return open_database(load_settings(env))
 
 
 def champion_id(env: dict[str, str]) -> str:
-    from batchrec_dagster.champions import current_champion
+    from batchrec_dagster.registry.champions import current_champion
 
     record = current_champion(_db(env))
     return record["model_id"] if record else "none"
 
 
 def table(env: dict[str, str], day: str, first: int, last: int, champions_after: dict[int, str]) -> str:
-    from batchrec_dagster.evaluations import EVALUATIONS
-    from batchrec_dagster.partitions import partition_window
-    from batchrec_dagster.registry import MODELS
+    from batchrec_dagster.defs.partitions import partition_window
+    from batchrec_dagster.registry.evaluations import EVALUATIONS
+    from batchrec_dagster.registry.models import MODELS
 
     db = _db(env)
     models = {m["partition_key"]: m for m in db[MODELS].find({})}
@@ -133,8 +133,8 @@ def popularity(env: dict[str, str], window_key: str) -> str:
 
 
 def matrix(db, day: str, first: int, last: int, hour_of: dict[str, str]) -> list[str]:
-    from batchrec_dagster.evaluations import EVALUATIONS
-    from batchrec_dagster.partitions import partition_window
+    from batchrec_dagster.defs.partitions import partition_window
+    from batchrec_dagster.registry.evaluations import EVALUATIONS
 
     hours = [f"{h:02d}" for h in range(first, last + 1)]
     lines = ["| window | " + " | ".join(hours) + " | best |", "|---|" + "---:|" * (len(hours) + 1)]

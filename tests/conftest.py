@@ -16,18 +16,22 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from batchrec_dagster.mongo import connect
 from batchrec_dagster.settings import get_settings
-from batchrec_dagster.storage import GCSBlobStore, LocalBlobStore
-from tests.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
-from tests.signals import current_dispositions, restore_dispositions
+from batchrec_dagster.sources.mongo import connect
+from batchrec_dagster.storage.blobs import GCSBlobStore, LocalBlobStore
+from tests.harness.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
+from tests.harness.signals import current_dispositions, restore_dispositions
 
 SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
 
 
+# fixtures of the harness, shared by every folder of the mirror
+pytest_plugins = ["tests.harness.deployments", "tests.harness.faults", "tests.harness.postgres"]
+
+
 @pytest.fixture(autouse=True)
 def signal_dispositions() -> Iterator[None]:
-    """SIGTERM and SIGINT as the test found them (see tests/signals.py: in-process Dagster runs
+    """SIGTERM and SIGINT as the test found them (see tests/harness/signals.py: in-process Dagster runs
     leave SIGTERM ignored when the suite starts with SIGINT ignored)."""
     saved = current_dispositions()
     yield

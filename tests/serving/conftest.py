@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrec_dagster.serving.app import create_app
-from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.storage import BlobStore
-from tests.serving.helpers import Clock, ServerThread, Serving, by_own_score
+from batchrec_dagster.serving.api.app import create_app
+from batchrec_dagster.serving.model.manager import ModelManager
+from batchrec_dagster.storage.blobs import BlobStore
+from tests.harness.serving import Clock, ServerThread, Serving, by_own_score
 
 
 @pytest.fixture

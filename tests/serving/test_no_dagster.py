@@ -15,12 +15,12 @@ import batchrec_dagster.serving as serving
 names = [m.name for m in pkgutil.walk_packages(serving.__path__, "batchrec_dagster.serving.")]
 for name in names:
     importlib.import_module(name)
-import batchrec_dagster.cli  # `batchrec serve` goes through the CLI's parser
+import batchrec_dagster.cli.commands  # `batchrec serve` goes through the CLI's parser
 
-from batchrec_dagster.mongo import connect
-from batchrec_dagster.serving.app import create_app
-from batchrec_dagster.serving.model_manager import ModelManager
-from batchrec_dagster.storage import LocalBlobStore
+from batchrec_dagster.sources.mongo import connect
+from batchrec_dagster.serving.api.app import create_app
+from batchrec_dagster.serving.model.manager import ModelManager
+from batchrec_dagster.storage.blobs import LocalBlobStore
 db = connect("mongodb://127.0.0.1:9/?directConnection=true", connect=False)["x"]
 create_app(ModelManager(db, LocalBlobStore(sys.argv[1]), poll_seconds=None), db)
 loaded = sorted(m for m in sys.modules if m == "dagster" or m.startswith(("dagster.", "dagster_")))

@@ -1,0 +1,59 @@
+"""What every asset of the lineage shares: partitions, backfill policy, group, code version."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from batchrec_dagster.defs.assets.metadata import rounded_result
+from batchrec_dagster.defs.partitions import hourly_partitions
+
+GROUP = "recommender"
+# one model per hour: a backfill launches one run per partition, never a multi-hour run
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+PARTITIONS = hourly_partitions
+
+
+def partition_seed(partition_key: str) -> int:
+    """A stable 32-bit seed per partition, so re-running a partition reproduces its split."""
+    return int.from_bytes(hashlib.sha256(partition_key.encode()).digest()[:4], "big")
+
+
+@functools.cache
+def code_version() -> str:
+    """batchrec's version plus the git commit when the code runs from a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    from batchrec_dagster import __version__
+
+    root = Path(__file__).resolve().parents[3]  # the checkout: batchrec_dagster/defs/assets/common.py
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if dirty else ''}" if commit else __version__
+
+
+def hourly_asset(**kwargs: Any) -> Any:
+    """`dg.asset` with what the assets of the lineage share: the hourly partitions, one run per
+    partition in backfills, the `recommender` group, Dagster's code_version (batchrec's version and
+    commit), and the floats of their metadata rounded for Dagit (metadata.rounded_result)."""
+    asset = dg.asset(partitions_def=PARTITIONS, backfill_policy=BACKFILL_POLICY, group_name=GROUP,
+                     code_version=code_version(), **kwargs)
+
+    def decorate(compute: Callable[..., Any]) -> dg.AssetsDefinition:
+        @functools.wraps(compute)  # Dagster reads the parameters and annotations through __wrapped__
+        def rounding(*args: Any, **kw: Any) -> Any:
+            return rounded_result(compute(*args, **kw))
+
+        return asset(rounding)
+
+    return decorate

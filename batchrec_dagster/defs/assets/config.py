@@ -1,0 +1,180 @@
+"""Run config of the assets (dg.Config): every field has a default that suits hourly GitHub data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.sources.partition_reads import LAYOUTS
+from recvae import RecVAEConfig, WarmConfig
+from recvae.ann import IndexParams
+
+
+class SourceConfig(dg.Config):
+    """How `raw_repositories` reads MongoDB."""
+
+    layout: str | None = Field(
+        default=None,
+        description='"stars" (a stars collection with starred_at) or "embedded" (the older layout: '
+                    'star_user_list inside each repository, no per-star time). Default: '
+                    'BATCHREC_SOURCE_LAYOUT (settings), else "stars".')
+    batch_size: int = Field(default=5000, ge=1, description="Cursor batch size.")
+    read: Literal["auto", "full"] = Field(
+        default="auto",
+        description='"auto": only the hour\'s stars, merged into the previous hour\'s snapshot, when '
+                    'that snapshot exists and was read from the same source (a full read otherwise and '
+                    'at BATCHREC_FULL_RUN_HOUR); "full": every star before the hour\'s end.')
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, value: str | None) -> str | None:
+        if value is not None and value not in LAYOUTS:
+            raise ValueError(f"layout {value!r} is not one of {', '.join(LAYOUTS)}")
+        return value
+
+
+class MatrixFilterConfig(dg.Config):
+    """What counts as a meaningful repository and user."""
+
+    min_repo_stars: int = Field(
+        default=10, ge=0, description="Minimum GitHub star count of a repository (its `stars` field).")
+    min_users_per_item: int = Field(
+        default=5, ge=1, description="Minimum users per repository in the matrix.")
+    min_items_per_user: int = Field(
+        default=5, ge=1, description="Minimum repositories per user in the matrix.")
+
+
+class SplitConfig(dg.Config):
+    """Held-out validation users (the Mult-VAE protocol)."""
+
+    validation_users: int = Field(default=1000, ge=1, description="Held-out users, at most.")
+    test_users: int = Field(
+        default=1000, ge=1, description="Held-out test users, at most: validation picks the epoch, the "
+                                        "test users give the model's own `score`.")
+    max_validation_fraction: float = Field(
+        default=0.2, gt=0, lt=0.5, description="Never hold out more than this share of users (for "
+                                               "validation, and as much again for test).")
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of each held-out user's repositories to score "
+                                             "(the rest is folded in).")
+    min_heldout_items: int = Field(default=5, ge=2, description="Held-out users need this many items.")
+    seed: int | None = Field(
+        default=None, description="Seed of which items of a held-out user are scored; default: derived "
+                                  "from the partition key. It does not choose the held-out users.")
+    holdout_salt: int = Field(
+        default=0, ge=0, description="Which users are held out: those with the smallest hash of id and "
+                                     "salt, the same every hour, so a warm run never validates or scores "
+                                     "on users its starting model trained on. Change it only with a full "
+                                     "retrain.")
+
+
+_PAPER = RecVAEConfig()  # the library keeps the paper's values; the pipeline changes only these:
+# batch 200 and gamma 0.02 instead of the paper's 500 and 0.005, because on GitHub stars validation
+# chose them on every split (test NDCG@100 0.227 against 0.211 at 150 epochs,
+# benchmarks/results/recvae.md): with ~1.5k training users, batch 500 gives 4 updates per pass.
+PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience": 20}
+
+
+# A warm run (recvae.train_warm) trains the users whose stars changed this hour, everyone who
+# starred a new repository, and half as many other users as a replay sample, each epoch: the cost
+# of an epoch follows the hour's change, not the history. At the demo's 1.15M stars an hour
+# changes ~6.7k of 40k users; with a replay of 1.0 a loaded 2-core machine fit only 3 of 8 epochs
+# into the budget (benchmarks/results/hourly_cost.md), 0.5 trains a quarter fewer users per epoch.
+# Eight epochs with no patience: validation NDCG can dip for a few epochs after a warm start
+# (docs/recvae.md), and the last epoch is kept unless it fell by more than its standard error.
+# The budget keeps a warm hour within 3 minutes on 2 cores. The overlap threshold: hour to hour
+# nearly all repositories carry over; under 90% the data changed wholesale (a new import, other
+# filters) and a model from scratch is the sounder start.
+WARM_TRAINING = {"epochs": 8, "patience": None, "time_budget_s": 150.0, "min_vocabulary_overlap": 0.9,
+                 "replay_ratio": 0.5, "min_epoch_users": 2000}
+
+
+class TrainingConfig(dg.Config):
+    """RecVAE hyper-parameters and the time budget that keeps an hourly run inside its hour.
+
+    Defaults: the paper's (recvae.RecVAEConfig) except PIPELINE_TRAINING, tuned on GitHub stars.
+    """
+
+    epochs: int = Field(default=PIPELINE_TRAINING["epochs"], ge=1)
+    time_budget_s: float | None = Field(
+        default=2400.0, description="Stop before an epoch that would overrun this (seconds of training).")
+    patience: int | None = Field(default=PIPELINE_TRAINING["patience"],
+                                 description="Stop after this many epochs without improvement.")
+    hidden_dim: int = Field(default=_PAPER.hidden_dim, ge=1)
+    latent_dim: int = Field(default=_PAPER.latent_dim, ge=1)
+    batch_size: int = Field(default=PIPELINE_TRAINING["batch_size"], ge=1)
+    learning_rate: float = Field(default=_PAPER.learning_rate, gt=0)
+    gamma: float = Field(default=PIPELINE_TRAINING["gamma"], ge=0)
+    input_dropout: float = Field(default=_PAPER.input_dropout, ge=0, lt=1)
+    encoder_passes: int = Field(default=_PAPER.encoder_passes, ge=1)
+    decoder_passes: int = Field(default=_PAPER.decoder_passes, ge=0)
+    seed: int = _PAPER.seed
+    device: str | None = Field(default=get_settings().training_device,
+                               description='"cpu", "cuda"; default: BATCHREC_TRAINING_DEVICE, else cuda '
+                                           'when available.')
+    preview_k: int = Field(default=10, ge=1, description="Rows of the top-k preview in the metadata.")
+    # -- warm hourly runs (batchrec_dagster.training.start)
+    mode: Literal["auto", "full"] = Field(
+        default="auto",
+        description='"auto": continue the newest compatible registered model for a few epochs (warm), '
+                    'except at BATCHREC_FULL_RUN_HOUR or when no model is compatible; "full": train '
+                    'from scratch.')
+    warm_epochs: int = Field(default=WARM_TRAINING["epochs"], ge=1,
+                             description="Epochs of a warm run, at most.")
+    warm_patience: int | None = Field(
+        default=WARM_TRAINING["patience"],
+        description="A warm run stops after this many epochs without beating its best trained epoch "
+                    "(default: none; the last epoch is kept unless it fell by more than its standard error).")
+    warm_time_budget_s: float | None = Field(
+        default=WARM_TRAINING["time_budget_s"], description="Training seconds of a warm run, at most.")
+    warm_replay_ratio: float = Field(
+        default=WARM_TRAINING["replay_ratio"], ge=0,
+        description="Users who did not change, drawn afresh each warm epoch, per user who did.")
+    warm_min_epoch_users: int = Field(
+        default=WARM_TRAINING["min_epoch_users"], ge=0,
+        description="A warm epoch trains at least this many users (all of them when there are fewer).")
+    min_vocabulary_overlap: float = Field(
+        default=WARM_TRAINING["min_vocabulary_overlap"], gt=0, le=1,
+        description="Share of this hour's repositories the starting model must know.")
+    warm_max_age_hours: float = Field(
+        default=24.0, gt=0,
+        description="Start only from models whose data ends at most this long before the hour's end.")
+    # -- the approximate top-k index (assets/ann_index.py, docs/serving.md)
+    ann_min_items: int = Field(default=get_settings().ann_min_items, ge=1,
+                               description="Build a top-k index for catalogs of at least this many "
+                                           "repositories (smaller ones are served exactly).")
+    ann_index: Literal["hnsw", "ivf", "flat"] = Field(default=get_settings().ann_index_kind,
+                                                      description="The index type (faiss, inner product).")
+    ann_recall_k: int = Field(default=get_settings().ann_recall_k, ge=1,
+                              description="k of the index's recall@k against exact scoring.")
+
+    ann_min_recall: float = Field(default=get_settings().ann_min_recall, ge=0, le=1,
+                                  description="An HNSW index below this recall@k is measured again "
+                                              "with a wider query beam, which servers then use.")
+    ann_ef_search: int = Field(default=get_settings().ann_ef_search, ge=1,
+                               description="HNSW query beam width the recall is measured with.")
+    ann_nprobe: int = Field(default=get_settings().ann_nprobe, ge=1,
+                            description="IVF lists searched per query when the recall is measured.")
+
+    def index_params(self) -> IndexParams:
+        return IndexParams(kind=self.ann_index, ef_search=self.ann_ef_search, nprobe=self.ann_nprobe)
+
+    def warm_recvae_config(self) -> RecVAEConfig:
+        """The library's config for a warm run: the same model, fewer epochs, a tighter budget.
+        `epochs` and `time_budget_s` stay upper bounds (`batchrec materialize --epochs 2` means it)."""
+        budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
+        return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
+                       patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
+
+    def warm_config(self) -> WarmConfig:
+        """How a warm run spends its epochs: `recvae.train_warm(..., warm=this)`."""
+        return WarmConfig(replay_ratio=self.warm_replay_ratio, min_epoch_users=self.warm_min_epoch_users)
+
+    def recvae_config(self) -> RecVAEConfig:
+        """The library's config with these values (fields the library does not know are left out)."""
+        known = set(RecVAEConfig.__dataclass_fields__)
+        return RecVAEConfig(**{k: v for k, v in self.model_dump().items() if k in known})

@@ -1,0 +1,249 @@
+"""IO managers: typed asset values in a local folder or a GCS bucket, registry entries in MongoDB.
+
+The first four assets are stored with codec.py (npz + JSON, no pickle) at
+`<prefix>/<asset key>/<partition key>/<run id>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager`
+are twins that differ only in where the bytes go, so a local run and a prod run store the same files.
+
+Paths are per run, so that two runs of one hour at the same time never read each other's values
+(issue 13: one run registered the other's model). A step loads the value its own run stored (or,
+in a re-execution, the parent run's: Dagster names that run on the upstream output). A value no
+run step produced, e.g. recvae_model when model_registry_entry is materialized alone, or the
+previous hour's snapshot that raw_repositories extends, is that of the partition's newest
+materialization. (Values stored before paths were per run, at `<asset>/<partition>.npz`, are not
+read: re-materialize such a partition to load it alone.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_gcp import GCSResource
+from google.api_core import exceptions as gcs_exceptions
+from pydantic import PrivateAttr
+
+from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.defs.resources import MongoResource
+from batchrec_dagster.registry import champions
+from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
+from batchrec_dagster.storage import codec
+from batchrec_dagster.storage.blobs import BlobStore, GCSBlobStore, LocalBlobStore
+
+
+class StoredValueNotFoundError(FileNotFoundError):
+    """An asset partition was never materialized into this storage."""
+
+
+def _relative_path(asset_key: dg.AssetKey, partition_key: str | None, run_id: str) -> str:
+    """`<asset>/<partition>/<run id>.npz` (`<asset>/<run id>.npz` when unpartitioned)."""
+    base = "/".join(asset_key.path) + (f"/{partition_key}" if partition_key else "")
+    return f"{base}/{run_id}.npz"
+
+
+def _producing_run(context: dg.InputContext, partition_key: str | None) -> str:
+    """The run whose stored value of this input partition the step must load."""
+    upstream = context.upstream_output
+    try:
+        run_id = upstream.run_id if upstream is not None else None
+    except dg.DagsterInvariantViolationError:
+        run_id = None
+    # a step of this run (or, re-executed, of its parent) produced it; for an asset from outside
+    # the run, Dagster's stand-in upstream context carries a placeholder instead of a run id
+    if run_id and context.instance.has_run(run_id):
+        return run_id
+    return _newest_materialization_run(context.instance, context.asset_key, partition_key)
+
+
+def _newest_materialization_run(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                                partition_key: str | None) -> str:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key,
+                              asset_partitions=[partition_key] if partition_key else None),
+        limit=1).records
+    if not records:
+        where = f" partition {partition_key}" if partition_key else ""
+        raise StoredValueNotFoundError(f"{asset_key.to_user_string()}{where} was never "
+                                       f"materialized: materialize it first")
+    return records[0].run_id
+
+
+def _run_partition_keys(context: dg.InputContext) -> set[str] | None:
+    """The partitions of the run: its `dagster/partition` tag, or the partition range that asset
+    backfills tag their runs with (even a one-partition run carries a range, not the tag)."""
+    if context.has_partition_key:
+        return {context.partition_key}
+    try:
+        step = context.step_context
+    except Exception:  # noqa: BLE001 - a context built outside a run has no step
+        return None
+    if not step.has_partition_key_range:
+        return None
+    return set(context.asset_partitions_def.get_partition_keys_in_range(step.partition_key_range))
+
+
+def _partition_keys(context: dg.InputContext) -> list[str]:
+    """The partitions to load. An unpartitioned consumer (e.g. an asset check declared without
+    partitions_def) sees every partition of its input; inside a partitioned run it means the run's."""
+    keys = list(context.asset_partition_keys)
+    if len(keys) > 1:
+        in_run = _run_partition_keys(context)
+        narrowed = [key for key in keys if in_run is not None and key in in_run]
+        if narrowed:
+            return narrowed
+    return keys
+
+
+class _TypedIOManager(dg.ConfigurableIOManager):
+    """Shared logic; subclasses implement _write, _read and _uri for one backend."""
+
+    def _write(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _read(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def _uri(self, path: str) -> str:
+        raise NotImplementedError
+
+    def blob_store(self) -> BlobStore:
+        """The stored values as a BlobStore (names are the relative paths): for retention."""
+        raise NotImplementedError
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        path = _relative_path(context.asset_key, key, context.run_id)
+        data = codec.encode(obj)
+        self._write(path, data)
+        uri = self._uri(path)
+        context.add_output_metadata({
+            "stored_at": dg.MetadataValue.url(uri) if uri.startswith("gs://") else dg.MetadataValue.path(uri),
+            "stored_bytes": len(data),
+        })
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        if not context.has_asset_partitions:
+            return self._load(context, None)
+        keys = _partition_keys(context)
+        if len(keys) == 1:
+            return self._load(context, keys[0])
+        return {key: self._load(context, key) for key in keys}
+
+    def load_partition(self, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> Any:
+        """The newest materialization's value of one partition of an asset, outside Dagster's input
+        loading: how raw_repositories reads its own previous hour (a declared self-dependency would
+        make asset backfills launch one run per asset and hour; docs/pipeline.md).
+        StoredValueNotFoundError when it was never stored, codec.CodecError when it is unreadable."""
+        run_id = _newest_materialization_run(instance, asset_key, partition_key)
+        return codec.decode(self._read(_relative_path(asset_key, partition_key, run_id)))
+
+    def _load(self, context: dg.InputContext, partition_key: str | None) -> Any:
+        run_id = _producing_run(context, partition_key)
+        return codec.decode(self._read(_relative_path(context.asset_key, partition_key, run_id)))
+
+
+class LocalTypedIOManager(_TypedIOManager):
+    """Asset values under a local folder (the local deployment's twin of GCSTypedIOManager)."""
+
+    base_dir: str
+
+    def _path(self, path: str) -> Path:
+        return Path(self.base_dir) / path
+
+    def _uri(self, path: str) -> str:
+        return str(self._path(path).resolve())
+
+    def blob_store(self) -> BlobStore:
+        return LocalBlobStore(self.base_dir)
+
+    def _write(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # readers never see a half-written file
+
+    def _read(self, path: str) -> bytes:
+        target = self._path(path)
+        if not target.is_file():
+            raise StoredValueNotFoundError(f"{target} does not exist: materialize that partition first")
+        return target.read_bytes()
+
+
+class GCSTypedIOManager(_TypedIOManager):
+    """Asset values in a GCS bucket through dagster-gcp's GCSResource client."""
+
+    gcs: GCSResource
+    bucket: str
+    prefix: str = "batchrec/assets"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            self._client = self.gcs.get_client()
+        return self._client
+
+    def _blob(self, path: str) -> Any:
+        return self._get_client().bucket(self.bucket).blob(self._key(path))
+
+    def blob_store(self) -> BlobStore:
+        return GCSBlobStore(self._get_client(), self.bucket, prefix=self.prefix)
+
+    def _key(self, path: str) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/{path}" if prefix else path
+
+    def _uri(self, path: str) -> str:
+        return f"gs://{self.bucket}/{self._key(path)}"
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._blob(path).upload_from_string(data, content_type="application/octet-stream")
+
+    def _read(self, path: str) -> bytes:
+        try:
+            return self._blob(path).download_as_bytes()
+        except gcs_exceptions.NotFound as exc:
+            raise StoredValueNotFoundError(f"{self._uri(path)} does not exist: materialize that "
+                                           f"partition first") from exc
+
+
+class MongoRegistryIOManager(dg.ConfigurableIOManager):
+    """Stores `model_registry_entry` as a document in the `models` collection (registry.py)."""
+
+    mongo: MongoResource
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        db = self.mongo.get_database()
+        ensure_indexes(db)
+        stored = register_model(db, obj)
+        filter_ = {"run_id": stored["run_id"], "data_end": stored["data_end"].isoformat()}
+        # a first model (or one replacing a champion that can no longer serve) serves at once; an
+        # existing valid champion is only replaced on comparable scores (model_evaluation)
+        champions.ensure_indexes(db)
+        decision = champions.decide_and_record(db)
+        context.add_output_metadata({
+            "registry_id": str(stored["_id"]),
+            "registry_collection": f"{db.name}.{MODELS}",
+            "registry_filter": dg.MetadataValue.json(filter_),
+            "registry_created_at": dg.MetadataValue.timestamp(stored["created_at"]),
+            # the champion decision right after registering: is this the model to serve now?
+            "selected_for_serving": decision.serve_id == str(stored["_id"]),
+            "champion": decision.champion_id or "none",
+            "champion_reason": decision.reason,
+        })
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any] | None:
+        """The newest entry registered for the input's partition (None if there is none)."""
+        if not context.has_asset_partitions:
+            raise dg.Failure("model_registry_entry is partitioned; load it for one partition")
+        keys = _partition_keys(context)
+        db = self.mongo.get_database()
+        entries = {}
+        for key in keys:
+            found = entries_for_partition(db, partition_window(key)[1])
+            entries[key] = found[-1] if found else None
+        return entries[keys[0]] if len(keys) == 1 else entries

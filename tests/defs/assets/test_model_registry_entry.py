@@ -1,0 +1,85 @@
+"""The registry side of the pipeline: the Mongo IO manager, artifact names, the selection rule's edges."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from batchrec_dagster.defs.assets.recvae_model import artifact_name, put_artifact
+from batchrec_dagster.defs.io_managers import MongoRegistryIOManager
+from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.defs.resources import MongoResource
+from batchrec_dagster.registry.models import MODELS, ensure_indexes, register_model, select_best
+from batchrec_dagster.storage.blobs import BlobExistsError
+
+KEY = "2026-03-01-20:00"
+START, END = partition_window(KEY)
+
+
+def entry(run_id: str, score: float = 0.3, **fields) -> dict:
+    return {"run_id": run_id, "partition_key": KEY, "model_kind": "recvae", "score": score,
+            "file_name": f"recvae_{score:.4f}_{run_id}.pt", "bucket": "b", "uri": f"gs://b/{run_id}.pt",
+            "sha256": "a" * 64, "size_bytes": 1, "data_start": START, "data_end": END,
+            "metrics": {"ndcg@100": score}, **fields}
+
+
+@pytest.fixture
+def io_manager(mongo_server_uri, mongo_db):
+    return MongoRegistryIOManager(mongo=MongoResource(uri=mongo_server_uri, database=mongo_db.name))
+
+
+def output_context(run_id: str) -> dg.OutputContext:
+    return dg.build_output_context(asset_key="model_registry_entry", partition_key=KEY, run_id=run_id)
+
+
+def test_writing_the_entry_twice_in_one_run_keeps_one_document(io_manager, mongo_db):
+    io_manager.handle_output(output_context("run-1"), entry("run-1", 0.3))
+    io_manager.handle_output(output_context("run-1"), entry("run-1", 0.3))
+    assert mongo_db[MODELS].count_documents({}) == 1
+    io_manager.handle_output(output_context("run-2"), entry("run-2", 0.2))
+    assert mongo_db[MODELS].count_documents({}) == 2
+    again = mongo_db[MODELS].find_one({"run_id": "run-1"})
+    assert isinstance(again["data_end"], datetime) and isinstance(again["data_start"], datetime)
+    context = dg.build_input_context(asset_key="model_registry_entry", partition_key=KEY)
+    loaded = io_manager.load_input(context)
+    assert loaded["run_id"] == "run-2"  # the newest entry of the partition
+
+
+def test_registry_output_metadata_names_the_document(io_manager, mongo_db):
+    context = output_context("run-1")
+    io_manager.handle_output(context, entry("run-1"))
+    stored = mongo_db[MODELS].find_one({"run_id": "run-1"})
+    metadata = context.get_logged_metadata()
+    assert metadata["registry_id"].value == str(stored["_id"])
+    assert metadata["registry_filter"].value == {"run_id": "run-1", "data_end": END.isoformat()}
+    assert metadata["selected_for_serving"].value is False  # its data (March 2026) is older than 24 h now
+
+
+def test_selection_rule_edges(mongo_db):
+    ensure_indexes(mongo_db)
+    now = END + timedelta(hours=24)
+    register_model(mongo_db, entry("boundary", 0.2, created_at=now - timedelta(hours=2)))
+    register_model(mongo_db, entry("other-kind", 0.9, model_kind="ease", created_at=now - timedelta(hours=1)))
+    # data_end exactly max_age old is still a candidate; another model kind never is
+    assert select_best(mongo_db, now=now)["run_id"] == "boundary"
+    assert select_best(mongo_db, now=now + timedelta(seconds=1)) is None
+    assert select_best(mongo_db, now=now, model_kind="ease")["run_id"] == "other-kind"
+    # a higher score on newer data wins over an older, lower one
+    register_model(mongo_db, {**entry("newer", 0.25, created_at=now), "data_end": END + timedelta(hours=1)})
+    assert select_best(mongo_db, now=now)["run_id"] == "newer"
+
+
+def test_artifact_names_carry_kind_and_score_and_never_overwrite(local_store):
+    name = artifact_name(0.21543, KEY, "8b7ed3c6-09c9-40e4-aff7-7431bd9ed94e")
+    assert name == "recvae_0.2154_2026-03-01-2000_8b7ed3c6.pt"
+    first = put_artifact(local_store, b"one", 0.21543, KEY, "8b7ed3c6-0000")
+    second = put_artifact(local_store, b"two", 0.21543, KEY, "8b7ed3c6-0000")  # a retried step
+    assert first.name == name and second.name == "recvae_0.2154_2026-03-01-2000_8b7ed3c6_1.pt"
+    assert local_store.read(first.name) == b"one" and local_store.read(second.name) == b"two"
+    with pytest.raises(BlobExistsError):
+        local_store.put_new(first.name, b"three")
+
+
+def test_entries_are_utc():
+    assert END.tzinfo is not None and END.utcoffset() == timedelta(0)
+    assert END == datetime(2026, 3, 1, 12, tzinfo=UTC)

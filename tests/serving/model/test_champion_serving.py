@@ -1,0 +1,71 @@
+"""A running server (poller on) follows the registry's one answer: a promotion on comparable scores,
+an operator's pin and a ban are each seen in `/model` within one poll."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from batchrec_dagster.registry import champions, evaluations
+from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.serving.api.app import create_app
+from batchrec_dagster.serving.model.manager import ModelManager
+from tests.harness.serving import ServerThread, publish, wait_for
+
+POLL_S = 0.3
+HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def live(mongo_db: Any, gcs_store: Any) -> Iterator[tuple[httpx.Client, Any, Any]]:
+    for ensure in (evaluations.ensure_indexes, champions.ensure_indexes):
+        ensure(mongo_db)
+    manager = ModelManager(mongo_db, gcs_store, poll_seconds=POLL_S)  # the production ranking
+    with ServerThread(create_app(manager, mongo_db)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        manager.start()
+        try:
+            yield http, mongo_db, gcs_store
+        finally:
+            manager.stop()
+
+
+def _served(http: httpx.Client) -> str | None:
+    return (http.get("/model").json().get("model") or {}).get("id")
+
+
+def _within_a_poll(http: httpx.Client, model_id: str, what: str) -> None:
+    # a few polls of slack for a loaded shared machine; each poll is POLL_S apart
+    wait_for(lambda: _served(http) == model_id, timeout_s=20 * POLL_S + 10, message=what)
+
+
+def test_promotion_pin_and_ban_reach_a_running_server(live) -> None:
+    http, db, store = live
+    older = publish(db, store, score=0.9, seed=1, data_end=HOUR - timedelta(hours=2))
+    newer = publish(db, store, score=0.1, seed=2, data_end=HOUR - timedelta(hours=1))
+    older_id, newer_id = str(older["_id"]), str(newer["_id"])
+    assert champions.decide_and_record(db).champion_id == newer_id  # unscored: the newest serves
+    _within_a_poll(http, newer_id, "the first champion")
+
+    # the window of the last hour scores both; the older model is clearly better on it
+    for model_id, score in ((older_id, 0.40), (newer_id, 0.30)):
+        evaluations.record_evaluation(db, {"model_id": model_id, "window_start": HOUR - timedelta(hours=1),
+                                           "window_end": HOUR, "score": score})
+    decision = champions.decide_and_record(db)
+    assert decision.promoted and decision.champion_id == older_id
+    _within_a_poll(http, older_id, "the promotion")
+    assert http.get("/model").json()["selection"]["champion"]["model_id"] == older_id
+
+    operators.pin(db, newer_id, reason="rollback drill")
+    _within_a_poll(http, newer_id, "the pin")
+    assert http.get("/model").json()["selection"]["pin"]["model_id"] == newer_id
+    operators.unpin(db, reason="drill over")
+    _within_a_poll(http, older_id, "the unpin")
+
+    operators.ban(db, older_id, reason="bad recommendations reported")
+    _within_a_poll(http, newer_id, "the ban")
+    assert older_id in http.get("/model").json()["selection"]["banned"]

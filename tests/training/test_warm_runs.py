@@ -1,0 +1,133 @@
+"""Warm hourly runs through the whole graph on real servers (MongoDB wire protocol, local folder or
+the GCS emulator): hour H+1 continues hour H's model, and retrains from scratch when it must."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
+from batchrec_dagster.defs.assets.metadata import rounded
+from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.registry.models import entries_for_partition
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.sources.demo_data import load_demo
+from batchrec_dagster.storage.blobs import blob_store_for
+from recvae import WarmConfig, load_artifact
+from tests.harness.deployments import TINY_DEMO, tiny_run_config
+
+H, H1, H2 = "2026-03-01-20:00", "2026-03-01-21:00", "2026-03-01-22:00"   # KST
+WARM = {"warm_epochs": 2, "warm_patience": None}
+
+
+@pytest.fixture
+def hours(local_env: Path, mongo_db):
+    """Demo stars over the days before H+2's end and after it; an instance for the runs."""
+    load_demo(mongo_db, TINY_DEMO, end=partition_window(H2)[1] + timedelta(hours=6))
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def run(instance, key: str, **training) -> tuple[dg.ExecuteInProcessResult, dict, dict]:
+    result = materialize_partition(key, run_config=tiny_run_config(**WARM, **training), instance=instance)
+    assert result.success
+    return result, asset_metadata(result, "recvae_model"), asset_metadata(result, "raw_repositories")
+
+
+def entry_of(db, key: str, result) -> dict:
+    [entry] = [e for e in entries_for_partition(db, partition_window(key)[1]) if e["run_id"] == result.run_id]
+    return entry
+
+
+def test_next_hour_continues_the_previous_model(hours, mongo_db):
+    first, model, raw = run(hours, H)
+    assert model["training_mode"] == "full" and raw["read_mode"] == "full"
+    assert model["training_mode_reason"].startswith("no registered recvae model")
+    base = entry_of(mongo_db, H, first)
+    assert base["training_mode"] == "full" and base["warm_start"] is None
+
+    second, model, raw = run(hours, H1)
+    assert raw["read_mode"] == "incremental"
+    assert model["training_mode"] == "warm", model["training_mode_reason"]
+    assert model["warm_start_from"] == base["file_name"] and model["warm_start_from_partition"] == H
+    assert model["epochs"] <= WARM["warm_epochs"]
+    assert 0.9 <= model["vocabulary_overlap"] <= 1.0 and model["vocabulary_kept"] > 0
+    assert isinstance(model["initial_score"], float)
+    # it trained what changed this hour (the users with new stars, plus a replay sample), and kept it
+    assert 0 < model["warm_changed_users"] <= model["warm_focus_users"] <= model["warm_users_per_epoch"]
+    assert model["warm_users_trained"] <= model["warm_training_users"]
+    assert model["warm_weights_changed"] is True and model["warm_kept_epoch"] >= 1
+    assert model["warm_new_items_trained"] == model["warm_new_items"]
+    assert model["warm_initial_validation_ndcg"] == pytest.approx(model["initial_score"], rel=1e-3)
+    assert model["warm_validation_ndcg"] == pytest.approx(model["validation_score"], rel=1e-3)
+
+    # the registry entry and the artifact say the same
+    entry = entry_of(mongo_db, H1, second)
+    assert entry["training_mode"] == "warm" and entry["training_mode_reason"] == model["training_mode_reason"]
+    assert entry["warm_start"]["from"]["file_name"] == base["file_name"]
+    assert entry["warm_start"]["from"]["sha256"] == base["sha256"]
+    assert entry["warm_start"]["vocabulary"]["kept"] == model["vocabulary_kept"]
+    artifact = load_artifact(blob_store_for(get_settings()).read(entry["file_name"]))
+    assert artifact.extra["training_mode"] == "warm"
+    assert artifact.extra["training_start"]["from"]["file_name"] == base["file_name"]
+    assert rounded(artifact.extra["training_start"]["initial_metrics"]["ndcg@100"]) == model["initial_score"]
+    recorded = entry["warm_start"]["warm"]
+    for key in ("new_items", "new_items_trained", "changed_users", "users_trained", "kept_epoch",
+                "weights_changed"):
+        assert recorded[key] == model[f"warm_{key}"], key
+    assert recorded["validation_ndcg"] == pytest.approx(model["warm_validation_ndcg"], rel=1e-3)
+    # the artifact's weights are not its parent's
+    parent = load_artifact(blob_store_for(get_settings()).read(base["file_name"]))
+    assert entry["sha256"] != base["sha256"] and artifact.extra["training_start"]["warm"]["weights_changed"]
+    assert parent.extra["training_mode"] == "full"
+
+
+def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db, monkeypatch):
+    run(hours, H)
+    _, model, _ = run(hours, H1, mode="full")
+    assert model["training_mode"] == "full"
+    assert model["training_mode_reason"] == "asked in run config (mode: full)"
+
+    # another architecture is not a start; the newest models are passed over, with the reason
+    _, model, _ = run(hours, H2, hidden_dim=64)
+    assert model["training_mode"] == "full"
+    assert model["training_mode_reason"].startswith("no compatible model among the 2 newest")
+    assert "architecture mismatch" in model["training_mode_reason"]
+
+    monkeypatch.setenv("BATCHREC_FULL_RUN_HOUR", "22")      # H2 is 22:00 KST
+    get_settings.cache_clear()
+    _, model, _ = run(hours, H2)
+    assert model["training_mode"] == "full" and "daily full run at 22:00 KST" in model["training_mode_reason"]
+
+
+def test_a_tampered_artifact_is_passed_over(hours, mongo_db, local_env: Path):
+    first, _, _ = run(hours, H)
+    base = entry_of(mongo_db, H, first)
+    path = local_env / "storage" / "models" / base["file_name"]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _, model, _ = run(hours, H1)
+    assert model["training_mode"] == "full"
+    assert f"{base['file_name']}: artifact not readable" in model["training_mode_reason"]
+
+
+def test_a_backfilled_hour_never_starts_from_a_model_that_saw_later_stars(hours, mongo_db):
+    run(hours, H2)                      # the newest hour first, as when a backfill follows live runs
+    _, model, _ = run(hours, H1)
+    assert model["training_mode"] == "full", model["training_mode_reason"]
+    assert model["training_mode_reason"].startswith("no registered recvae model")
+
+
+def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
+    from batchrec_dagster.defs.assets.config import TrainingConfig
+
+    default = TrainingConfig().warm_recvae_config()
+    assert (default.epochs, default.patience, default.time_budget_s) == (8, None, 150.0)
+    assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=0.5, min_epoch_users=2000)
+    capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
+    assert (capped.epochs, capped.time_budget_s) == (2, 60.0)
+    unbounded = TrainingConfig(time_budget_s=None, warm_time_budget_s=None).warm_recvae_config()
+    assert unbounded.time_budget_s is None
