@@ -16,10 +16,11 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
+from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.mongo import connect
 from batchrec_dagster.storage.blobs import GCSBlobStore, LocalBlobStore
-from tests.harness.servers import external_mongo_uri, start_gcs_emulator, start_mongo, stop
+from tests.harness.servers import external_mongo_uri, start_gcs_emulator, start_mongo
 from tests.harness.signals import current_dispositions, restore_dispositions
 
 SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
@@ -54,7 +55,7 @@ def mongo_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     uri, process = start_mongo(tmp_path_factory.mktemp("mongo"))
     yield uri
-    stop(process)
+    terminate(process)
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def gcs_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
     else:
         os.environ["STORAGE_EMULATOR_HOST"] = previous
-    stop(process)
+    terminate(process)
 
 
 @pytest.fixture

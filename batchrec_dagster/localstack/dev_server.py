@@ -30,16 +30,12 @@ from pathlib import Path
 from types import FrameType
 
 from batchrec_dagster.cli.materialize import prepare_dagster_home
-from batchrec_dagster.localstack.processes import group_members, handling, is_running
+from batchrec_dagster.localstack.process_groups import kill_all, signal_group
+from batchrec_dagster.localstack.processes import group_members, handling
 from batchrec_dagster.settings import PROJECT_ROOT, Settings
 
 DEFAULT_GRACE_S = 25.0     # inside Kubernetes' default 30 s termination grace period
-_KILL_WAIT_S = 10.0
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class DevServerError(RuntimeError):
-    """Processes of `dagster dev` outlived SIGKILL."""
 
 
 def dagster_dev_command(dagster_args: list[str]) -> list[str]:
@@ -70,10 +66,7 @@ class _Supervisor:
     def send(self, sig: int) -> None:
         if self.process is None:
             return  # not started yet: run_dev sees stop_requested_at
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
+        signal_group(self.process.pid, sig)
 
     def kill(self) -> None:
         self.killed = True
@@ -94,21 +87,13 @@ class _Supervisor:
                 self.kill()
 
     def clean_up(self, pgid: int) -> None:
-        """SIGKILL whatever of `dagster dev` is still running; return once none of it is."""
+        """SIGKILL whatever of `dagster dev` is still running; return once none of it is
+        (ProcessStopError if anything outlives SIGKILL)."""
         left = group_members(pgid)
         if not left:
             return
         print(f"batchrec dev: killing {len(left)} leftover process(es): {sorted(left)}", flush=True)
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + _KILL_WAIT_S
-        while left := {pid for pid in left if is_running(pid)}:  # is_running reaps our children
-            if time.monotonic() > deadline:
-                raise DevServerError(f"processes {sorted(left)} outlived SIGKILL")
-            time.sleep(0.05)  # polling interval while the kernel tears them down
+        kill_all(left)
 
 
 def _ensure_local_mongo(settings: Settings) -> None:

@@ -100,6 +100,11 @@ def _all_pids() -> list[int]:
     return [int(p.name) for p in _PROC.iterdir() if p.name.isdigit()]
 
 
+def children(pid: int) -> set[int]:
+    """The running processes whose parent is `pid`."""
+    return {other for other in _all_pids() if parent_of(other) == pid and is_running(other)}
+
+
 def descendants(pid: int) -> set[int]:
     """Every running process below `pid` in the process tree (children, grandchildren, ...)."""
     children: dict[int, list[int]] = {}

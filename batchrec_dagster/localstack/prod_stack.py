@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrec_dagster.localstack.postgres import LocalPostgres, PostgresConnection, PostgresError
-from batchrec_dagster.localstack.process_groups import stop_process_group
+from batchrec_dagster.localstack.process_groups import stop_process_groups
 from batchrec_dagster.localstack.processes import handling
 from batchrec_dagster.localstack.webserver_client import WebserverClient, WebserverError
 from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, get_settings, override_for_process
@@ -132,7 +132,7 @@ class ProductionStack:
     def stop_service(self, name: str, timeout_s: float = 30.0) -> None:
         process = self.processes.pop(name, None)
         if process is not None:
-            stop_process_group(process, timeout_s=timeout_s)
+            stop_process_groups(process, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ run
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from batchrec_dagster.localstack.process_groups import stop_process_groups
 from batchrec_dagster.settings import PROJECT_ROOT
 from tests.harness.servers import free_port
 
@@ -89,16 +90,8 @@ class DagsterServices:
         self._stop(*self.processes)
 
     def _stop(self, *names: str) -> None:
-        processes = [self.processes[name] for name in names]
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, 15)  # the process group: the code servers they started too
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait(timeout=10)
+        # the process groups: the code servers they started too
+        stop_process_groups(*(self.processes[name] for name in names), timeout_s=30)
 
     def logs(self, tail: int = 4000) -> str:
         parts = []

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.settings import get_settings
-from tests.harness.servers import start_mongo, stop
+from tests.harness.servers import start_mongo
 
 
 class OwnMongo:
@@ -21,7 +22,7 @@ class OwnMongo:
         self.uri, self.process = start_mongo(data_dir)
 
     def stop(self) -> None:
-        stop(self.process)
+        terminate(self.process)
         assert self.process.poll() is not None, "the MongoDB server is still running"
 
     def start(self) -> None:

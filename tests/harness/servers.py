@@ -50,16 +50,5 @@ def start_gcs_emulator(data_dir: Path, timeout_s: float = 60.0) -> tuple[str, su
             raise RuntimeError("gcp-storage-emulator did not start")
 
 
-def stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`; returns once the process is reaped (gone)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:  # nx-27017 sometimes survives SIGTERM
-            process.kill()
-            process.wait(timeout=10)  # raises if even SIGKILL did not end it
-
-
 def external_mongo_uri() -> str | None:
     return os.environ.get("BATCHREC_TEST_MONGODB_URI") or None

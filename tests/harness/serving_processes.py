@@ -4,7 +4,6 @@ SIGTERM): started with an environment like a user's, stopped by PID, its workers
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from batchrec_dagster.localstack import process_groups
+from batchrec_dagster.localstack.processes import children
 from batchrec_dagster.settings import PROJECT_ROOT, load_settings
 from batchrec_dagster.storage.blobs import BlobStore, blob_store_for
 from tests.harness.servers import free_port
@@ -30,26 +31,6 @@ def serve_env(mongo_uri: str, database: str, home: Path, **extra: str) -> dict[s
 def store_for(env: dict[str, str]) -> BlobStore:
     """The artifact store the server of this environment reads (the pipeline writes there)."""
     return blob_store_for(load_settings(env))
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
 class ServeProcess:
@@ -99,26 +80,15 @@ class ServeProcess:
     def terminate(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, then the exit status (killed, and the test failed, after `timeout_s`)."""
         assert self.process is not None
-        self.workers |= set(children_of(self.pid))
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"serve did not stop within {timeout_s}s:\n{self.log.read_text()[-3000:]}"
-                                 ) from None
+        self.workers |= children(self.pid)
+        if not process_groups.terminate(self.process, timeout_s):
+            raise AssertionError(f"serve did not stop within {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+        return self.process.returncode
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.terminate()
-        left = [pid for pid in self.workers if alive(pid)]
-        if not left:
-            return
-        try:
-            wait_for(lambda: not any(alive(pid) for pid in left), 30, "the workers to exit")
-        except AssertionError:
-            for pid in left:  # a test must not leave processes behind, even when it fails
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-            raise
+        left = process_groups.wait_all_gone(self.workers, timeout_s=30)
+        if left:
+            process_groups.kill_all(left)  # a test must not leave processes behind, even when it fails
+            raise AssertionError(f"workers {left} did not exit within 30s of the supervisor")

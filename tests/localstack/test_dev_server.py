@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from batchrec_dagster.localstack.process_groups import kill_all, signal_group
 from batchrec_dagster.localstack.processes import cmdline, descendants, is_running
 from tests.harness.dagster_services import wait_for
 from tests.harness.servers import free_port
@@ -67,17 +68,10 @@ def _at_least(n: int, pids: set[int]) -> set[int] | None:
     return pids if len(pids) >= n else None
 
 
-def _kill_all(pids: set[int]) -> None:
-    """Only when an assertion failed: leave nothing running."""
-    for pid in pids:
-        if is_running(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _end(process: subprocess.Popen) -> None:
     """Stop a process the test started (its whole session), reap it, close its pipe."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     if process.stdout is not None:
         process.stdout.close()
@@ -115,7 +109,7 @@ def test_dev_started_from_a_script_stops_on_sigterm_with_all_children(tmp_path, 
         assert not is_running(pid)
         _assert_gone(tree, log)
     finally:
-        _kill_all(tree | {pid})
+        kill_all(tree | {pid})
         _end(shell)
 
 
@@ -133,7 +127,7 @@ def test_dev_started_interactively_stops_on_ctrl_c(tmp_path, mongo_server_uri):
         assert process.wait(timeout=STOP_BOUND_S) == 0, _log(log)
         _assert_gone(tree, log)
     finally:
-        _kill_all(tree)
+        kill_all(tree)
         _end(process)
 
 
@@ -171,7 +165,7 @@ def test_a_child_that_ignores_the_stop_is_killed_with_its_children_after_the_gra
         assert "did not stop in 1s; killing it" in _log(log)
         _assert_gone(tree, log)
     finally:
-        _kill_all(tree)
+        kill_all(tree)
         _end(process)
 
 
@@ -203,5 +197,5 @@ def test_dev_with_an_exported_dagster_home_without_dagster_yaml_runs_with_the_tr
         assert process.wait(timeout=STOP_BOUND_S) == 0, _log(log)
         _assert_gone(tree, log)
     finally:
-        _kill_all(tree)
+        kill_all(tree)
         _end(process)

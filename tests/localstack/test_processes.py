@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from batchrec_dagster.localstack.process_groups import stop_process_group, wait_all_gone
+from batchrec_dagster.localstack.process_groups import stop_process_groups, wait_all_gone
 from batchrec_dagster.localstack.processes import group_members, is_running
 from tests.harness.dagster_services import wait_for
 
@@ -27,7 +27,7 @@ def test_a_group_that_ignores_sigterm_is_killed_and_checked_gone() -> None:
     wait_for("both processes in the group", lambda: set(group_members(process.pid)) == {process.pid, child},
              timeout_s=30, interval_s=0.1)
     started = time.monotonic()
-    stop_process_group(process, timeout_s=1)
+    stop_process_groups(process, timeout_s=1)
     assert time.monotonic() - started < 20
     assert process.returncode == -9  # SIGTERM was ignored, SIGKILL ended it
     assert not is_running(process.pid) and not is_running(child)
@@ -37,7 +37,7 @@ def test_a_group_that_ignores_sigterm_is_killed_and_checked_gone() -> None:
 
 def test_a_polite_process_stops_on_sigterm() -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    stop_process_group(process, timeout_s=30)
+    stop_process_groups(process, timeout_s=30)
     assert process.returncode == -15
     assert wait_all_gone([process.pid], timeout_s=0) == []
 
@@ -62,7 +62,7 @@ def test_sigterm_left_ignored_by_dagster_is_put_back() -> None:
         assert "SIGTERM" in restore_dispositions(saved)
     assert signal.getsignal(signal.SIGTERM) == saved[signal.SIGTERM]
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    stop_process_group(process, timeout_s=30)
+    stop_process_groups(process, timeout_s=30)
     assert process.returncode == -15
 
 

@@ -31,7 +31,7 @@ from dagster_postgres import PostgresRunStorage
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.localstack.postgres import LocalPostgres
-from batchrec_dagster.localstack.process_groups import wait_all_gone
+from batchrec_dagster.localstack.process_groups import kill_all, terminate, wait_all_gone
 from batchrec_dagster.localstack.processes import group_members, is_running
 from batchrec_dagster.registry.models import entries_for_partition
 from batchrec_dagster.sources.demo_data import DemoSpec, generate_demo, write_source
@@ -83,18 +83,9 @@ def stack(pg_root: Path, mongo_server_uri: str):
 def _stop_everything(client: StackClient, supervisor: subprocess.Popen) -> None:
     """After a failure half-way: what the supervisor did not stop, stopped here by PID."""
     state = client.state()
-    if supervisor.poll() is None:
-        supervisor.send_signal(signal.SIGTERM)
-        try:
-            supervisor.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            supervisor.kill()
-            supervisor.wait(timeout=10)
+    terminate(supervisor, timeout_s=120)
     for service in state.get("services", {}).values():
-        leftovers = group_members(service["pid"])
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        assert not wait_all_gone(leftovers, timeout_s=10)
+        kill_all(group_members(service["pid"]))  # raises if any outlives SIGKILL
     # a cluster left running is stopped by the pg_root fixture
 
 

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.localstack.processes import is_running, wait_gone
 from batchrec_dagster.sources.embedded_mongo import (
     NX_PID_FILE,
@@ -17,7 +18,7 @@ from batchrec_dagster.sources.embedded_mongo import (
     stop_embedded_mongo,
 )
 from batchrec_dagster.sources.mongo import connect
-from tests.harness.servers import free_port, stop
+from tests.harness.servers import free_port
 
 
 def _server_pid(home) -> int:
@@ -93,7 +94,7 @@ def test_stale_pid_files_of_a_reused_pid_are_recovered(tmp_path):
         assert not is_running(new_pid)
         assert unrelated.poll() is None           # still running, untouched
     finally:
-        stop(unrelated)
+        terminate(unrelated)
         stop_embedded_mongo(home)  # a no-op unless an assertion above failed
     assert not is_running(unrelated.pid)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchrec_dagster.localstack.processes import children, is_running
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.api.schemas import MAX_BODY_BYTES
 from batchrec_dagster.serving.model.manager import ModelManager
 from tests.harness.raw_http import chunked_upload
 from tests.harness.serving import NAMES, ServerThread, Serving, publish
-from tests.harness.serving_processes import alive, children_of
 
 STARRED = [1003, 1004, 1011]
 K = 20  # of the 37 repositories left: the two top-20s share at least 3, so overlap is shown
@@ -106,7 +106,7 @@ def test_the_page_in_a_real_browser(page: Serving, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    processes = [service.process.pid, *children_of(service.process.pid)]
+    processes = [service.process.pid, *children(service.process.pid)]
     try:
         browser.get(page.url + "/")
         wait = WebDriverWait(browser, 30, poll_frequency=0.05)
@@ -131,12 +131,12 @@ def test_the_page_in_a_real_browser(page: Serving, tmp_path: Path) -> None:
         assert len(rows) == 3 and "served" in rows[0].text
         browser.save_screenshot(str(tmp_path / "page.png"))  # a test artifact, under pytest's tmp dir
         assert (tmp_path / "page.png").stat().st_size > 10_000
-        processes += children_of(service.process.pid)
+        processes += children(service.process.pid)
     finally:
         browser.quit()
     # the browser and its driver, started by this test, are gone
     assert service.process.poll() is not None
-    assert not [pid for pid in processes if alive(pid)]
+    assert not [pid for pid in processes if is_running(pid)]
 
 
 def test_compare_refuses_a_large_body_as_it_arrives(page: Serving) -> None:

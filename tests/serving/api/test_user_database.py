@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.api.service import USER_LOOKUP_TIMEOUT_S
 from batchrec_dagster.serving.model.manager import ModelManager
 from batchrec_dagster.sources.mongo import connect
-from tests.harness.servers import start_mongo, stop
+from tests.harness.servers import start_mongo
 from tests.harness.serving import ServerThread, Serving, publish, wait_for
 from tests.harness.serving_processes import ServeProcess, serve_env, store_for
 
@@ -47,7 +48,7 @@ def own_mongo(tmp_path: Path) -> Iterator[tuple[str, object]]:
     try:
         yield uri, process
     finally:
-        stop(process)
+        terminate(process)
         assert process.poll() is not None
 
 
@@ -64,7 +65,7 @@ def test_mongodb_down_gets_a_json_503_and_the_model_keeps_serving(own_mongo, gcs
             httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.get("/users/someone/recommendations").status_code == 200
 
-        stop(process)  # MongoDB goes away (the fixture checks it is gone)
+        terminate(process)  # MongoDB goes away (the fixture checks it is gone)
         assert process.poll() is not None
         response = http.get("/users/someone/recommendations")
         assert response.status_code == 503, response.text

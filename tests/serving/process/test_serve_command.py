@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.settings import load_settings
 from batchrec_dagster.storage.blobs import blob_store_for
-from tests.harness.servers import free_port, stop
+from tests.harness.servers import free_port
 from tests.harness.serving import publish, wait_for
 
 
@@ -53,6 +54,6 @@ def test_serve_command_answers_for_a_user(deployment: str, mongo_server_uri: str
         assert body["model"]["id"] == str(entry["_id"]) and len(body["recommendations"]) == 20
         assert 1002 not in {r["repo_id"] for r in body["recommendations"]}
     finally:
-        stop(process)
+        terminate(process)
     # SIGTERM: a drain (shutdown.py), then a clean exit: status 0, no traceback
     assert process.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()

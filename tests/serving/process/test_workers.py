@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchrec_dagster.localstack.processes import children, is_running
 from batchrec_dagster.settings import PROJECT_ROOT
 from tests.harness.serving import publish, wait_for
-from tests.harness.serving_processes import ServeProcess, alive, children_of, serve_env, store_for
+from tests.harness.serving_processes import ServeProcess, serve_env, store_for
 
 POLL_SECONDS = 2.0
 
@@ -40,7 +41,7 @@ def test_two_workers_share_a_port_and_converge_on_a_new_champion(mongo_server_ur
         wait_for(lambda: len(ask()) == 2 and set(latest.values()) == {str(first["_id"])}, 120,
                  "both workers serving the first model")
         workers = set(latest)
-        assert set(children_of(serve.pid)) == workers  # the supervisor's own children
+        assert children(serve.pid) == workers  # the supervisor's own children
         serve.workers |= workers
 
         # clients keep asking while the champion changes: every answer is whole, from one model
@@ -86,7 +87,7 @@ def test_two_workers_share_a_port_and_converge_on_a_new_champion(mongo_server_ur
 
         # SIGTERM: both workers drain (readyz 503) and exit, then the supervisor, with status 0
         assert serve.terminate() == 0
-    assert not any(alive(pid) for pid in workers)
+    assert not any(is_running(pid) for pid in workers)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
 
