@@ -1,5 +1,5 @@
 """`batchrec registry`: the registered models with their comparable scores, the champion, the pin
-and the bans; `batchrec registry pin|unpin|ban|unban` for operators (operators.py).
+and the bans; `batchrec registry pin|unpin|ban|unban` for operators (registry/operator_actions.py).
 
 Each operator action is also reported to Dagit as an observation of the `model_evaluation` asset
 (the Dagster instance in DAGSTER_HOME, the same one `batchrec dev` and `batchrec materialize` use),

@@ -1,6 +1,6 @@
 """IO managers: typed asset values in a local folder or a GCS bucket, registry entries in MongoDB.
 
-The first four assets are stored with codec.py (npz + JSON, no pickle) at
+The first four assets are stored with storage/codec.py (npz + JSON, no pickle) at
 `<prefix>/<asset key>/<partition key>/<run id>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager`
 are twins that differ only in where the bytes go, so a local run and a prod run store the same files.
 
@@ -212,7 +212,7 @@ class GCSTypedIOManager(_TypedIOManager):
 
 
 class MongoRegistryIOManager(dg.ConfigurableIOManager):
-    """Stores `model_registry_entry` as a document in the `models` collection (registry.py)."""
+    """Stores `model_registry_entry` as a document in the `models` collection (registry/models.py)."""
 
     mongo: MongoResource
 

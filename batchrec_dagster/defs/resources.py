@@ -1,4 +1,4 @@
-"""The Dagster resources of batchrec (which ones a deployment uses is decided in deployment.py).
+"""The Dagster resources of batchrec (which ones a deployment uses is decided in deployments.py).
 
 - MongoResource: a database handle on MONGODB_URI, or on the embedded server in `local`.
 - ArtifactStoreResource: write-once model artifacts in a local folder or a GCS bucket.

@@ -3,7 +3,7 @@
 One answer for the server, the CLI and the pipeline: `champion_for_serving(db, now)` (the pin, else
 the champion) and `serving_order` (that model first, then the fallbacks by the same ranking). Both
 apply promotion.decide to what MongoDB holds now: the fresh models, their comparable scores on the
-newest evaluated window (evaluations.py) and the operators' pin and bans (model_controls.py).
+newest evaluated window (evaluations.py) and the operators' pin and bans (controls.py).
 
 The record: `decide_and_record` runs the same decision and writes it. Each change of champion adds
 a `champions` document (the history); a confirmation on a newer window updates the current one's

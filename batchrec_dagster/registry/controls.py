@@ -20,7 +20,7 @@ document into a string anyway; `pin_id` is a string because `$ne` on a null fiel
 there). Model ids are always canonical (registry.canonical_id). A deployment whose state document
 does not exist yet (older versions kept only the log) gets it from the log replayed in time order,
 on its first action. Validation (a stale or unknown model cannot be pinned, ...) and the messages
-are operators.py's.
+are operator_actions.py's.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ young unreferenced artifact may be one that is about to be registered. Write pro
 killed run count as unreferenced too. In `prod` the job only reports unless told to delete
 (BATCHREC_RETENTION_DRY_RUN=false or run config `dry_run: false`).
 
-Stored asset values (`<asset>/<partition>/<run id>.npz`, io_managers.py) are kept when they are
+Stored asset values (`<asset>/<partition>/<run id>.npz`, defs/io_managers.py) are kept when they are
 younger than the same minimum age (a run, or a re-execution of it, may still load them), when they
-are the newest hour's `raw_repositories` (the snapshot the next hour extends, snapshot.py), or when
+are the newest hour's `raw_repositories` (the snapshot the next hour extends, sources/snapshot.py), or when
 they are the `recvae_model` value of a run that registered a model (what `model_registry_entry`
 loads when it is materialized alone). Everything else is what one past run handed to the next step
 of that run: an hour's full star snapshot, matrix and split, never read again.

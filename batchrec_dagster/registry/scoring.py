@@ -1,6 +1,6 @@
 """Comparable scores: every candidate model scored on the same evaluation window.
 
-The window (window_stars.py) holds users x repositories in the window's own vocabulary. For each
+The window (sources/evaluation_window.py) holds users x repositories in the window's own vocabulary. For each
 model, the users' earlier stars are fed in through the model's vocabulary (repositories it does
 not know are dropped from the input) and the window's new stars are the held-out items; held-out
 repositories the model does not know stay in the count (`n_relevant`), so they are misses. Every

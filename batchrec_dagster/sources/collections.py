@@ -1,6 +1,6 @@
 """The source collections (`repositories`, `stars`, `users`): their names, their indexes and the
 small queries that the sensors, the CLI and the server make. The bulk read of a partition is
-sources.py; both read these collections only through this module's names.
+partition_reads.py; both read these collections only through this module's names.
 """
 
 from __future__ import annotations

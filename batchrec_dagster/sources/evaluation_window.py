@@ -5,7 +5,7 @@ Only the window's stars and its users' histories are read (a range query on the 
 `starred_at`, then `user_id $in` batches on the unique (user_id, repo_id) index), not the whole
 collection, so the cost follows the hour's activity rather than the data's size; and histories
 are read for a random subset of the window's users only until `max_users` qualify. The collections
-are read through stars.py's names. Malformed stars are skipped and counted, as sources.py does.
+are read through collections.py's names. Malformed stars are skipped and counted, as partition_reads.py does.
 """
 
 from __future__ import annotations

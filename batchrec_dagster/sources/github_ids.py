@@ -40,7 +40,7 @@ def is_full_name(value: Any) -> bool:
 
 def string_array(values: list[str]) -> np.ndarray:
     """Strings as an object array: each name costs its own length. (`np.asarray(values, dtype=str)`
-    stores all of them at the width of the longest, 4 bytes per character.) codec.py stores these
+    stores all of them at the width of the longest, 4 bytes per character.) storage/codec.py stores these
     as UTF-8 bytes plus offsets, never pickled."""
     array = np.empty(len(values), dtype=object)
     array[:] = values

@@ -1,7 +1,7 @@
 """What the MongoDB code does differently only because the embedded server (nx-27017) differs
-from MongoDB. Domain modules (registry.py, stars.py, sources.py) call these helpers and otherwise
-read as plain MongoDB. Each helper is correct on a real MongoDB too; the tests run against both
-when BATCHREC_TEST_MONGODB_URI names a real server.
+from MongoDB. Domain modules (registry/models.py, collections.py, partition_reads.py) call these
+helpers and otherwise read as plain MongoDB. Each helper is correct on a real MongoDB too; the
+tests run against both when BATCHREC_TEST_MONGODB_URI names a real server.
 
 Quirks of nx-27017 0.8.1 (each one reproduced when it was found):
 1. `$max` over dates returns a string       -> newest_date() sorts and takes the first.

@@ -1,4 +1,4 @@
-"""The typed storage format of the asset values in types.py: one .npz file, never a pickle.
+"""The typed storage format of the asset values in values.py: one .npz file, never a pickle.
 
 Arrays are stored as npy members (read back with allow_pickle=False, so object arrays are refused
 on both sides), a CSR matrix as its three arrays plus its shape, and everything else (scalars,
@@ -80,7 +80,7 @@ def _decode_strings(utf8: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def encode(value: Any) -> bytes:
-    """The .npz bytes of one of the dataclasses in types.py."""
+    """The .npz bytes of one of the dataclasses in values.py."""
     type_name = type(value).__name__
     if TYPES.get(type_name) is not type(value):
         raise CodecError(f"cannot store a {type_name}; storable types: {', '.join(TYPES)}")

@@ -1,5 +1,5 @@
 """The values the assets hand each other. Each is stored in a typed format (npz arrays + JSON),
-never pickled; see io_managers.py for the encoding."""
+never pickled; see defs/io_managers.py for the encoding."""
 
 from __future__ import annotations
 
@@ -104,5 +104,5 @@ class TrainedModel:
     training_start: dict[str, Any] = field(default_factory=dict)
     validation_score: float | None = None  # NDCG@100 of the best epoch on the validation users
     validation_metrics: dict[str, float] = field(default_factory=dict)
-    # the approximate top-k index next to the artifact (assets/ann_index.py); None: served exactly
+    # the approximate top-k index next to the artifact (defs/assets/ann_index.py); None: served exactly
     ann_index: dict[str, Any] | None = None

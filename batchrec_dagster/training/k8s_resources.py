@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY
 # the concurrency pool of the training step (recvae_model): a run that needs it trains, whichever
-# job it runs (run_queue.py gives such runs the training run tags)
+# job it runs (defs/instance/run_queue.py gives such runs the training run tags)
 TRAINING_POOL = "training"
 GPU_RESOURCE = "nvidia.com/gpu"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"

@@ -13,8 +13,8 @@ future) and at most `max_age` before it. A candidate is compatible when
 The newest few candidates are tried in order; the first compatible one is used. A full retrain
 happens at the daily full-run hour (BATCHREC_FULL_RUN_HOUR), when the run config asks for one,
 and when no candidate is compatible. Without MongoDB the registry query fails the step before any
-training (tests/faults). `Start.record()` says which, why, and from which model; it goes into the
-asset metadata, the registry entry and the artifact.
+training (tests/sources/test_mongo_down.py). `Start.record()` says which, why, and from which
+model; it goes into the asset metadata, the registry entry and the artifact.
 """
 
 from __future__ import annotations

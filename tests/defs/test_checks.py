@@ -110,7 +110,7 @@ def trained_model(store: LocalBlobStore, *, score: float = 0.30, popularity: flo
         sha256=("f" * 64) if tamper else blob.sha256, score=score,
         metrics={"ndcg@100": score, "users": 50}, popularity_metrics={"ndcg@100": popularity, "users": 50},
         config=config.to_dict(), history=[], data_sizes={}, training_seconds=1.0, epochs=1,
-        # the record recvae_model writes with an approximate top-k index (assets/ann_index.py)
+        # the record recvae_model writes with an approximate top-k index (defs/assets/ann_index.py)
         ann_index=None if index_recall is None else {"kind": "hnsw", "recall": index_recall,
                                                      "recall_k": 20, "recall_users": 50})
 

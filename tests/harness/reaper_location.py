@@ -1,4 +1,4 @@
-"""The project's code location plus stale_run_reaper, until definitions.py lists the reaper itself."""
+"""The project's code location plus stale_run_reaper, until defs/definitions.py lists the reaper itself."""
 
 import dagster as dg
 

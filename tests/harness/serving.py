@@ -62,7 +62,7 @@ def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = Non
 
 
 def by_own_score(db: Any, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
-    """Fresh models by their own registry score (`registry.select_candidates`): a simple, explicit
+    """Fresh models by their own registry score (`registry.models.select_candidates`): a simple, explicit
     order for the tests of the walk itself (fallback, backoff, swaps), which would otherwise have
     to stage evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
     return select_candidates(db, now=now, max_age=max_age)

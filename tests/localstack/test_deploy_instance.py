@@ -52,7 +52,8 @@ def test_prod_instance_runs_on_postgres(pg_root: Path, tmp_path: Path,
             assert instance.run_storage._engine.dialect.driver == "psycopg2"  # noqa: SLF001
             assert instance.get_runs() == []
             coordinator = instance.run_coordinator
-            # the project's run queue: pool limits and training tags at submission (run_queue.py)
+            # the project's run queue (defs/instance/run_queue.py): pool limits and training tags
+            # at submission
             assert isinstance(coordinator, PoolLimitQueuedRunCoordinator)
             assert coordinator.get_run_queue_config().max_user_code_failure_retries == 5
             pools = instance.get_concurrency_config().pool_config

@@ -74,7 +74,7 @@ def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_env, mongo
         s1, s2 = scores[str(m1["_id"])], scores[str(m2["_id"])]
         assert s1["users"] == s2["users"] == meta["users"] and s1["targets"] == s2["targets"]
         assert s2["score"] > s1["score"]
-        # the metadata rounds for Dagit (assets/metadata.py); the evaluations keep full precision
+        # the metadata rounds for Dagit (defs/assets/metadata.py); the evaluations keep full precision
         assert (meta["score_age_00h"], meta["score_age_01h"]) == (rounded(s2["score"]), rounded(s1["score"]))
         assert meta["champion"] == str(m2["_id"]) and meta["promoted"]
         record = champions.current_champion(mongo_db)

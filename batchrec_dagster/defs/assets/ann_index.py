@@ -4,7 +4,7 @@ Built from the trained decoder (recvae/ann.py), its recall@k against exact scori
 the held-out test users (the server's exclusion of their own items included), and written
 write-once next to the artifact as `<artifact>.faiss` with its size and sha256, as the artifact
 is. The record goes into `TrainedModel.ann_index` and from there into the registry entry, where
-the server finds, verifies (or rebuilds) it (serving/ann_index.py). A catalog below the
+the server finds, verifies (or rebuilds) it (serving/model/ann_index.py). A catalog below the
 switch-over (BATCHREC_ANN_MIN_ITEMS) is served exactly and gets no index.
 """
 

@@ -143,7 +143,7 @@ class TrainingConfig(dg.Config):
     warm_max_age_hours: float = Field(
         default=24.0, gt=0,
         description="Start only from models whose data ends at most this long before the hour's end.")
-    # -- the approximate top-k index (assets/ann_index.py, docs/serving.md)
+    # -- the approximate top-k index (defs/assets/ann_index.py, docs/serving.md)
     ann_min_items: int = Field(default=get_settings().ann_min_items, ge=1,
                                description="Build a top-k index for catalogs of at least this many "
                                            "repositories (smaller ones are served exactly).")

@@ -1,5 +1,5 @@
 """model_evaluation: every fresh candidate (and the champion) scored on the same held-out window,
-then the promotion decision (champions.py) on those comparable scores.
+then the promotion decision (registry/champions.py) on those comparable scores.
 
 Partition H is the window: the stars given during hour H, by users with enough stars before it.
 It scores the models whose data ends at or before H's start (the models of hours H-1, H-2, ...;

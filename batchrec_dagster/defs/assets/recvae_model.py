@@ -111,7 +111,7 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
 
 
 @hourly_asset(
-    kinds={"pytorch"},  # plus the artifact store's kind, by deployment (definitions.py)
+    kinds={"pytorch"},  # plus the artifact store's kind, by deployment (defs/definitions.py)
     pool=TRAINING_POOL,
     description="RecVAE trained on vae_input: a few epochs continuing the newest compatible registered "
                 "model (warm), or from scratch (full: daily, on request, or without a compatible model); "

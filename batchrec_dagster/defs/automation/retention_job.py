@@ -1,4 +1,4 @@
-"""The Dagster wiring of retention (retention.py): a job, run daily by a schedule.
+"""The Dagster wiring of retention (registry/retention.py): a job, run daily by a schedule.
 
 The op has no value to store: its output is `Nothing` and carries the report as metadata. (An
 `int` output went to the deployment's typed `io_manager`, which stores the four asset types only,

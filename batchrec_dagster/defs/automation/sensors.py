@@ -1,9 +1,9 @@
-"""The sensors' Dagster wiring: the rules they apply live in new_stars.py and run_failures.py.
+"""The sensors' Dagster wiring: the rules they apply live in star_arrivals.py and run_failures.py.
 
 new_stars_sensor (off by default): requests the latest closed KST hour once enough new stars have
-arrived (new_stars.py). run_failure_recorder (on): records every failed run in MongoDB
+arrived (star_arrivals.py). run_failure_recorder (on): records every failed run in MongoDB
 `run_failures` and in its tick log (run_failures.py). stale_run_reaper (on): fails runs whose
-process died, which frees the training pool (run_reaper.py).
+process died, which frees the training pool (defs/instance/run_reaper.py).
 """
 
 from __future__ import annotations

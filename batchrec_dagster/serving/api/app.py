@@ -1,8 +1,8 @@
 """The recommendation API (FastAPI): the routes, and the ASGI entry that puts the fast path ahead
 of FastAPI's stack.
 
-Each worker process holds its own model and poller (`model_manager.py`); `batchrec serve
---workers N` runs N of these apps on one port (`workers.py`).
+Each worker process holds its own model and poller (`serving/model/manager.py`); `batchrec serve
+--workers N` runs N of these apps on one port (`serving/process/supervisor.py`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def create_app(manager: ModelManager, db: Database | None = None, *, inference: 
     With `manage_lifecycle`, the app's lifespan starts and stops the manager's poller. With
     `fast_path`, `POST /recommendations` is answered by `RecommendationFastPath`. `metrics`
     (default: a registry of this app's own), `access` (API keys) and `cors_origins` configure the
-    edge; `app.state.shutdown` is the drain flag that `shutdown.DrainingServer` sets.
+    edge; `app.state.shutdown` is the drain flag that `serving.http.shutdown.DrainingServer` sets.
     """
     metrics = metrics if metrics is not None else ServingMetrics()
     worker = worker or WorkerInfo()

@@ -1,7 +1,7 @@
 """The page at `GET /` and the two JSON routes it reads: a side-by-side of the served model (the
 champion, or the operators' pin) and the best challenger for one input, and the score history.
 
-Champion and challenger come from the serving order (`champions.serving_order`): the served model,
+Champion and challenger come from the serving order (`registry.champions.serving_order`): the served model,
 and the next one in that order that loads, which the manager keeps loaded for this
 (`BATCHREC_SERVE_CHALLENGER`). The history is the served model's comparable score on each
 evaluation window (`evaluations`), the champion's changes (`champions`) and the newest

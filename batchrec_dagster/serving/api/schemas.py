@@ -14,7 +14,7 @@ MAX_K = 1000
 DEFAULT_K = 20
 MAX_INPUT_IDS = 10_000
 MAX_BODY_BYTES = 1 << 20           # 10,000 ids of 20 digits fit with room to spare
-MAX_REPO_ID = MAX_ID               # ids are int64 in the model and in MongoDB (github.py)
+MAX_REPO_ID = MAX_ID               # ids are int64 in the model and in MongoDB (sources/github_ids.py)
 MAX_LOGIN_LENGTH = 100
 
 RepoId = GitHubId  # the pipeline's rule (github.is_github_id): the API serves what it trains on

@@ -4,7 +4,7 @@ A model with fewer repositories than the switch-over (`AnnOptions.min_items`,
 BATCHREC_ANN_MIN_ITEMS) is scored exactly (`scoring.BatchScorer`): a full decoder pass is cheap
 there. A larger one is answered from a maximum-inner-product index over its decoder rows
 (recvae/ann.py). The index named by the registry entry (`ann_index`: file_name, size_bytes,
-sha256, artifact_sha256) is read with `storage.read_verified` like the artifact, parsed by faiss
+sha256, artifact_sha256) is read with `storage.blobs.read_verified` like the artifact, parsed by faiss
 (never pickle) and checked against the model: the artifact it was built for, the number of
 vectors and their dimension, and a sample of the stored vectors against the decoder rows. A
 missing, truncated or mismatched index is rebuilt here from the model's own decoder, so the
@@ -124,7 +124,7 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     problem = mismatched_vectors(index, vectors)
     if problem:
         return None, _reject(f"{file_name}: {problem}")
-    # at least the beam the recall was measured with at registration (assets/ann_index.py)
+    # at least the beam the recall was measured with at registration (defs/assets/ann_index.py)
     recorded = record.get("ef_search")
     beam = max(options.params.ef_search, recorded if isinstance(recorded, int) else 0)
     ann.set_search_params(index, replace(options.params, ef_search=beam))

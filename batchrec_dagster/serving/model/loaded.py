@@ -1,7 +1,7 @@
 """A model ready to answer, and how one is built from a registry entry: download, verify, parse,
 warm up, and encode the response fragments once.
 
-`load_model` reads the artifact through `storage.read_verified` (size and sha256 against the
+`load_model` reads the artifact through `storage.blobs.read_verified` (size and sha256 against the
 registry entry), parses it with `recvae.load_artifact` (safetensors + JSON, never pickle), checks
 that the artifact's own run id and partition key are the entry's (`check_identity`) and rejects a
 model that gives NaN scores on warm-up input. Its errors say whether a retry can help:

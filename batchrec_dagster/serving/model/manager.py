@@ -4,11 +4,11 @@ The manager holds one reference to an immutable `LoadedModel`. A request reads t
 and keeps using the object it got, so a swap (one attribute assignment, atomic in CPython) never
 changes the model under a request in flight; the old model is freed when its last request ends.
 
-A poll asks for ALL the fresh models in serving order (`champions.serving_order`: the operators'
+A poll asks for ALL the fresh models in serving order (`registry.champions.serving_order`: the operators'
 pin, else the champion decided on comparable scores, then the other fresh, unbanned models by
 comparable score; `rank` replaces it in tests) and walks them from the first down to (never
 below) the model already serving; the first one that
-loads (`loaded_model.load_model`: download, size and sha256, parse, warm-up) is swapped in. A
+loads (`loaded.load_model`: download, size and sha256, parse, warm-up) is swapped in. A
 candidate that fails is remembered: a bad artifact (`ArtifactRejected`) is not tried again while
 it stays a candidate, a failed download is retried with exponential backoff. So a cold server
 behind any number of bad entries becomes ready at its first poll, and later polls skip the known

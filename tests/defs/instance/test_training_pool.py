@@ -4,8 +4,9 @@ dagster-webserver + dagster-daemon on a fresh DAGSTER_HOME with the shipped dags
 limit 1, run granularity). Two launchRun calls and a two-hour asset backfill
 (launchPartitionBackfill, all five assets) are submitted before the run queue has seen the
 `training` pool. Dagster 1.13.27's queue alone launches all the runs of that first pass at once
-(it writes the pool's default limit during the pass and ignores it there); run_queue.py writes it
-at submission. The event log of every run must show recvae_model steps that never overlap.
+(it writes the pool's default limit during the pass and ignores it there);
+defs/instance/run_queue.py writes it at submission. The event log of every run must show
+recvae_model steps that never overlap.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP protocol the API runs on (serving/http_protocol.py): a response's head and body leave
+"""The HTTP protocol the API runs on (serving/http/protocol.py): a response's head and body leave
 in one write, and nothing HTTP needs is held back: a streamed head, `100 Continue`, HEAD answers,
 a close right after the head."""
 
