@@ -77,6 +77,13 @@ def cmd_registry_action(args: argparse.Namespace) -> int:
     return cmd_registry_list(args)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:  # MongoDB reads a limit of 0 as "no limit"
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def cmd_registry_list(args: argparse.Namespace) -> int:
     from batchrec_dagster.cli.report import print_entry, print_registry, print_selection
     from batchrec_dagster.registry.champions import champion_for_serving, champion_history, current_champion
@@ -113,7 +120,8 @@ def add_registry_command(sub: Any) -> None:
     p = sub.add_parser("registry", help="models, comparable scores, the champion, pins and bans; pin/ban",
                        description="Without ACTION: list the registry. ACTIONs change the selection and "
                                    "are recorded with their time and reason.")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_at_least_one, default=20,
+                   help="how many of the newest entries to list (default: 20)")
     p.add_argument("--max-age-hours", type=float, help="default: BATCHREC_MODEL_MAX_AGE_HOURS (24)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also the champion history and the served entry in full")

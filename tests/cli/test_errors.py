@@ -84,6 +84,7 @@ USAGE_MISTAKES = [
     (["materialize", "--bogus"], "batchrec materialize: unrecognized arguments: --bogus"),
     (["recommend", "-k"], "batchrec recommend: argument -k: expected one argument"),
     (["nosuch"], "batchrec: argument COMMAND: invalid choice: 'nosuch'"),
+    (["registry", "--limit", "0"], "batchrec registry: argument --limit: must be at least 1, not 0"),
 ]
 
 

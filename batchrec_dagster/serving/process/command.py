@@ -65,7 +65,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="once ready, print the recommendations for this user, then keep serving")
     parser.add_argument("--new-api-key", metavar="NAME",
                         help="print a new random API key and its BATCHREC_API_KEYS entry, then exit")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="uvicorn's and the server's log level (default: info)")
     parser.set_defaults(func=run_serve, handler=run_serve)
     return parser
 
