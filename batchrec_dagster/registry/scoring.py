@@ -1,6 +1,6 @@
 """Comparable scores: every candidate model scored on the same evaluation window.
 
-The window (window_stars.py) holds users x repositories in the window's own vocabulary. For each
+The window (sources/evaluation_window.py) holds users x repositories in the window's own vocabulary. For each
 model, the users' earlier stars are fed in through the model's vocabulary (repositories it does
 not know are dropped from the input) and the window's new stars are the held-out items; held-out
 repositories the model does not know stay in the count (`n_relevant`), so they are misses. Every
@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from batchrec_dagster.registry.defaults import SCORE_METRIC
 from batchrec_dagster.sources.evaluation_window import EvaluationWindow
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
 from recvae import ArtifactError, Popularity, Recommender, evaluate, load_artifact
-
-SCORE_METRIC = "ndcg@100"
 
 
 def _remap(matrix: sp.csr_matrix, columns: np.ndarray, n_items: int) -> sp.csr_matrix:

@@ -16,7 +16,7 @@ from batchrec_dagster.storage.values import TrainedModel
 
 
 def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> dict[str, Any]:
-    """The document registry.register_model stores (created_at is set there, in UTC)."""
+    """The document registry.models.register_model stores (created_at is set there, in UTC)."""
     data_start, data_end = partition_window(partition_key)
     return {
         "run_id": run_id,

@@ -1,4 +1,5 @@
-"""The registry side of the pipeline: the Mongo IO manager, artifact names, the selection rule's edges."""
+"""The registry side of the pipeline: the Mongo IO manager, artifact names, the freshness edges of
+the served model."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,9 @@ from batchrec_dagster.defs.assets.recvae_model import artifact_name, put_artifac
 from batchrec_dagster.defs.io_managers import MongoRegistryIOManager
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import MongoResource
-from batchrec_dagster.registry.models import MODELS, ensure_indexes, register_model, select_best
+from batchrec_dagster.registry.champions import champion_for_serving
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
+from batchrec_dagster.registry.models import MODELS, ensure_indexes, register_model
 from batchrec_dagster.storage.blobs import BlobExistsError
 
 KEY = "2026-03-01-20:00"
@@ -55,18 +58,23 @@ def test_registry_output_metadata_names_the_document(io_manager, mongo_db):
     assert metadata["selected_for_serving"].value is False  # its data (March 2026) is older than 24 h now
 
 
-def test_selection_rule_edges(mongo_db):
+def test_freshness_edges_of_the_served_model(mongo_db):
+    """champion_for_serving before any evaluation: the newest fresh model serves, whatever its own score."""
     ensure_indexes(mongo_db)
-    now = END + timedelta(hours=24)
+    now = END + MAX_MODEL_AGE
+
+    def served(at: datetime) -> str | None:
+        entry = champion_for_serving(mongo_db, at, MAX_MODEL_AGE)
+        return entry["run_id"] if entry else None
+
     register_model(mongo_db, entry("boundary", 0.2, created_at=now - timedelta(hours=2)))
     register_model(mongo_db, entry("other-kind", 0.9, model_kind="ease", created_at=now - timedelta(hours=1)))
-    # data_end exactly max_age old is still a candidate; another model kind never is
-    assert select_best(mongo_db, now=now)["run_id"] == "boundary"
-    assert select_best(mongo_db, now=now + timedelta(seconds=1)) is None
-    assert select_best(mongo_db, now=now, model_kind="ease")["run_id"] == "other-kind"
-    # a higher score on newer data wins over an older, lower one
-    register_model(mongo_db, {**entry("newer", 0.25, created_at=now), "data_end": END + timedelta(hours=1)})
-    assert select_best(mongo_db, now=now)["run_id"] == "newer"
+    # data_end exactly max_age old still serves, a second later nothing does; another model kind never
+    assert served(now) == "boundary"
+    assert served(now + timedelta(seconds=1)) is None
+    # a model on newer data takes over, though its own score is lower (own scores do not compare)
+    register_model(mongo_db, {**entry("newer", 0.1, created_at=now), "data_end": END + timedelta(hours=1)})
+    assert served(now) == "newer"
 
 
 def test_artifact_names_carry_kind_and_score_and_never_overwrite(local_store):
