@@ -26,7 +26,6 @@ from pydantic import PrivateAttr
 
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import MongoResource
-from batchrec_dagster.registry import champions
 from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.storage import codec
 from batchrec_dagster.storage.blobs import BlobStore, GCSBlobStore, LocalBlobStore
@@ -212,7 +211,8 @@ class GCSTypedIOManager(_TypedIOManager):
 
 
 class MongoRegistryIOManager(dg.ConfigurableIOManager):
-    """Stores `model_registry_entry` as a document in the `models` collection (registry.py)."""
+    """Stores `model_registry_entry` as a document in the `models` collection (registry/models.py)
+    and loads it; the champion decision that follows is the asset's."""
 
     mongo: MongoResource
 
@@ -221,19 +221,11 @@ class MongoRegistryIOManager(dg.ConfigurableIOManager):
         ensure_indexes(db)
         stored = register_model(db, obj)
         filter_ = {"run_id": stored["run_id"], "data_end": stored["data_end"].isoformat()}
-        # a first model (or one replacing a champion that can no longer serve) serves at once; an
-        # existing valid champion is only replaced on comparable scores (model_evaluation)
-        champions.ensure_indexes(db)
-        decision = champions.decide_and_record(db)
         context.add_output_metadata({
             "registry_id": str(stored["_id"]),
             "registry_collection": f"{db.name}.{MODELS}",
             "registry_filter": dg.MetadataValue.json(filter_),
             "registry_created_at": dg.MetadataValue.timestamp(stored["created_at"]),
-            # the champion decision right after registering: is this the model to serve now?
-            "selected_for_serving": decision.serve_id == str(stored["_id"]),
-            "champion": decision.champion_id or "none",
-            "champion_reason": decision.reason,
         })
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any] | None:

@@ -123,6 +123,11 @@ def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, An
     return list(db[MODELS].find({PARTITION_FIELD: data_end}).sort([("created_at", pymongo.ASCENDING)]))
 
 
+def entry_for_run(db: Database, run_id: str, data_end: datetime) -> dict[str, Any] | None:
+    """The entry one run registered for the partition whose data window ends at `data_end`."""
+    return db[MODELS].find_one({"run_id": run_id, PARTITION_FIELD: data_end})
+
+
 def latest_entry(db: Database, *, model_kind: str = MODEL_KIND) -> dict[str, Any] | None:
     """The most recently registered model, fresh or not (for the freshness check and the CLI)."""
     cursor = (db[MODELS].find({"model_kind": model_kind})

@@ -68,7 +68,10 @@ def rounded(value: Any) -> Any:
 
 
 def rounded_result(result: Any) -> Any:
-    """A MaterializeResult with its metadata rounded (`rounded`); anything else as it is."""
+    """A MaterializeResult or an Output with its metadata rounded (`rounded`); anything else as it is."""
+    if isinstance(result, dg.Output) and result.metadata:
+        return dg.Output(result.value, result.output_name, metadata=rounded(result.metadata),
+                         data_version=result.data_version, tags=result.tags)
     if not isinstance(result, dg.MaterializeResult) or not result.metadata:
         return result
     return dg.MaterializeResult(asset_key=result.asset_key, metadata=rounded(result.metadata),
