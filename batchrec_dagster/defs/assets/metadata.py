@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import dagster as dg
 
@@ -65,6 +67,13 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
+
+
+def location_metadata(uri: str) -> dg.MetadataValue:
+    """Where a stored object is, for Dagit: a link for gs://, a local path for file://."""
+    if uri.startswith("gs://"):
+        return dg.MetadataValue.url(uri)
+    return dg.MetadataValue.path(url2pathname(urlparse(uri).path) if uri.startswith("file://") else uri)
 
 
 def rounded_result(result: Any) -> Any:

@@ -9,7 +9,7 @@ from pymongo.database import Database
 
 from batchrec_dagster.defs.assets.ann_index import index_metadata
 from batchrec_dagster.defs.assets.common import hourly_asset
-from batchrec_dagster.defs.assets.metadata import window_metadata
+from batchrec_dagster.defs.assets.metadata import location_metadata, window_metadata
 from batchrec_dagster.defs.automation.freshness import model_freshness_policy
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
@@ -90,8 +90,7 @@ def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: Traine
         "score": entry["score"],
         "model_kind": entry["model_kind"],
         "file_name": entry["file_name"],
-        "artifact": (dg.MetadataValue.url(entry["uri"]) if entry["uri"].startswith("gs://")
-                     else dg.MetadataValue.path(entry["uri"].removeprefix("file://"))),
+        "artifact": location_metadata(entry["uri"]),
         "run_id": entry["run_id"],
         "training_mode": entry["training_mode"],
         **index_metadata(entry["ann_index"]),

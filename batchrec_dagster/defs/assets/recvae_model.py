@@ -12,7 +12,12 @@ import scipy.sparse as sp
 from batchrec_dagster.defs.assets.ann_index import build_and_store, index_metadata
 from batchrec_dagster.defs.assets.common import code_version, hourly_asset
 from batchrec_dagster.defs.assets.config import TrainingConfig
-from batchrec_dagster.defs.assets.metadata import learning_curve_metadata, md_table, window_metadata
+from batchrec_dagster.defs.assets.metadata import (
+    learning_curve_metadata,
+    location_metadata,
+    md_table,
+    window_metadata,
+)
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.registry.defaults import MODEL_KIND, SCORE_METRIC
@@ -230,8 +235,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         **{f"warm_{k}": v for k, v in warm_report.items()},
         **learning_curve_metadata(result.history),
         "top_repositories_preview": preview_table(recommender, data, config.preview_k),
-        "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")
-                     else dg.MetadataValue.path(stored.uri.removeprefix("file://"))),
+        "artifact": location_metadata(stored.uri),
         "artifact_file_name": stored.name,
         "artifact_sha256": stored.sha256,
         "artifact_bytes": stored.size_bytes,
