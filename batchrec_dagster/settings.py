@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS, TIE_TOLERANCE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PARTITION_TIMEZONE = "Asia/Seoul"
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -107,13 +109,15 @@ class Settings(BaseSettings):
                     "instead of a local cluster.")
     score_tie_tolerance: float = _env(
         "BATCHREC_SCORE_TIE_TOLERANCE",
-        "comparable scores this close to the best are a tie, which the newest model wins.", 1e-4, ge=0, lt=1)
+        "comparable scores this close to the best are a tie, which the newest model wins.",
+        TIE_TOLERANCE, ge=0, lt=1)
     training_device: str | None = _env(
         "BATCHREC_TRAINING_DEVICE",
         "`cpu`, `cuda` or `cuda:N` for recvae_model (default: CUDA when present); "
         "`cuda` also makes training runs ask Kubernetes for a GPU node.")
     model_max_age_hours: float = _env("BATCHREC_MODEL_MAX_AGE_HOURS",
-                                      "models trained on data older than this are never served.", 24.0, gt=0)
+                                      "models trained on data older than this are never served.",
+                                      MAX_MODEL_AGE_HOURS, gt=0)
 
     # -- serving (docs/serving.md)
     api_keys: str | None = Field(

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -142,6 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from batchrec_dagster.cli.recommend import recommend
+    from batchrec_dagster.cli.registry import max_age_of
     from batchrec_dagster.cli.report import print_recommendations
 
     repos = [t.strip() for t in (args.repos or "").split(",") if t.strip()]
@@ -150,7 +151,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise CliError(f"-k must be at least 1, not {args.k}")
     result = recommend(_database(), _artifact_store(), login=args.user, repos=repos, k=args.k,
-                       max_age=timedelta(hours=args.max_age_hours or get_settings().model_max_age_hours))
+                       max_age=max_age_of(args))
     print_recommendations(result, f"user {args.user}" if args.user else f"repositories {args.repos}")
     return 0
 
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", help="the window's partition key (default: the latest complete hour)")
     p.set_defaults(func=cmd_evaluate)
 
-    from batchrec_dagster.cli.registry import add_registry_command
+    from batchrec_dagster.cli.registry import add_max_age_argument, add_registry_command
 
     add_registry_command(sub)
 
@@ -289,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="GitHub login (users collection)")
     p.add_argument("--repos", help="comma-separated repository ids or owner/name")
     p.add_argument("-k", type=int, default=10, help="how many repositories to recommend (default 10)")
-    p.add_argument("--max-age-hours", type=float, help="default: BATCHREC_MODEL_MAX_AGE_HOURS (24)")
+    add_max_age_argument(p)
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("dev", help="start `dagster dev` (Dagit + daemon) with the embedded services")

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo.database import Database
 
 from batchrec_dagster.registry.champions import serving_order
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
 from batchrec_dagster.sources.collections import repo_id_by_name, starred_repo_ids
 from batchrec_dagster.storage.blobs import BlobStore, read_verified
 from recvae import Artifact, load_artifact
@@ -75,7 +76,7 @@ def input_repo_ids(db: Database, *, login: str | None, repos: list[str]) -> tupl
 
 
 def recommend(db: Database, store: BlobStore, *, login: str | None = None, repos: list[str] | None = None,
-              k: int = 10, max_age: timedelta = timedelta(hours=24)) -> Recommendations:
+              k: int = 10, max_age: timedelta = MAX_MODEL_AGE) -> Recommendations:
     """Top-k from the served model for a user (by login) or a set of repositories."""
     entry, artifact, passed_over = load_served_model(db, store, max_age=max_age)
     starred, unknown = input_repo_ids(db, login=login, repos=repos or [])

@@ -13,6 +13,7 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
 from batchrec_dagster.settings import get_settings
 
 EVALUATION_ASSET = "model_evaluation"
@@ -24,7 +25,14 @@ def _database() -> Any:
     return open_database(get_settings())
 
 
-def _max_age(args: argparse.Namespace) -> timedelta:
+def add_max_age_argument(parser: argparse.ArgumentParser) -> None:
+    """`--max-age-hours`, for every command that picks the served model."""
+    parser.add_argument("--max-age-hours", type=float,
+                        help=f"default: BATCHREC_MODEL_MAX_AGE_HOURS ({MAX_MODEL_AGE_HOURS:g})")
+
+
+def max_age_of(args: argparse.Namespace) -> timedelta:
+    """`--max-age-hours`, else the setting."""
     return timedelta(hours=args.max_age_hours or get_settings().model_max_age_hours)
 
 
@@ -57,7 +65,7 @@ def cmd_registry_action(args: argparse.Namespace) -> int:
     from batchrec_dagster.registry import operator_actions as operators
 
     db = _database()
-    max_age = _max_age(args)
+    max_age = max_age_of(args)
     if args.registry_action == "pin":
         outcome = operators.pin(db, args.model_id, args.reason, max_age=max_age)
     elif args.registry_action == "unpin":
@@ -92,12 +100,12 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     from batchrec_dagster.registry.models import MODELS, recent_entries
 
     db = _database()
-    max_age_hours = _max_age(args).total_seconds() / 3600
+    max_age_hours = max_age_of(args).total_seconds() / 3600
     entries = recent_entries(db, args.limit)
     if not entries:
         print(f"the registry {db.name}.{MODELS} is empty")
         return 0
-    served = champion_for_serving(db, datetime.now(UTC), _max_age(args))
+    served = champion_for_serving(db, datetime.now(UTC), max_age_of(args))
     controls = current_controls(db)
     comparable = latest_for_models(db, [str(e["_id"]) for e in entries])
     print_registry(entries, served, current_champion(db), controls, comparable, max_age_hours)
@@ -122,7 +130,7 @@ def add_registry_command(sub: Any) -> None:
                                    "are recorded with their time and reason.")
     p.add_argument("--limit", type=_at_least_one, default=20,
                    help="how many of the newest entries to list (default: 20)")
-    p.add_argument("--max-age-hours", type=float, help="default: BATCHREC_MODEL_MAX_AGE_HOURS (24)")
+    add_max_age_argument(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also the champion history and the served entry in full")
     p.set_defaults(func=cmd_registry, registry_action=None)

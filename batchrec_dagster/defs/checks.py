@@ -23,12 +23,10 @@ from pydantic import Field
 
 from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.resources import ArtifactStoreResource
+from batchrec_dagster.registry.defaults import SCORE_METRIC
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage.blobs import BlobNotFoundError, mismatches
 from batchrec_dagster.storage.values import TrainedModel, UserItemMatrix, VaeInput
-
-SCORE_METRIC = "ndcg@100"
-
 
 # --------------------------------------------------------------------------- rules
 

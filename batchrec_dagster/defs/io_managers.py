@@ -2,7 +2,8 @@
 
 The first four assets are stored with storage/codec.py (npz + JSON, no pickle) at
 `<prefix>/<asset key>/<partition key>/<run id>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager`
-are twins that differ only in where the bytes go, so a local run and a prod run store the same files.
+differ only in their BlobStore (storage/blobs.py: where the bytes go, written atomically), so a local
+run and a prod run store the same files.
 
 Paths are per run, so that two runs of one hour at the same time never read each other's values
 (issue 13: one run registered the other's model). A step loads the value its own run stored (or,
@@ -15,21 +16,18 @@ read: re-materialize such a partition to load it alone.)
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_gcp import GCSResource
-from google.api_core import exceptions as gcs_exceptions
 from pydantic import PrivateAttr
 
+from batchrec_dagster.defs.assets.metadata import location_metadata
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import MongoResource
-from batchrec_dagster.registry import champions
 from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.storage import codec
-from batchrec_dagster.storage.blobs import BlobStore, GCSBlobStore, LocalBlobStore
+from batchrec_dagster.storage.blobs import BlobNotFoundError, BlobStore, GCSBlobStore, LocalBlobStore
 
 
 class StoredValueNotFoundError(FileNotFoundError):
@@ -96,19 +94,11 @@ def _partition_keys(context: dg.InputContext) -> list[str]:
 
 
 class _TypedIOManager(dg.ConfigurableIOManager):
-    """Shared logic; subclasses implement _write, _read and _uri for one backend."""
-
-    def _write(self, path: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    def _read(self, path: str) -> bytes:
-        raise NotImplementedError
-
-    def _uri(self, path: str) -> str:
-        raise NotImplementedError
+    """Shared logic; a subclass names its backend's BlobStore (storage/blobs.py), which writes
+    (atomically, in a local folder), reads and names the objects."""
 
     def blob_store(self) -> BlobStore:
-        """The stored values as a BlobStore (names are the relative paths): for retention."""
+        """The stored values as a BlobStore (names are the relative paths); retention reads it too."""
         raise NotImplementedError
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -116,13 +106,9 @@ class _TypedIOManager(dg.ConfigurableIOManager):
             return
         key = context.asset_partition_key if context.has_asset_partitions else None
         path = _relative_path(context.asset_key, key, context.run_id)
-        data = codec.encode(obj)
-        self._write(path, data)
-        uri = self._uri(path)
-        context.add_output_metadata({
-            "stored_at": dg.MetadataValue.url(uri) if uri.startswith("gs://") else dg.MetadataValue.path(uri),
-            "stored_bytes": len(data),
-        })
+        stored = self.blob_store().put(path, codec.encode(obj))
+        context.add_output_metadata({"stored_at": location_metadata(stored.uri),
+                                     "stored_bytes": stored.size_bytes})
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not context.has_asset_partitions:
@@ -138,11 +124,18 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         make asset backfills launch one run per asset and hour; docs/pipeline.md).
         StoredValueNotFoundError when it was never stored, codec.CodecError when it is unreadable."""
         run_id = _newest_materialization_run(instance, asset_key, partition_key)
-        return codec.decode(self._read(_relative_path(asset_key, partition_key, run_id)))
+        return self._read(_relative_path(asset_key, partition_key, run_id))
 
     def _load(self, context: dg.InputContext, partition_key: str | None) -> Any:
         run_id = _producing_run(context, partition_key)
-        return codec.decode(self._read(_relative_path(context.asset_key, partition_key, run_id)))
+        return self._read(_relative_path(context.asset_key, partition_key, run_id))
+
+    def _read(self, path: str) -> Any:
+        try:
+            data = self.blob_store().read(path)
+        except BlobNotFoundError as exc:
+            raise StoredValueNotFoundError(f"{exc}: materialize that partition first") from exc
+        return codec.decode(data)
 
 
 class LocalTypedIOManager(_TypedIOManager):
@@ -150,27 +143,8 @@ class LocalTypedIOManager(_TypedIOManager):
 
     base_dir: str
 
-    def _path(self, path: str) -> Path:
-        return Path(self.base_dir) / path
-
-    def _uri(self, path: str) -> str:
-        return str(self._path(path).resolve())
-
     def blob_store(self) -> BlobStore:
         return LocalBlobStore(self.base_dir)
-
-    def _write(self, path: str, data: bytes) -> None:
-        target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)  # readers never see a half-written file
-
-    def _read(self, path: str) -> bytes:
-        target = self._path(path)
-        if not target.is_file():
-            raise StoredValueNotFoundError(f"{target} does not exist: materialize that partition first")
-        return target.read_bytes()
 
 
 class GCSTypedIOManager(_TypedIOManager):
@@ -182,37 +156,15 @@ class GCSTypedIOManager(_TypedIOManager):
 
     _client: Any = PrivateAttr(default=None)
 
-    def _get_client(self) -> Any:
+    def blob_store(self) -> BlobStore:
         if self._client is None:
             self._client = self.gcs.get_client()
-        return self._client
-
-    def _blob(self, path: str) -> Any:
-        return self._get_client().bucket(self.bucket).blob(self._key(path))
-
-    def blob_store(self) -> BlobStore:
-        return GCSBlobStore(self._get_client(), self.bucket, prefix=self.prefix)
-
-    def _key(self, path: str) -> str:
-        prefix = self.prefix.strip("/")
-        return f"{prefix}/{path}" if prefix else path
-
-    def _uri(self, path: str) -> str:
-        return f"gs://{self.bucket}/{self._key(path)}"
-
-    def _write(self, path: str, data: bytes) -> None:
-        self._blob(path).upload_from_string(data, content_type="application/octet-stream")
-
-    def _read(self, path: str) -> bytes:
-        try:
-            return self._blob(path).download_as_bytes()
-        except gcs_exceptions.NotFound as exc:
-            raise StoredValueNotFoundError(f"{self._uri(path)} does not exist: materialize that "
-                                           f"partition first") from exc
+        return GCSBlobStore(self._client, self.bucket, prefix=self.prefix)
 
 
 class MongoRegistryIOManager(dg.ConfigurableIOManager):
-    """Stores `model_registry_entry` as a document in the `models` collection (registry/models.py)."""
+    """Stores `model_registry_entry` as a document in the `models` collection (registry/models.py)
+    and loads it; the champion decision that follows is the asset's."""
 
     mongo: MongoResource
 
@@ -221,19 +173,11 @@ class MongoRegistryIOManager(dg.ConfigurableIOManager):
         ensure_indexes(db)
         stored = register_model(db, obj)
         filter_ = {"run_id": stored["run_id"], "data_end": stored["data_end"].isoformat()}
-        # a first model (or one replacing a champion that can no longer serve) serves at once; an
-        # existing valid champion is only replaced on comparable scores (model_evaluation)
-        champions.ensure_indexes(db)
-        decision = champions.decide_and_record(db)
         context.add_output_metadata({
             "registry_id": str(stored["_id"]),
             "registry_collection": f"{db.name}.{MODELS}",
             "registry_filter": dg.MetadataValue.json(filter_),
             "registry_created_at": dg.MetadataValue.timestamp(stored["created_at"]),
-            # the champion decision right after registering: is this the model to serve now?
-            "selected_for_serving": decision.serve_id == str(stored["_id"]),
-            "champion": decision.champion_id or "none",
-            "champion_reason": decision.reason,
         })
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any] | None:

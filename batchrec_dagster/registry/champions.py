@@ -22,6 +22,7 @@ a `champions` document (the history); a confirmation on a newer window updates t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,7 +57,7 @@ def default_max_age() -> timedelta:
 
 
 def usable_record(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """`doc` with its model_id in canonical form (registry.canonical_id), or None when it is not a
+    """`doc` with its model_id in canonical form (models.canonical_id), or None when it is not a
     record this code could have written: `promoted_at` not a date, or a `model_id` that is not an id.
     Anyone who can write to MongoDB can add one by hand (issue 18, D8: one with a string model_id
     crashed the CLI and kept a cold server from ever becoming ready)."""
@@ -187,6 +188,22 @@ def decide_and_record(db: Database, *, now: datetime | None = None, max_age: tim
     decision = state.decide()
     _record(db, state, decision)
     return decision
+
+
+def candidates_for(db: Database, window_start: datetime, *, max_candidates: int,
+                   banned: Collection[str] = (), max_age: timedelta | None = None) -> list[dict[str, Any]]:
+    """The models an evaluation window scores: none of their data in the window (data_end at or
+    before its start), fresh relative to it, not banned, the newest `max_candidates` of them; plus
+    the champion when it qualifies and those left it out (a challenger is always compared with it)."""
+    max_age = max_age or default_max_age()
+    entries = entries_with_data_end(db, since=window_start - max_age, until=window_start)
+    chosen = [e for e in entries if str(e["_id"]) not in banned][:max_candidates]
+    record = current_champion(db)
+    if record and record["model_id"] not in {str(e["_id"]) for e in chosen}:
+        entry = entries_by_ids(db, [record["model_id"]]).get(record["model_id"])
+        if entry is not None and _utc(entry["data_end"]) <= window_start and record["model_id"] not in banned:
+            chosen.append(entry)
+    return chosen
 
 
 def _selection(state: _State, decision: Decision) -> dict[str, Any]:

@@ -17,7 +17,7 @@ first wins, and the other finds the state changed and is refused.
 The state document: `{_id: "current", pin_id: "" | id, pin: {model_id, reason, at} | null,
 bans: {<id>: {reason, at}}}` (times as ISO strings: nx-27017 turns a datetime `$set` on an existing
 document into a string anyway; `pin_id` is a string because `$ne` on a null field matches nothing
-there). Model ids are always canonical (registry.canonical_id). A deployment whose state document
+there). Model ids are always canonical (models.canonical_id). A deployment whose state document
 does not exist yet (older versions kept only the log) gets it from the log replayed in time order,
 on its first action. Validation (a stale or unknown model cannot be pinned, ...) and the messages
 are operator_actions.py's.

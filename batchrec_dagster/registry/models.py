@@ -3,17 +3,13 @@
 Which model serves is decided by champions.py (`champion_for_serving`) on comparable scores: the
 scores of every candidate on the same held-out window (evaluations.py, promotion.py). A model's
 own `score` (NDCG@100 on its own partition's test users) is drawn on different users each hour
-and is NOT comparable across models.
-
-`select_candidates` / `select_best` rank by that own `score` (the highest wins, a tie goes to the
-newest `created_at`, stale models never): the serving API's rule until it reads the champion
-(issue 12). Do not use them for new code.
+and is NOT comparable across models, so nothing here ranks models by it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -21,10 +17,10 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
+from batchrec_dagster.registry.defaults import MODEL_KIND
 from batchrec_dagster.sources.mongo_quirks import PARTITION_FIELD, newest_date, only_dates, upsert_keeping
 
 MODELS = "models"
-DEFAULT_MAX_AGE = timedelta(hours=24)
 REQUIRED_FIELDS = ("run_id", "partition_key", "model_kind", "score", "file_name", "bucket",
                    "sha256", "size_bytes", "data_end")
 
@@ -38,8 +34,6 @@ def ensure_indexes(db: Database) -> None:
     # one entry per (run, partition): re-writing it for the same run updates, never duplicates
     models.create_index([("run_id", pymongo.ASCENDING), (PARTITION_FIELD, pymongo.ASCENDING)],
                         unique=True, name="run_partition_unique")
-    models.create_index([("model_kind", pymongo.ASCENDING), ("score", pymongo.DESCENDING),
-                         ("created_at", pymongo.DESCENDING)], name="selection")
     models.create_index([("data_end", pymongo.DESCENDING)], name="data_end")
 
 
@@ -67,37 +61,8 @@ def register_model(db: Database, entry: Mapping[str, Any]) -> dict[str, Any]:
                           keep={"created_at": entry.get("created_at") or datetime.now(UTC)})
 
 
-def select_candidates(db: Database, *, now: datetime | None = None,
-                      max_age: timedelta = DEFAULT_MAX_AGE, model_kind: str = "recvae",
-                      limit: int | None = None) -> list[dict[str, Any]]:
-    """Fresh models in the order of the documented rule (best first), at most `limit` of them.
-
-    The first one is `select_best`'s answer; a consumer that cannot use it (e.g. a server whose
-    download of that artifact fails its checks) takes the next one by the same rule.
-    """
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    if limit is not None and limit < 1:
-        raise ValueError("limit must be >= 1")
-    cursor = (db[MODELS]
-              .find({"model_kind": model_kind, "data_end": {"$gte": now - max_age}})
-              .sort([("score", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)]))
-    if limit is not None:
-        cursor = cursor.limit(limit)
-    return only_dates(cursor, "data_end")
-
-
-def select_best(db: Database, *, now: datetime | None = None,
-                max_age: timedelta = DEFAULT_MAX_AGE, model_kind: str = "recvae"
-                ) -> dict[str, Any] | None:
-    """The model to serve under the documented rule, or None when no fresh model exists."""
-    candidates = select_candidates(db, now=now, max_age=max_age, model_kind=model_kind, limit=1)
-    return candidates[0] if candidates else None
-
-
 def warm_start_candidates(db: Database, *, data_end_at_most: datetime, data_end_after: datetime,
-                          model_kind: str = "recvae", limit: int = 3) -> list[dict[str, Any]]:
+                          model_kind: str = MODEL_KIND, limit: int = 3) -> list[dict[str, Any]]:
     """Models whose data ends in (data_end_after, data_end_at_most], newest data first (a tie: the
     newest registration): what a warm hourly run may start from (batchrec_dagster.training.start)."""
     cursor = (db[MODELS]
@@ -139,7 +104,7 @@ def entries_by_ids(db: Database, model_ids: Iterable[Any]) -> dict[str, dict[str
 
 
 def entries_with_data_end(db: Database, *, since: datetime, until: datetime | None = None,
-                          model_kind: str = "recvae", limit: int | None = None) -> list[dict[str, Any]]:
+                          model_kind: str = MODEL_KIND, limit: int | None = None) -> list[dict[str, Any]]:
     """Models whose data_end is in [since, until] (until: no upper bound when None), newest data
     first, then newest registration: the fresh models (since = now - max_age), or the models a
     window can evaluate (until = the window's start: none of them saw a star of the window)."""
@@ -158,14 +123,19 @@ def entries_for_partition(db: Database, data_end: datetime) -> list[dict[str, An
     return list(db[MODELS].find({PARTITION_FIELD: data_end}).sort([("created_at", pymongo.ASCENDING)]))
 
 
-def latest_entry(db: Database, *, model_kind: str = "recvae") -> dict[str, Any] | None:
+def entry_for_run(db: Database, run_id: str, data_end: datetime) -> dict[str, Any] | None:
+    """The entry one run registered for the partition whose data window ends at `data_end`."""
+    return db[MODELS].find_one({"run_id": run_id, PARTITION_FIELD: data_end})
+
+
+def latest_entry(db: Database, *, model_kind: str = MODEL_KIND) -> dict[str, Any] | None:
     """The most recently registered model, fresh or not (for the freshness check and the CLI)."""
     cursor = (db[MODELS].find({"model_kind": model_kind})
               .sort([("created_at", pymongo.DESCENDING)]).limit(1))
     return next(iter(cursor), None)
 
 
-def registered_until(db: Database, model_kind: str = "recvae") -> datetime | None:
+def registered_until(db: Database, model_kind: str = MODEL_KIND) -> datetime | None:
     """The largest data_end in the registry: the newest data any registered model has seen.
 
     Not `latest_entry` (newest created_at): a backfill of an old hour registers late but sees old data.

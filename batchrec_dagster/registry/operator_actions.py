@@ -2,7 +2,7 @@
 ban one (never select it, for rollback). Each action is checked, then applied to the state in
 force in one atomic update that a conflicting action by another operator at the same time makes
 fail (controls.py: of `pin X` and `ban X` at once, exactly one succeeds), and logged with its
-time and reason. Ids are compared in one form, registry.canonical_id. A ban or unban re-runs the
+time and reason. Ids are compared in one form, models.canonical_id. A ban or unban re-runs the
 promotion decision at once, so a banned champion is replaced in the record without waiting for
 the next evaluation. The server reads the result through champions.champion_for_serving at its
 next poll.

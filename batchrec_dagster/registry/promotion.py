@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-# scores this close are a tie (they print alike); the newest model then wins
-TIE_TOLERANCE = 1e-4
+from batchrec_dagster.registry.defaults import TIE_TOLERANCE
 
 
 @dataclass(frozen=True)

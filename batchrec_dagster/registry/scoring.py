@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from batchrec_dagster.registry.defaults import SCORE_METRIC
 from batchrec_dagster.sources.evaluation_window import EvaluationWindow
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
 from recvae import ArtifactError, Popularity, Recommender, evaluate, load_artifact
-
-SCORE_METRIC = "ndcg@100"
 
 
 def _remap(matrix: sp.csr_matrix, columns: np.ndarray, n_items: int) -> sp.csr_matrix:

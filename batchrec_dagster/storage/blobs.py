@@ -1,8 +1,11 @@
-"""Blob stores for model artifacts: a GCS bucket (prod) or a local folder (local deployment).
+"""Blob stores: a GCS bucket (prod) or a local folder (local deployment), for model artifacts and
+for the asset values the IO managers keep (defs/io_managers.py).
 
 Artifacts are write-once: `put_new` refuses to replace an existing object. On GCS that is an
 `if_generation_match=0` precondition, checked by the server; the emulator used in tests ignores
-preconditions, so an existence check runs first as well.
+preconditions, so an existence check runs first as well. Asset values are stored with `put`, which
+replaces (a retried step writes its value again). Locally, both write a temporary file first, so a
+reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class BlobStore(Protocol):
     location: str  # bucket name, or the local folder
 
     def put_new(self, name: str, data: bytes) -> StoredBlob: ...
+    def put(self, name: str, data: bytes) -> StoredBlob: ...
     def read(self, name: str) -> bytes: ...
     def exists(self, name: str) -> bool: ...
     def uri(self, name: str) -> str: ...
@@ -133,19 +137,27 @@ class LocalBlobStore:
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
 
-    def put_new(self, name: str, data: bytes) -> StoredBlob:
+    def _publish(self, name: str, data: bytes, *, replace: bool) -> StoredBlob:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # list_blobs skips these
         tmp.write_bytes(data)
         try:
-            # link() fails if the target exists: the write-once check and the publish are one step
-            os.link(tmp, path)
+            if replace:
+                os.replace(tmp, path)
+            else:  # link() fails if the target exists: the write-once check and the publish are one step
+                os.link(tmp, path)
         except FileExistsError as exc:
             raise BlobExistsError(f"{self.uri(name)} already exists") from exc
         finally:
             tmp.unlink(missing_ok=True)
         return StoredBlob(name, self.uri(name), len(data), sha256_hex(data))
+
+    def put_new(self, name: str, data: bytes) -> StoredBlob:
+        return self._publish(name, data, replace=False)
+
+    def put(self, name: str, data: bytes) -> StoredBlob:
+        return self._publish(name, data, replace=True)
 
     def read(self, name: str) -> bytes:
         try:
@@ -186,16 +198,21 @@ class GCSBlobStore:
     def exists(self, name: str) -> bool:
         return self.bucket.blob(self._key(name)).exists()
 
+    def _upload(self, name: str, data: bytes, **preconditions: int) -> StoredBlob:
+        self.bucket.blob(self._key(name)).upload_from_string(
+            data, content_type="application/octet-stream", **preconditions)
+        return StoredBlob(name, self.uri(name), len(data), sha256_hex(data))
+
     def put_new(self, name: str, data: bytes) -> StoredBlob:
         if self.exists(name):
             raise BlobExistsError(f"{self.uri(name)} already exists")
-        blob = self.bucket.blob(self._key(name))
         try:
-            blob.upload_from_string(data, content_type="application/octet-stream",
-                                    if_generation_match=0)
+            return self._upload(name, data, if_generation_match=0)
         except gcs_exceptions.PreconditionFailed as exc:
             raise BlobExistsError(f"{self.uri(name)} already exists") from exc
-        return StoredBlob(name, self.uri(name), len(data), sha256_hex(data))
+
+    def put(self, name: str, data: bytes) -> StoredBlob:
+        return self._upload(name, data)
 
     def read(self, name: str) -> bytes:
         try:

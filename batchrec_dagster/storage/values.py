@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from batchrec_dagster.registry.defaults import MODEL_KIND
+
 
 @dataclass
 class RawRepositories:
@@ -92,7 +94,7 @@ class TrainedModel:
     training_seconds: float
     epochs: int
     window_end: datetime | None = None
-    model_kind: str = "recvae"
+    model_kind: str = MODEL_KIND
     run_id: str = ""
     partition_key: str = ""
     window_start: datetime | None = None

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
+from batchrec_dagster.registry.defaults import MODEL_KIND
 from batchrec_dagster.registry.models import warm_start_candidates
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
 from recvae import ArtifactError, Recommender, RecVAE, RecVAEConfig, check_compatibility, load_artifact
 
-MODEL_KIND = "recvae"
 MAX_CANDIDATES = 3  # the newest few: an older model is a worse start than a retrain anyway
 
 

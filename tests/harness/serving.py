@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from batchrec_dagster.registry.models import ensure_indexes, register_model, select_candidates
+from batchrec_dagster.registry.models import ensure_indexes, entries_with_data_end, register_model
 from batchrec_dagster.serving.model.manager import ModelManager
 from batchrec_dagster.serving.process.runtime import uvicorn_config
 from batchrec_dagster.storage.blobs import BlobStore
@@ -62,10 +62,12 @@ def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = Non
 
 
 def by_own_score(db: Any, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
-    """Fresh models by their own registry score (`registry.models.select_candidates`): a simple, explicit
-    order for the tests of the walk itself (fallback, backoff, swaps), which would otherwise have
-    to stage evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
-    return select_candidates(db, now=now, max_age=max_age)
+    """Fresh models by their own registry score, the highest first (a tie: the newest registration).
+    Not a registry rule (own scores do not compare across models): a simple order the tests of the
+    server's walk itself (fallback, backoff, swaps) control through `score`, without staging
+    evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
+    fresh = entries_with_data_end(db, since=now - max_age)
+    return sorted(fresh, key=lambda e: (e["score"], e["created_at"]), reverse=True)
 
 
 def wait_for(predicate: Any, timeout_s: float = 20.0, message: str = "condition") -> Any:

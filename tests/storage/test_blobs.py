@@ -18,6 +18,17 @@ def test_write_once_round_trip(store):
     assert store.read("recvae_0.1_a.pt") == b"weights"
 
 
+def test_put_replaces_and_leaves_no_partial_file(store):
+    """`put` (asset values, which a retried step writes again) replaces; `put_new` never does."""
+    first = store.put("assets/raw/2026-03-01-20:00/run.npz", b"one")
+    again = store.put("assets/raw/2026-03-01-20:00/run.npz", b"second")
+    assert (first.uri, again.size_bytes, again.sha256) == (again.uri, 6, sha256_hex(b"second"))
+    assert store.read("assets/raw/2026-03-01-20:00/run.npz") == b"second"
+    assert [b.name for b in store.list_blobs()] == ["assets/raw/2026-03-01-20:00/run.npz"]
+    with pytest.raises(BlobExistsError):
+        store.put_new("assets/raw/2026-03-01-20:00/run.npz", b"three")
+
+
 def test_missing_blob(store):
     assert not store.exists("nope.pt")
     with pytest.raises(BlobNotFoundError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,15 @@ def hourly_asset(**kwargs: Any) -> Any:
                      code_version=code_version(), **kwargs)
 
     def decorate(compute: Callable[..., Any]) -> dg.AssetsDefinition:
+        if inspect.isgeneratorfunction(compute):
+            # a generator stays one, so that Dagster stores each Output as it is yielded
+            @functools.wraps(compute)
+            def rounding_events(*args: Any, **kw: Any) -> Any:
+                for event in compute(*args, **kw):
+                    yield rounded_result(event)
+
+            return asset(rounding_events)
+
         @functools.wraps(compute)  # Dagster reads the parameters and annotations through __wrapped__
         def rounding(*args: Any, **kw: Any) -> Any:
             return rounded_result(compute(*args, **kw))

@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import dagster as dg
 
@@ -67,8 +69,18 @@ def rounded(value: Any) -> Any:
     return value
 
 
+def location_metadata(uri: str) -> dg.MetadataValue:
+    """Where a stored object is, for Dagit: a link for gs://, a local path for file://."""
+    if uri.startswith("gs://"):
+        return dg.MetadataValue.url(uri)
+    return dg.MetadataValue.path(url2pathname(urlparse(uri).path) if uri.startswith("file://") else uri)
+
+
 def rounded_result(result: Any) -> Any:
-    """A MaterializeResult with its metadata rounded (`rounded`); anything else as it is."""
+    """A MaterializeResult or an Output with its metadata rounded (`rounded`); anything else as it is."""
+    if isinstance(result, dg.Output) and result.metadata:
+        return dg.Output(result.value, result.output_name, metadata=rounded(result.metadata),
+                         data_version=result.data_version, tags=result.tags)
     if not isinstance(result, dg.MaterializeResult) or not result.metadata:
         return result
     return dg.MaterializeResult(asset_key=result.asset_key, metadata=rounded(result.metadata),

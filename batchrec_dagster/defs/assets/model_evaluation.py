@@ -21,7 +21,7 @@ from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.registry import champions, evaluations
 from batchrec_dagster.registry.controls import ControlState, current_controls
-from batchrec_dagster.registry.models import entries_by_ids, entries_with_data_end
+from batchrec_dagster.registry.defaults import SCORE_METRIC
 from batchrec_dagster.registry.promotion import Decision
 from batchrec_dagster.registry.scoring import evaluate_entry, popularity_on_window
 from batchrec_dagster.sources.evaluation_window import EvaluationWindow, read_window
@@ -43,21 +43,6 @@ def _age_hours(window: EvaluationWindow, entry: dict[str, Any]) -> int:
     return round((window.start - entry["data_end"].astimezone(UTC)).total_seconds() / 3600)
 
 
-def candidates_for(db: Any, window: EvaluationWindow, config: EvaluationConfig, controls: ControlState
-                   ) -> list[dict[str, Any]]:
-    """Models none of whose data is in the window, fresh relative to it, not banned; plus the
-    champion when it qualifies and the newest `max_candidates` left it out."""
-    entries = entries_with_data_end(db, since=window.start - champions.default_max_age(), until=window.start)
-    chosen = [e for e in entries if str(e["_id"]) not in controls.banned][:config.max_candidates]
-    record = champions.current_champion(db)
-    if record and record["model_id"] not in {str(e["_id"]) for e in chosen}:
-        entry = entries_by_ids(db, [record["model_id"]]).get(record["model_id"])
-        if entry is not None and entry["data_end"].astimezone(UTC) <= window.start \
-                and record["model_id"] not in controls.banned:
-            chosen.append(entry)
-    return chosen
-
-
 def _score_all(context: dg.AssetExecutionContext, store: Any, window: EvaluationWindow,
                entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     rows, popularity = [], None
@@ -68,7 +53,7 @@ def _score_all(context: dg.AssetExecutionContext, store: Any, window: Evaluation
             popularity = popularity_on_window(recommender, window)
         rows.append({"entry": entry, **result, "seconds": time.perf_counter() - started})
         context.log.info(f"{entry['_id']} ({entry.get('partition_key')}): "
-                         + (f"ndcg@100 {result['score']:.4f}" if result["problem"] is None
+                         + (f"{SCORE_METRIC} {result['score']:.4f}" if result["problem"] is None
                             else f"cannot be scored: {result['problem']}"))
     return rows, popularity
 
@@ -100,7 +85,7 @@ def _leaderboard(window: EvaluationWindow, rows: list[dict[str, Any]], decision:
         return ", ".join(m for m in marks if m)
 
     table = md_table(
-        ["rank", "model", "partition", "data age h", "comparable ndcg@100", "recall@20",
+        ["rank", "model", "partition", "data age h", f"comparable {SCORE_METRIC}", "recall@20",
          "unknown targets", "own test score", "own validation score", "role"],
         [(i + 1, str(r["entry"]["_id"]), r["entry"].get("partition_key"), _age_hours(window, r["entry"]),
           r["score"], r["metrics"]["recall@20"], r["unknown_targets"], r["entry"].get("score"),
@@ -150,7 +135,8 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
                          seed=partition_seed(context.partition_key))
     read_seconds = time.perf_counter() - started
     controls = current_controls(db)
-    entries = candidates_for(db, window, config, controls)
+    entries = champions.candidates_for(db, window.start, max_candidates=config.max_candidates,
+                                       banned=controls.banned)
     metadata: dict[str, Any] = {**window.counts, "candidates": len(entries), **window_metadata(start, end)}
     rows: list[dict[str, Any]] = []
     if window.n_users < config.min_users:

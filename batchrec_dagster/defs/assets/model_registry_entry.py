@@ -1,22 +1,26 @@
 """model_registry_entry: the trained model's document in the MongoDB `models` collection."""
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from pymongo.database import Database
 
 from batchrec_dagster.defs.assets.ann_index import index_metadata
 from batchrec_dagster.defs.assets.common import hourly_asset
-from batchrec_dagster.defs.assets.metadata import window_metadata
+from batchrec_dagster.defs.assets.metadata import location_metadata, window_metadata
 from batchrec_dagster.defs.automation.freshness import model_freshness_policy
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.defs.resources import ArtifactStoreResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.registry import champions
+from batchrec_dagster.registry.models import entry_for_run
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, read_verified
 from batchrec_dagster.storage.values import TrainedModel
 
 
 def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> dict[str, Any]:
-    """The document registry.register_model stores (created_at is set there, in UTC)."""
+    """The document registry.models.register_model stores (created_at is set there, in UTC)."""
     data_start, data_end = partition_window(partition_key)
     return {
         "run_id": run_id,
@@ -49,6 +53,20 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
     }
 
 
+def serving_decision(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
+    """The champion decision right after `entry` is registered, as metadata: a first model (or one
+    replacing a champion that can no longer serve) serves at once; a valid champion is only replaced
+    on comparable scores (model_evaluation). Recorded in `champions` (champions.decide_and_record)."""
+    champions.ensure_indexes(db)
+    decision = champions.decide_and_record(db)
+    stored = entry_for_run(db, entry["run_id"], entry["data_end"])
+    return {
+        "selected_for_serving": stored is not None and decision.serve_id == str(stored["_id"]),
+        "champion": decision.champion_id or "none",
+        "champion_reason": decision.reason,
+    }
+
+
 @hourly_asset(
     kinds={"mongodb"},
     freshness_policy=model_freshness_policy(),
@@ -58,7 +76,8 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
                 "model serves at once.",
 )
 def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: TrainedModel,
-                         artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+                         artifact_store: ArtifactStoreResource, mongo: MongoResource
+                         ) -> Iterator[dg.Output | dg.AssetObservation]:
     # register only what can be served: the artifact must exist and be the bytes that were scored
     try:
         read_verified(artifact_store.get_store(), recvae_model.file_name,
@@ -67,14 +86,18 @@ def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: Traine
         raise dg.Failure(description=f"refusing to register {recvae_model.uri}: {exc}") from exc
     entry = registry_entry(recvae_model, partition_key=context.partition_key, run_id=context.run.run_id)
     context.log.info(f"registering {entry['file_name']} (score {entry['score']:.4f})")
-    return dg.MaterializeResult(value=entry, metadata={
+    yield dg.Output(entry, metadata={
         "score": entry["score"],
         "model_kind": entry["model_kind"],
         "file_name": entry["file_name"],
-        "artifact": (dg.MetadataValue.url(entry["uri"]) if entry["uri"].startswith("gs://")
-                     else dg.MetadataValue.path(entry["uri"].removeprefix("file://"))),
+        "artifact": location_metadata(entry["uri"]),
         "run_id": entry["run_id"],
         "training_mode": entry["training_mode"],
         **index_metadata(entry["ann_index"]),
         **window_metadata(entry["data_start"], entry["data_end"]),
     })
+    # Dagster hands a yielded Output to the IO manager before this generator resumes, so the entry
+    # is in `models` now (registry_io_manager stores it; deciding is not an IO manager's job)
+    decision = serving_decision(mongo.get_database(), entry)
+    context.log.info(f"champion {decision['champion']}: {decision['champion_reason']}")
+    yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=decision)

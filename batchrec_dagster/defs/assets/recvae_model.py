@@ -12,16 +12,20 @@ import scipy.sparse as sp
 from batchrec_dagster.defs.assets.ann_index import build_and_store, index_metadata
 from batchrec_dagster.defs.assets.common import code_version, hourly_asset
 from batchrec_dagster.defs.assets.config import TrainingConfig
-from batchrec_dagster.defs.assets.metadata import learning_curve_metadata, md_table, window_metadata
+from batchrec_dagster.defs.assets.metadata import (
+    learning_curve_metadata,
+    location_metadata,
+    md_table,
+    window_metadata,
+)
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.registry.defaults import MODEL_KIND, SCORE_METRIC
 from batchrec_dagster.storage.blobs import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.storage.values import TrainedModel, VaeInput
 from batchrec_dagster.training.k8s_resources import TRAINING_POOL
 from batchrec_dagster.training.start import Start, choose_start
 from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae, train_warm
-
-MODEL_KIND = "recvae"
 
 
 def artifact_name(score: float, partition_key: str, run_id: str, attempt: int = 0) -> str:
@@ -167,7 +171,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     validation_metrics = _plain_metrics(result.best_metrics)
     recommender = Recommender(result.model, data.item_ids, popularity.popularity.astype(np.float32))
     metrics, popularity_metrics = held_out_test_scores(recommender, popularity, data)
-    score = metrics["ndcg@100"]
+    score = metrics[SCORE_METRIC]
     context.log.info(f"best epoch {result.best_epoch}/{len(result.history)} ({result.stop_reason}): "
                      f"validation ndcg@100={validation_metrics['ndcg@100']:.4f}; test ndcg@100={score:.4f} "
                      f"vs popularity {popularity_metrics['ndcg@100']:.4f}")
@@ -205,7 +209,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         window_end=window_end, model_kind=MODEL_KIND, run_id=run_id, partition_key=partition_key,
         window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
         code_version=version, training_mode=start.mode, training_start=training_start,
-        validation_score=validation_metrics["ndcg@100"],
+        validation_score=validation_metrics[SCORE_METRIC],
         validation_metrics=validation_metrics, ann_index=ann_index,
     )
     return dg.MaterializeResult(value=model, metadata={
@@ -213,11 +217,11 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "ndcg@100": score,
         "recall@20": metrics["recall@20"],
         "recall@50": metrics["recall@50"],
-        "popularity_score": popularity_metrics["ndcg@100"],
+        "popularity_score": popularity_metrics[SCORE_METRIC],
         "popularity_recall@20": popularity_metrics["recall@20"],
         "popularity_recall@50": popularity_metrics["recall@50"],
-        "score_minus_popularity": score - popularity_metrics["ndcg@100"],
-        "validation_score": validation_metrics["ndcg@100"],
+        "score_minus_popularity": score - popularity_metrics[SCORE_METRIC],
+        "validation_score": validation_metrics[SCORE_METRIC],
         "validation_users_scored": int(validation_metrics.get("users", 0)),
         "test_users_scored": int(metrics.get("users", 0)),
         "training_seconds": float(training_seconds),
@@ -226,13 +230,12 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "stop_reason": result.stop_reason,
         "device": result.device,
         **start.metadata(),
-        **({"initial_score": training_start["initial_metrics"]["ndcg@100"]}
+        **({"initial_score": training_start["initial_metrics"][SCORE_METRIC]}
            if "initial_metrics" in training_start else {}),
         **{f"warm_{k}": v for k, v in warm_report.items()},
         **learning_curve_metadata(result.history),
         "top_repositories_preview": preview_table(recommender, data, config.preview_k),
-        "artifact": (dg.MetadataValue.url(stored.uri) if stored.uri.startswith("gs://")
-                     else dg.MetadataValue.path(stored.uri.removeprefix("file://"))),
+        "artifact": location_metadata(stored.uri),
         "artifact_file_name": stored.name,
         "artifact_sha256": stored.sha256,
         "artifact_bytes": stored.size_bytes,

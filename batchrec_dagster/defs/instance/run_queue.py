@@ -8,7 +8,9 @@ launchRun calls, submitted to a fresh DAGSTER_HOME trained side by side (issue 1
 the next pass on the limit holds.
 
 `PoolLimitQueuedRunCoordinator` writes the default limit of every pool a run needs when the run is
-submitted, i.e. before any dequeue pass can see the run.
+submitted, i.e. before any dequeue pass can see the run (workarounds.ensure_pool_limits, with the
+test that tells when Dagster no longer needs it). Instance config alone (`concurrency: pools:
+default_limit`) is what has the gap, so the plain dg.QueuedRunCoordinator cannot replace this.
 
 It also gives every run that trains the training run tags of `hourly_training_job` (the
 `dagster-k8s/config` resources, k8s.py) when the run has none of its own. A backfill or a
@@ -29,20 +31,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-
-def ensure_pool_limits(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    """Give each pool the run needs its default limit if it has no limit yet; returns those pools."""
-    default_limit = instance.global_op_concurrency_default_limit
-    pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
-    storage = instance.event_log_storage
-    if default_limit is None or not pools or not storage.supports_global_concurrency_limits:
-        return []
-    configured = storage.get_concurrency_keys()
-    missing = sorted(pool for pool in pools if pool not in configured)
-    for pool in missing:
-        # the daemon's own call; only for pools without a limit, so one set by hand stays
-        storage.initialize_concurrency_limit_to_default(pool)
-    return missing
+from batchrec_dagster.defs.instance.workarounds import ensure_pool_limits
 
 
 def add_training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:

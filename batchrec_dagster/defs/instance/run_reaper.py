@@ -14,7 +14,8 @@ What the reaper knows about a STARTED run's process, and how it tells that the p
   same start time;
 - a run launched through a local code server (DefaultRunLauncher, its `.dagster/grpc_info` tag
   names localhost or a socket) logged "Started process for run (pid: N)" from its worker; PID N
-  must still exist and have started no later than that event (else the PID was reused).
+  must still exist and have started no later than that event (else the PID was reused). Both are
+  Dagster internals, read in workarounds.py only.
 Anything else (another host, another launcher, no record yet) is left alone: those have run
 monitoring (e.g. the k8s launcher checks its pods) or `run_monitoring.max_runtime_seconds`.
 
@@ -26,13 +27,11 @@ training run at its next dequeue (every 5 s) after that.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.tags import GRPC_INFO_TAG  # set by DefaultRunLauncher: where it launched
 
 from batchrec_dagster.defs.instance.process_identity import (
     HOST_TAG,
@@ -43,11 +42,10 @@ from batchrec_dagster.defs.instance.process_identity import (
     process_started_at,
     process_state,
 )
+from batchrec_dagster.defs.instance.workarounds import launched_by_local_code_server, run_worker
 from batchrec_dagster.settings import get_settings
 
 REAPER_NAME = "stale_run_reaper"
-WORKER_STARTED = "Started process for run (pid: "  # the run worker's first engine event
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 # /proc start times are computed from the integer boot time, so allow a second or two of error
 PID_REUSE_SLACK_S = 2.0
 
@@ -71,30 +69,6 @@ def _in_process_run_gone(tags: Mapping[str, str], host: str) -> str | None:
     return f"the process that executed it in-process (pid {pid} on {host}) is gone"
 
 
-def _launched_locally(tags: Mapping[str, str]) -> bool:
-    try:
-        info = json.loads(tags.get(GRPC_INFO_TAG) or "")
-    except ValueError:
-        return False
-    return isinstance(info, dict) and ("socket" in info or info.get("host") in LOCAL_HOSTS)
-
-
-def run_worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
-    """(pid, when it was logged) of the run worker's "Started process for run" event, if any."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
-    for record in reversed(records):  # the newest worker, should a run ever get a second one
-        entry = record.event_log_entry
-        event = entry.dagster_event
-        if event is None or not (event.message or "").startswith(WORKER_STARTED):
-            continue
-        pid = event.engine_event_data.metadata.get("pid") if event.engine_event_data else None
-        try:
-            return int(getattr(pid, "value", pid)), entry.timestamp
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
 def worker_gone(pid: int, logged_at: float) -> str | None:
     """Why the run worker `pid`, which logged that it started at `logged_at`, is gone (or None)."""
     try:
@@ -109,7 +83,7 @@ def worker_gone(pid: int, logged_at: float) -> str | None:
 
 
 def _launched_run_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    if not _launched_locally(run.tags):
+    if not launched_by_local_code_server(run.tags):
         return None
     worker = run_worker(instance, run.run_id)
     if worker is None:

@@ -37,7 +37,7 @@ from pymongo.database import Database
 
 from batchrec_dagster.registry.champions import serving_order
 from batchrec_dagster.registry.controls import current_controls
-from batchrec_dagster.registry.models import DEFAULT_MAX_AGE
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
 from batchrec_dagster.serving.model.ann_index import AnnOptions
 from batchrec_dagster.serving.model.loaded import (
     ArtifactRejected,
@@ -106,7 +106,7 @@ class ModelManager:
     (metrics).
     """
 
-    def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = DEFAULT_MAX_AGE,
+    def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = MAX_MODEL_AGE,
                  poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,

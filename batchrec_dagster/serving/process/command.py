@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
 from batchrec_dagster.serving.process.runtime import ServeOptions, exit_now
 from batchrec_dagster.settings import Settings, get_settings, override_for_process
 
@@ -49,7 +50,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="how often to ask the registry for a better model (default: %(default)s)")
     parser.add_argument("--max-age-hours", type=float, default=None,
                         help="models trained on data older than this are not served "
-                             "(default: BATCHREC_MODEL_MAX_AGE_HOURS, 24)")
+                             f"(default: BATCHREC_MODEL_MAX_AGE_HOURS, {MAX_MODEL_AGE_HOURS:g})")
     parser.add_argument("--drain-seconds", type=float, default=None,
                         help="after SIGTERM, keep accepting connections this long while /readyz says "
                              "503 (default: BATCHREC_DRAIN_SECONDS, 5)")

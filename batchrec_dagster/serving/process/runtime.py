@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.mongo import connect, server_uri
 from batchrec_dagster.storage.blobs import blob_store_for
@@ -36,7 +37,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     poll_seconds: float = 60.0
-    max_age_hours: float = 24.0
+    max_age_hours: float = MAX_MODEL_AGE_HOURS
     torch_threads: int = 1
     inference: str = "batched"
     max_batch: int = 32

@@ -1,16 +1,22 @@
-"""The registry side of the pipeline: the Mongo IO manager, artifact names, the selection rule's edges."""
+"""The registry side of the pipeline: the Mongo IO manager, artifact names, the freshness edges of
+the served model."""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
+from batchrec_dagster.defs.assets.model_registry_entry import model_registry_entry
 from batchrec_dagster.defs.assets.recvae_model import artifact_name, put_artifact
 from batchrec_dagster.defs.io_managers import MongoRegistryIOManager
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.defs.resources import MongoResource
-from batchrec_dagster.registry.models import MODELS, ensure_indexes, register_model, select_best
-from batchrec_dagster.storage.blobs import BlobExistsError
+from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource
+from batchrec_dagster.registry import champions
+from batchrec_dagster.registry.champions import champion_for_serving
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
+from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
+from batchrec_dagster.storage.blobs import BlobExistsError, LocalBlobStore
+from batchrec_dagster.storage.values import TrainedModel
 
 KEY = "2026-03-01-20:00"
 START, END = partition_window(KEY)
@@ -52,21 +58,70 @@ def test_registry_output_metadata_names_the_document(io_manager, mongo_db):
     metadata = context.get_logged_metadata()
     assert metadata["registry_id"].value == str(stored["_id"])
     assert metadata["registry_filter"].value == {"run_id": "run-1", "data_end": END.isoformat()}
-    assert metadata["selected_for_serving"].value is False  # its data (March 2026) is older than 24 h now
+    assert "selected_for_serving" not in metadata  # the IO manager stores; the asset decides
+    assert champions.current_champion(mongo_db) is None
 
 
-def test_selection_rule_edges(mongo_db):
+def trained(store: LocalBlobStore, name: str, score: float) -> TrainedModel:
+    """What recvae_model hands on: an artifact in the store (its bytes do not matter here, only that
+    they are the recorded ones) and its scores."""
+    blob = store.put_new(name, name.encode())
+    return TrainedModel(file_name=blob.name, bucket=store.location, uri=blob.uri, sha256=blob.sha256,
+                        size_bytes=blob.size_bytes, score=score, metrics={"ndcg@100": score},
+                        popularity_metrics={}, config={}, history=[], data_sizes={}, training_seconds=1.0,
+                        epochs=1)
+
+
+def register(model: TrainedModel, partition_key: str, resources: dict) -> dict:
+    """Materialize model_registry_entry of `model` (a stand-in recvae_model asset hands it on), with
+    the real registry IO manager; returns the decision the asset observed after registering."""
+    @dg.asset(name="recvae_model", partitions_def=model_registry_entry.partitions_def,
+              backfill_policy=model_registry_entry.backfill_policy)
+    def given_model() -> TrainedModel:
+        return model
+
+    result = dg.materialize([given_model, model_registry_entry], partition_key=partition_key,
+                            resources=resources)
+    [observation] = [e.asset_observation_data.asset_observation for e in result.all_events
+                     if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+    return {key: value.value for key, value in observation.metadata.items()}
+
+
+def test_the_asset_decides_the_champion_after_its_entry_is_stored(mongo_server_uri, mongo_db, tmp_path):
+    store = LocalBlobStore(tmp_path / "artifacts")
+    mongo = MongoResource(uri=mongo_server_uri, database=mongo_db.name)
+    resources = {"mongo": mongo, "registry_io_manager": MongoRegistryIOManager(mongo=mongo),
+                 "artifact_store": LocalArtifactStore(root=str(store.root))}
+    key = model_registry_entry.partitions_def.get_last_partition_key()  # the newest hour: fresh data
+    # a first model serves at once: the decision saw the entry the IO manager had just stored
+    first = register(trained(store, "first.pt", 0.2), key, resources)
+    [entry] = entries_for_partition(mongo_db, partition_window(key)[1])
+    assert first["selected_for_serving"] is True and first["champion"] == str(entry["_id"])
+    assert champions.current_champion(mongo_db)["model_id"] == str(entry["_id"])
+    # a valid champion is only replaced on comparable scores, never by a higher own score
+    second = register(trained(store, "second.pt", 0.9), key, resources)
+    assert second["selected_for_serving"] is False and second["champion"] == str(entry["_id"])
+    assert "no comparable scores" in second["champion_reason"]
+    assert len(entries_for_partition(mongo_db, partition_window(key)[1])) == 2
+
+
+def test_freshness_edges_of_the_served_model(mongo_db):
+    """champion_for_serving before any evaluation: the newest fresh model serves, whatever its own score."""
     ensure_indexes(mongo_db)
-    now = END + timedelta(hours=24)
+    now = END + MAX_MODEL_AGE
+
+    def served(at: datetime) -> str | None:
+        entry = champion_for_serving(mongo_db, at, MAX_MODEL_AGE)
+        return entry["run_id"] if entry else None
+
     register_model(mongo_db, entry("boundary", 0.2, created_at=now - timedelta(hours=2)))
     register_model(mongo_db, entry("other-kind", 0.9, model_kind="ease", created_at=now - timedelta(hours=1)))
-    # data_end exactly max_age old is still a candidate; another model kind never is
-    assert select_best(mongo_db, now=now)["run_id"] == "boundary"
-    assert select_best(mongo_db, now=now + timedelta(seconds=1)) is None
-    assert select_best(mongo_db, now=now, model_kind="ease")["run_id"] == "other-kind"
-    # a higher score on newer data wins over an older, lower one
-    register_model(mongo_db, {**entry("newer", 0.25, created_at=now), "data_end": END + timedelta(hours=1)})
-    assert select_best(mongo_db, now=now)["run_id"] == "newer"
+    # data_end exactly max_age old still serves, a second later nothing does; another model kind never
+    assert served(now) == "boundary"
+    assert served(now + timedelta(seconds=1)) is None
+    # a model on newer data takes over, though its own score is lower (own scores do not compare)
+    register_model(mongo_db, {**entry("newer", 0.1, created_at=now), "data_end": END + timedelta(hours=1)})
+    assert served(now) == "newer"
 
 
 def test_artifact_names_carry_kind_and_score_and_never_overwrite(local_store):

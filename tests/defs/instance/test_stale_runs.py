@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from batchrec_dagster.defs.automation.run_failures import RUN_FAILURES
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
 from batchrec_dagster.defs.instance.process_identity import PID_TAG
 from batchrec_dagster.defs.instance.run_reaper import REAPER_NAME
+from batchrec_dagster.defs.instance.workarounds import worker_pid
 from batchrec_dagster.localstack.process_groups import wait_all_gone
 from batchrec_dagster.localstack.processes import cmdline, parent_of
 from tests.defs.test_end_to_end import TINY, hour_before, run_config
@@ -41,7 +41,6 @@ BOUND_S = 2 * REAPER_INTERVAL_S  # the guarantee: FAILED within two reaper inter
 CODE_SERVER_RESPAWN_S = 60
 SLACK_S = 20  # GraphQL round trips and tick latency on a loaded 2-core machine
 SLOW = {**TINY, "epochs": 100_000, "time_budget_s": 900.0}  # still training when it is killed
-WORKER_STARTED = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
 @pytest.fixture
@@ -110,8 +109,7 @@ def test_dead_runs_are_failed_and_free_the_training_pool(stack, tmp_path: Path) 
     launched = services.launch_run("hourly_training_job", hour_before(latest, 2), slow)
     wait_for("the daemon-launched run to be training", lambda: training(services, {"runId": launched}),
              timeout_s=300, interval_s=1, on_timeout=services.logs)
-    [worker] = [int(m.group(1)) for e in services.events(launched)
-                if (m := WORKER_STARTED.search(e.get("message") or ""))]
+    [worker] = [pid for e in services.events(launched) if (pid := worker_pid(e.get("message") or ""))]
     code_server = parent_of(worker)
     assert any("dagster" in part for part in cmdline(code_server) or []), cmdline(code_server)
     queued = services.launch_run("hourly_training_job", hour_before(latest, 3), run_config())

@@ -5,8 +5,9 @@ limit 1, run granularity). Two launchRun calls and a two-hour asset backfill
 (launchPartitionBackfill, all five assets) are submitted before the run queue has seen the
 `training` pool. Dagster 1.13.27's queue alone launches all the runs of that first pass at once
 (it writes the pool's default limit during the pass and ignores it there);
-defs/instance/run_queue.py writes it at submission. The event log of every run must show
-recvae_model steps that never overlap.
+defs/instance/run_queue.py writes it at submission (workarounds.ensure_pool_limits, whose own tests
+are in test_workarounds.py). The event log of every run must show recvae_model steps that never
+overlap.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
-from batchrec_dagster.defs.instance.run_queue import ensure_pool_limits
 from batchrec_dagster.defs.jobs import ASSET_NAMES
 from tests.defs.test_end_to_end import hour_before, run_config
 from tests.harness.dagster_services import wait_for
@@ -52,29 +51,3 @@ def test_runs_submitted_at_once_never_train_together(tmp_path: Path, mongo_serve
     assert all(end is not None for _, end in spans)
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
     assert not overlaps, f"recvae_model steps overlapped: {overlaps}"
-
-
-@dg.asset(pool="training")
-def pooled_asset() -> None:
-    return None
-
-
-@dg.asset(pool="manual")
-def manually_limited_asset() -> None:
-    return None
-
-
-def test_submission_writes_the_default_limit_once_and_keeps_manual_limits() -> None:
-    overrides = {"concurrency": {"pools": {"default_limit": 1, "granularity": "run"}}}
-    with dg.instance_for_test(overrides=overrides) as instance:
-        defs = dg.Definitions(assets=[pooled_asset, manually_limited_asset])
-        job = defs.resolve_implicit_global_asset_job_def()
-        run = instance.create_run_for_job(job)
-        storage = instance.event_log_storage
-        storage.set_concurrency_slots("manual", 3)
-        assert storage.get_concurrency_keys() == {"manual"}
-
-        assert ensure_pool_limits(instance, run) == ["training"]
-        assert storage.get_concurrency_info("training").slot_count == 1
-        assert storage.get_concurrency_info("manual").slot_count == 3
-        assert ensure_pool_limits(instance, run) == []  # known pools are left alone
