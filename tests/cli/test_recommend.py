@@ -4,8 +4,8 @@ answered (it used to fail outright). In-process CLI, local deployment, the test 
 from pathlib import Path
 
 from batchrec_dagster.cli.commands import main
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.settings import get_settings
-from batchrec_dagster.storage.blobs import blob_store_for
 from tests.harness.serving import NAMES, publish
 
 

@@ -7,11 +7,12 @@ import pytest
 
 from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.registry.models import MODELS, entries_for_partition
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.demo_data import load_demo
 from batchrec_dagster.sources.mongo import connect
-from batchrec_dagster.storage.blobs import blob_store_for, read_verified
+from batchrec_dagster.storage.blobs import read_verified
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
 
 # fault injection on real servers: run alone with `pytest -m faults`

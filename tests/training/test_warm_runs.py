@@ -10,10 +10,10 @@ import pytest
 from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
 from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.registry.models import entries_for_partition
 from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.demo_data import load_demo
-from batchrec_dagster.storage.blobs import blob_store_for
 from recvae import WarmConfig, load_artifact
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
 

@@ -1,21 +1,38 @@
-"""What every asset of the lineage shares: partitions, backfill policy, group, code version."""
+"""What every asset of the lineage shares: partitions, backfill policy, group, code version.
+
+The partitions come from the settings (BATCHREC_PARTITIONS_START), so an asset or check module
+defines an `Hourly`: the compute function and its decorator's arguments, made into the Dagster
+object by `build(partitions)` when build_definitions knows the settings.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from batchrec_dagster.defs.assets.metadata import rounded_result
-from batchrec_dagster.defs.partitions import hourly_partitions
 
 GROUP = "recommender"
 # one model per hour: a backfill launches one run per partition, never a multi-hour run
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
-PARTITIONS = hourly_partitions
+
+
+@dataclass(frozen=True)
+class Hourly:
+    """An asset or asset check of the hourly lineage before its partitions are known:
+    `build(partitions)` applies `decorator` (dg.asset, dg.asset_check) to `compute`."""
+
+    decorator: Callable[..., Callable[[Callable[..., Any]], Any]]
+    compute: Callable[..., Any]
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, partitions: dg.PartitionsDefinition, **more: Any) -> Any:
+        return self.decorator(partitions_def=partitions, **self.arguments, **more)(self.compute)
 
 
 def partition_seed(partition_key: str) -> int:
@@ -42,18 +59,17 @@ def code_version() -> str:
     return f"{__version__}+g{commit}{'.dirty' if dirty else ''}" if commit else __version__
 
 
-def hourly_asset(**kwargs: Any) -> Any:
-    """`dg.asset` with what the assets of the lineage share: the hourly partitions, one run per
-    partition in backfills, the `recommender` group, Dagster's code_version (batchrec's version and
-    commit), and the floats of their metadata rounded for Dagit (metadata.rounded_result)."""
-    asset = dg.asset(partitions_def=PARTITIONS, backfill_policy=BACKFILL_POLICY, group_name=GROUP,
-                     code_version=code_version(), **kwargs)
+def hourly_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Hourly]:
+    """`dg.asset` with what the assets of the lineage share: the hourly partitions (at `build`), one
+    run per partition in backfills, the `recommender` group, Dagster's code_version (batchrec's
+    version and commit), and the floats of their metadata rounded for Dagit (metadata.rounded_result)."""
 
-    def decorate(compute: Callable[..., Any]) -> dg.AssetsDefinition:
+    def decorate(compute: Callable[..., Any]) -> Hourly:
         @functools.wraps(compute)  # Dagster reads the parameters and annotations through __wrapped__
         def rounding(*args: Any, **kw: Any) -> Any:
             return rounded_result(compute(*args, **kw))
 
-        return asset(rounding)
+        return Hourly(dg.asset, rounding, {"backfill_policy": BACKFILL_POLICY, "group_name": GROUP,
+                                           "code_version": code_version(), **kwargs})
 
     return decorate

@@ -14,7 +14,7 @@ from batchrec_dagster.defs.assets.common import code_version, hourly_asset
 from batchrec_dagster.defs.assets.config import TrainingConfig
 from batchrec_dagster.defs.assets.metadata import learning_curve_metadata, md_table, window_metadata
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
-from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.storage.blobs import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.storage.values import TrainedModel, VaeInput
 from batchrec_dagster.training.k8s_resources import TRAINING_POOL
@@ -120,8 +120,9 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
                 "written once to the artifact store as recvae_<score>_...pt.",
 )
 def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
-                 artifact_store: ArtifactStoreResource, mongo: MongoResource) -> dg.MaterializeResult:
-    data = vae_input
+                 artifact_store: ArtifactStoreResource, mongo: MongoResource,
+                 run_defaults: RunDefaults) -> dg.MaterializeResult:
+    config, data = run_defaults.fill(config), vae_input
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
     train = sp.csr_matrix(data.train)
@@ -129,7 +130,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     # a store we cannot write to fails the run now, not after an hour of training
     probe_write(store, f"{run_id}-{context.retry_number}")
     start = choose_start(mongo.get_database(), store, window_end=window_end, requested=config.mode,
-                         daily_full=daily_full_run(partition_key), config=config.recvae_config(),
+                         daily_full=daily_full_run(partition_key, run_defaults.full_run_hour),
+                         config=config.recvae_config(),
                          item_ids=data.item_ids, min_overlap=config.min_vocabulary_overlap,
                          max_age=timedelta(hours=config.warm_max_age_hours))
     for passed_over in start.passed_over:

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.settings import load_settings
-from batchrec_dagster.storage.blobs import blob_store_for
 from tests.harness.servers import free_port, stop
 from tests.harness.serving import publish, wait_for
 
