@@ -218,5 +218,6 @@ def test_the_training_job_carries_the_device_tags() -> None:
 
     assert job_tags(load_settings({}))[K8S_CONFIG_TAG] == training_run_tags(None)[K8S_CONFIG_TAG]
     settings = load_settings({"BATCHREC_TRAINING_DEVICE": " CUDA "})
-    assert settings.training_device == "cuda" and "nvidia.com/gpu" in training_run_tags("cuda")[K8S_CONFIG_TAG]
+    assert settings.training_device == "cuda"
+    assert "nvidia.com/gpu" in training_run_tags("cuda")[K8S_CONFIG_TAG]
     assert job_tags(settings)[K8S_CONFIG_TAG] == training_run_tags("cuda")[K8S_CONFIG_TAG]
