@@ -313,10 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_warnings() -> None:
-    """Library warnings that say nothing to a CLI user (beta flags, torch's sparse-CSR notice)."""
+    """Library warnings that say nothing to a CLI user (beta and preview flags, e.g. partitioned
+    asset checks; torch's sparse-CSR notice)."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=r".*is currently in beta.*")
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta.*")
 
 
