@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from batchrec_dagster.defs.assets.common import Hourly
+from batchrec_dagster.defs.assets.common import Hourly, with_run_defaults
 from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.resources import ArtifactStoreResource, RunDefaults
 from batchrec_dagster.storage.blobs import BlobNotFoundError, mismatches
@@ -209,16 +209,16 @@ def _result(context: dg.AssetCheckExecutionContext, problems: list[str], metadat
 
 
 def hourly_check(**kwargs: Any) -> Any:
-    """`dg.asset_check`, blocking, on the hourly partitions of its asset (given at `build`)."""
-    return lambda compute: Hourly(dg.asset_check, compute, {"blocking": True, **kwargs})
+    """`dg.asset_check`, blocking, on the hourly partitions of its asset (given at `build`), its
+    thresholds resolved against the settings (with_run_defaults)."""
+    return lambda compute: Hourly(dg.asset_check, with_run_defaults(compute), {"blocking": True, **kwargs})
 
 
 @hourly_check(asset="user_item_matrix",
-                description="Non-empty, binary, ids consistent, within the configured size and density.")
+              description="Non-empty, binary, ids consistent, within the configured size and density.")
 def user_item_matrix_is_sane(context: dg.AssetCheckExecutionContext, config: MatrixBoundsConfig,
                              run_defaults: RunDefaults,
                              user_item_matrix: UserItemMatrix) -> dg.AssetCheckResult:
-    config = run_defaults.fill(config)
     users, items = user_item_matrix.matrix.shape
     problems = matrix_problems(user_item_matrix, min_users=config.min_users, min_items=config.min_items,
                                max_items=config.max_items, max_density=config.max_density)
@@ -228,8 +228,8 @@ def user_item_matrix_is_sane(context: dg.AssetCheckExecutionContext, config: Mat
 
 
 @hourly_check(asset="vae_input",
-                description="Training, validation and test users are disjoint; held-out items are not "
-                            "folded in.")
+              description="Training, validation and test users are disjoint; held-out items are not "
+                          "folded in.")
 def vae_input_has_no_leakage(context: dg.AssetCheckExecutionContext,
                              vae_input: VaeInput) -> dg.AssetCheckResult:
     problems = leakage_problems(vae_input)
@@ -239,11 +239,10 @@ def vae_input_has_no_leakage(context: dg.AssetCheckExecutionContext,
 
 
 @hourly_check(asset="recvae_model",
-                description="NDCG@100 beats popularity on the same held-out users by the margin.")
+              description="NDCG@100 beats popularity on the same held-out users by the margin.")
 def recvae_model_beats_popularity(context: dg.AssetCheckExecutionContext, config: BaselineMarginConfig,
                                   run_defaults: RunDefaults,
                                   recvae_model: TrainedModel) -> dg.AssetCheckResult:
-    config = run_defaults.fill(config)
     score, baseline, problems = baseline_margin(recvae_model)
     if not problems and not score - baseline > config.min_margin:
         problems.append(f"{SCORE_METRIC} {score:.4f} does not beat popularity {baseline:.4f} "
@@ -254,7 +253,7 @@ def recvae_model_beats_popularity(context: dg.AssetCheckExecutionContext, config
 
 
 @hourly_check(asset="recvae_model",
-                description="The uploaded artifact reads back with the recorded size and sha256.")
+              description="The uploaded artifact reads back with the recorded size and sha256.")
 def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, config: ArtifactCheckConfig,
                                    artifact_store: ArtifactStoreResource,
                                    recvae_model: TrainedModel) -> dg.AssetCheckResult:
@@ -291,11 +290,10 @@ def index_recall_problems(record: dict[str, Any] | None, min_recall: float) -> l
 
 
 @hourly_check(asset="recvae_model",
-                description="The approximate top-k index finds, on held-out users, at least the floor's "
-                            "share of the exact top-k (recall@k); no index: served exactly.")
+              description="The approximate top-k index finds, on held-out users, at least the floor's "
+                          "share of the exact top-k (recall@k); no index: served exactly.")
 def recvae_model_index_recall(context: dg.AssetCheckExecutionContext, config: IndexRecallConfig,
                               run_defaults: RunDefaults, recvae_model: TrainedModel) -> dg.AssetCheckResult:
-    config = run_defaults.fill(config)
     record = recvae_model.ann_index
     problems = index_recall_problems(record, config.min_recall)
     metadata: dict[str, Any] = {"min_recall": config.min_recall}

@@ -59,15 +59,32 @@ def code_version() -> str:
     return f"{__version__}+g{commit}{'.dirty' if dirty else ''}" if commit else __version__
 
 
+def with_run_defaults(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """`compute` called with its `config` resolved: the fields the run config left None set from
+    the settings, when it also takes the `run_defaults` resource (RunDefaults.fill). Dagster passes
+    config and resources by name, and reads the parameters through __wrapped__."""
+
+    @functools.wraps(compute)
+    def filled(*args: Any, **kw: Any) -> Any:
+        if "config" in kw and "run_defaults" in kw:
+            kw["config"] = kw["run_defaults"].fill(kw["config"])
+        return compute(*args, **kw)
+
+    return filled
+
+
 def hourly_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Hourly]:
     """`dg.asset` with what the assets of the lineage share: the hourly partitions (at `build`), one
     run per partition in backfills, the `recommender` group, Dagster's code_version (batchrec's
-    version and commit), and the floats of their metadata rounded for Dagit (metadata.rounded_result)."""
+    version and commit), run config resolved against the settings (with_run_defaults), and the
+    floats of their metadata rounded for Dagit (metadata.rounded_result)."""
 
     def decorate(compute: Callable[..., Any]) -> Hourly:
-        @functools.wraps(compute)  # Dagster reads the parameters and annotations through __wrapped__
+        resolved = with_run_defaults(compute)
+
+        @functools.wraps(compute)
         def rounding(*args: Any, **kw: Any) -> Any:
-            return rounded_result(compute(*args, **kw))
+            return rounded_result(resolved(*args, **kw))
 
         return Hourly(dg.asset, rounding, {"backfill_policy": BACKFILL_POLICY, "group_name": GROUP,
                                            "code_version": code_version(), **kwargs})

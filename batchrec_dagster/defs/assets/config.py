@@ -18,6 +18,14 @@ from recvae import RecVAEConfig, WarmConfig
 from recvae.ann import INDEX_KINDS, IndexParams
 
 
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """`value` if it is unset or one of `allowed` (a Literal would not make a Dagster config type
+    when it may also be None)."""
+    if value is not None and value not in allowed:
+        raise ValueError(f"{field} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 class SourceConfig(dg.Config):
     """How `raw_repositories` reads MongoDB."""
 
@@ -38,9 +46,7 @@ class SourceConfig(dg.Config):
     @field_validator("layout")
     @classmethod
     def _known_layout(cls, value: str | None) -> str | None:
-        if value is not None and value not in LAYOUTS:
-            raise ValueError(f"layout {value!r} is not one of {', '.join(LAYOUTS)}")
-        return value
+        return _one_of("layout", value, LAYOUTS)
 
 
 class MatrixFilterConfig(dg.Config):
@@ -181,9 +187,7 @@ class TrainingConfig(dg.Config):
     @field_validator("ann_index")
     @classmethod
     def _known_index(cls, value: str | None) -> str | None:
-        if value is not None and value not in INDEX_KINDS:
-            raise ValueError(f"ann_index {value!r} is not one of {', '.join(INDEX_KINDS)}")
-        return value
+        return _one_of("ann_index", value, INDEX_KINDS)
 
     def index_params(self) -> IndexParams:
         return IndexParams(kind=self.ann_index, ef_search=self.ann_ef_search, nprobe=self.ann_nprobe)

@@ -61,7 +61,7 @@ def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, previous_k
 def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mongo: MongoResource,
                      run_defaults: RunDefaults, io_manager: dg.ResourceParam[Any]) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
-    layout = run_defaults.fill(config).layout
+    layout = config.layout  # resolved against BATCHREC_SOURCE_LAYOUT (with_run_defaults)
     db = mongo.get_database()
     if layout == "stars":
         # the range query needs the starred_at index; the unique one is the loader's business

@@ -122,7 +122,7 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
 def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
                  artifact_store: ArtifactStoreResource, mongo: MongoResource,
                  run_defaults: RunDefaults) -> dg.MaterializeResult:
-    config, data = run_defaults.fill(config), vae_input
+    data = vae_input  # config resolved against the settings (with_run_defaults)
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
     train = sp.csr_matrix(data.train)
