@@ -212,6 +212,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"deployment 'prod' needs {', '.join(missing)} in the environment")
         return self
 
+    @property
+    def read_from_environment(self) -> bool:
+        """The values came from the process environment, so a process started with the same
+        environment (a Dagster run) can read a secret by its variable's name (dg.EnvVar)."""
+        return True
+
     # -- derived paths
     @property
     def retention_reports_only(self) -> bool:
@@ -272,6 +278,10 @@ def parse_origins(value: str) -> list[str]:
 
 class _MappingSettings(Settings):
     """Settings from an explicit mapping (tests, `--deployment`): the process environment is ignored."""
+
+    @property
+    def read_from_environment(self) -> bool:
+        return False
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -30,11 +30,10 @@ from embedded import stop_embedded  # noqa: E402 - the benchmarks folder is not 
 
 def setup(home: Path, port: int, repos: int, users: int, candidates: int, key: str):
     from batchrec_dagster.defs.partitions import partition_window
+    from batchrec_dagster.deployments import blob_store_for, open_database
     from batchrec_dagster.registry.models import ensure_indexes, register_model
     from batchrec_dagster.settings import load_settings
     from batchrec_dagster.sources.demo_data import DemoSpec, load_demo
-    from batchrec_dagster.sources.mongo import open_database
-    from batchrec_dagster.storage.blobs import blob_store_for
     from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
 
     settings = load_settings({"BATCHREC_HOME": str(home), "BATCHREC_MONGO_PORT": str(port),

@@ -46,15 +46,16 @@ def child(partition_key: str, ops: dict[str, Any]) -> None:
     from batchrec_dagster.cli.materialize import prepare_dagster_home
     from batchrec_dagster.settings import get_settings
 
-    prepare_dagster_home(get_settings())
+    settings = get_settings()  # this child process's entry point
+    prepare_dagster_home(settings)
     from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
 
     run_config = {"ops": {op: {"config": config} for op, config in ops.items()},
                   "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = materialize_partition(partition_key, run_config=run_config, instance=instance,
-                                       raise_on_error=False)
+        result = materialize_partition(partition_key, settings=settings, run_config=run_config,
+                                       instance=instance, raise_on_error=False)
         steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)
                  if s.end_time and s.start_time}
     metadata = {asset: {k: v for k, v in asset_metadata(result, asset).items()

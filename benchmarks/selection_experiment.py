@@ -72,8 +72,8 @@ def main() -> int:
 
 
 def _db(env: dict[str, str]):
+    from batchrec_dagster.deployments import open_database
     from batchrec_dagster.settings import load_settings
-    from batchrec_dagster.sources.mongo import open_database
 
     return open_database(load_settings(env))
 

@@ -39,9 +39,12 @@ def signal_dispositions() -> Iterator[None]:
     restore_dispositions(saved)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def fresh_settings() -> Iterator[None]:
-    """Settings are read once per process; a test that changes the environment reads them anew."""
+    """For the few tests of reading the environment itself (get_settings reads it once per
+    process): the cache is empty when they start and emptied when they end. Every other test
+    passes a Settings object (local_settings, prod_settings), or the environment of a process it
+    starts, or local_env/prod_env for the CLI's commands run in-process."""
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -45,7 +45,7 @@ def test_prod_needs_its_services_and_hides_the_uri() -> None:
     assert s.mongodb_uri == secret and "pw@" not in repr(s)
 
 
-def test_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_once_per_process(monkeypatch: pytest.MonkeyPatch, fresh_settings: None) -> None:
     monkeypatch.setenv("BATCHREC_NEW_STARS_THRESHOLD", "7")
     first = get_settings()
     monkeypatch.setenv("BATCHREC_NEW_STARS_THRESHOLD", "8")

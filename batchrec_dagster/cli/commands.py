@@ -26,13 +26,13 @@ class CliError(RuntimeError):
 
 
 def _database() -> Any:
-    from batchrec_dagster.sources.mongo import open_database
+    from batchrec_dagster.deployments import open_database
 
     return open_database(get_settings())
 
 
 def _artifact_store() -> Any:
-    from batchrec_dagster.storage.blobs import blob_store_for
+    from batchrec_dagster.deployments import blob_store_for
 
     return blob_store_for(get_settings())
 
@@ -117,12 +117,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from batchrec_dagster.cli.report import print_entry
 
     # mistakes are reported before anything starts
-    partition = materialize.partition_to_run(args.partition)
+    settings = get_settings()
+    partition = materialize.partition_to_run(args.partition, settings)
     run_config = materialize.training_run_config(_training_overrides(args))
     if args.run_config:
         run_config.setdefault("ops", {}).update(_run_config_file(args.run_config))
-    materialize.check_run_config(run_config)
-    entry = materialize.run_and_register(_database(), partition, run_config)
+    materialize.check_run_config(run_config, settings)
+    entry = materialize.run_and_register(_database(), partition, run_config, settings)
     print_entry(entry, title="Registered:")
     return 0
 
@@ -132,11 +133,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from batchrec_dagster.cli import materialize
 
-    partition = materialize.partition_to_run(args.partition)
-    materialize.prepare_dagster_home(get_settings())
+    settings = get_settings()
+    partition = materialize.partition_to_run(args.partition, settings)
+    materialize.prepare_dagster_home(settings)
     with dg.DagsterInstance.get() as instance:
         # the run's console log at INFO, as `materialize` has it (Dagster's default is DEBUG)
-        materialize.evaluate_window(partition, materialize.training_run_config(), instance)
+        materialize.evaluate_window(partition, materialize.training_run_config(), instance, settings)
     return 0
 
 
@@ -189,11 +191,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from batchrec_dagster.cli.report import print_entry, print_recommendations
     from batchrec_dagster.sources.demo_data import DemoSpec, load_demo
 
-    partition = materialize.partition_to_run(args.partition)
-    run_config = materialize.training_run_config({**DEMO_TRAINING, **_training_overrides(args)})
-    materialize.check_run_config(run_config)
-    started = time.perf_counter()
     settings = get_settings()
+    partition = materialize.partition_to_run(args.partition, settings)
+    run_config = materialize.training_run_config({**DEMO_TRAINING, **_training_overrides(args)})
+    materialize.check_run_config(run_config, settings)
+    started = time.perf_counter()
     print(f"batchrec demo: {settings.deployment} deployment, home {settings.home}")
     db = _database()  # starts the embedded MongoDB on first use
     print(f"MongoDB ready ({db.client.address[0]}:{db.client.address[1]}, database {db.name})")
@@ -204,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     doc = load_demo(db, spec)
     print(f"demo data {'already loaded' if doc['skipped'] else 'loaded'}: {doc['repositories']} "
           f"repositories, {doc['users']} users, {doc['stars']} stars spread over the last {spec.days:g} days")
-    entry = materialize.run_and_register(db, partition, run_config)
+    entry = materialize.run_and_register(db, partition, run_config, settings)
     print_entry(entry, title="Registered model:")
     print()
     print_recommendations(recommend(db, _artifact_store(), login=DEMO_LOGIN, k=10), f"user {DEMO_LOGIN}")
@@ -312,10 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_warnings() -> None:
-    """Library warnings that say nothing to a CLI user (beta flags, torch's sparse-CSR notice)."""
+    """Library warnings that say nothing to a CLI user (beta and preview flags, e.g. partitioned
+    asset checks; torch's sparse-CSR notice)."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=r".*is currently in beta.*")
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta.*")
 
 

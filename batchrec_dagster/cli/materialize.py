@@ -17,7 +17,7 @@ from batchrec_dagster.defs.instance.process_identity import current_process_tags
 from batchrec_dagster.defs.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.defs.partitions import checked_partition_key, hourly_partitions, partition_window
 from batchrec_dagster.registry.models import entries_for_partition
-from batchrec_dagster.settings import PROJECT_ROOT, Settings, get_settings, override_for_process
+from batchrec_dagster.settings import PROJECT_ROOT, Settings, override_for_process
 
 JOB_NAME = "hourly_training_job"
 
@@ -73,19 +73,19 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def latest_partition_key() -> str:
-    key = hourly_partitions.get_last_partition_key()
+def latest_partition_key(settings: Settings) -> str:
+    key = hourly_partitions(settings).get_last_partition_key()
     if key is None:
         raise MaterializeError("no complete hourly partition yet (check BATCHREC_PARTITIONS_START)")
     return key
 
 
-def partition_to_run(key: str | None) -> str:
+def partition_to_run(key: str | None, settings: Settings) -> str:
     """`--partition KEY` checked (a closed hour of the partitions), or the latest closed hour."""
     if key is None:
-        return latest_partition_key()
+        return latest_partition_key(settings)
     try:
-        return checked_partition_key(key)
+        return checked_partition_key(hourly_partitions(settings), key)
     except ValueError as exc:
         raise MaterializeError(str(exc)) from None
 
@@ -104,8 +104,8 @@ def training_run_config(training: dict[str, Any] | None = None,
     return config
 
 
-def materialize_partition(partition_key: str, *, run_config: dict[str, Any] | None = None,
-                          settings: Settings | None = None, instance: dg.DagsterInstance | None = None,
+def materialize_partition(partition_key: str, *, settings: Settings, run_config: dict[str, Any] | None = None,
+                          instance: dg.DagsterInstance | None = None,
                           raise_on_error: bool = True, job_name: str = JOB_NAME) -> dg.ExecuteInProcessResult:
     """Run hourly_training_job (the five assets and their checks) for one hour in this process, or
     another job of the code location (`model_evaluation_job`)."""
@@ -132,7 +132,7 @@ def _config_classes() -> dict[str, type[dg.Config]]:
             "vae_input": SplitConfig, "recvae_model": TrainingConfig, "model_evaluation": EvaluationConfig}
 
 
-def check_run_config(run_config: dict[str, Any], settings: Settings | None = None) -> None:
+def check_run_config(run_config: dict[str, Any], settings: Settings) -> None:
     """MaterializeError (one line) for run config the hourly job would reject: unknown names or
     wrong types (Dagster's schema), or values out of range (the assets' own Config classes, which
     Dagster checks only when the step starts, i.e. after the evaluation run)."""
@@ -191,7 +191,7 @@ def _raise_if_failed(result: dg.ExecuteInProcessResult, what: str) -> None:
 
 
 def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg.DagsterInstance,
-                    settings: Settings | None = None) -> dict[str, Any]:
+                    settings: Settings) -> dict[str, Any]:
     """Run model_evaluation_job for the hour and print what it scored and decided; its metadata."""
     result = materialize_partition(partition_key, run_config=_evaluation_config(run_config),
                                    settings=settings, instance=instance, raise_on_error=False,
@@ -209,9 +209,8 @@ def evaluate_window(partition_key: str, run_config: dict[str, Any], instance: dg
 
 
 def run_and_register(db: Any, partition_key: str, run_config: dict[str, Any],
-                     settings: Settings | None = None) -> dict[str, Any]:
+                     settings: Settings) -> dict[str, Any]:
     """Materialize the hour on the persistent instance; the registry entry this run wrote."""
-    settings = settings or get_settings()
     prepare_dagster_home(settings)
     started = time.perf_counter()
     print(f"materializing partition {partition_key} ({settings.deployment} deployment) ...", flush=True)

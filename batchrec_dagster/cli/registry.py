@@ -20,7 +20,7 @@ EVALUATION_ASSET = "model_evaluation"
 
 
 def _database() -> Any:
-    from batchrec_dagster.sources.mongo import open_database
+    from batchrec_dagster.deployments import open_database
 
     return open_database(get_settings())
 

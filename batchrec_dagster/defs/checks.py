@@ -8,23 +8,25 @@ recorded by the run-failure sensor.
 The rules are plain functions (`*_problems`, `baseline_margin`) that return what is wrong; the
 Dagster checks wrap them. Thresholds are run config (dg.Config) whose defaults are settings
 (BATCHREC_MIN_MATRIX_USERS, BATCHREC_MIN_MATRIX_ITEMS, BATCHREC_MAX_MATRIX_ITEMS,
-BATCHREC_MAX_MATRIX_DENSITY, BATCHREC_MIN_SCORE_MARGIN; docs/settings.md).
+BATCHREC_MAX_MATRIX_DENSITY, BATCHREC_MIN_SCORE_MARGIN, BATCHREC_ANN_MIN_RECALL; docs/settings.md),
+resolved by the `run_defaults` resource. The checks are partitioned like their assets
+(`build_checks(partitions)`): each checks one hour, and Dagit shows its result on that hour.
 """
 
 # no `from __future__ import annotations`: Dagster reads the checks' parameter annotations
 # (config classes, resources) at decoration time and cannot resolve them from strings.
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from batchrec_dagster.defs.assets.common import Hourly, with_run_defaults
 from batchrec_dagster.defs.assets.metadata import rounded
-from batchrec_dagster.defs.resources import ArtifactStoreResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, RunDefaults
 from batchrec_dagster.registry.defaults import SCORE_METRIC
-from batchrec_dagster.settings import get_settings
 from batchrec_dagster.storage.blobs import BlobNotFoundError, mismatches
 from batchrec_dagster.storage.values import TrainedModel, UserItemMatrix, VaeInput
 
@@ -157,23 +159,33 @@ def baseline_margin(model: TrainedModel, metric: str = SCORE_METRIC) -> tuple[fl
 
 
 class MatrixBoundsConfig(dg.Config):
-    min_users: int = Field(default=get_settings().min_matrix_users, ge=1)
-    min_items: int = Field(default=get_settings().min_matrix_items, ge=1)
-    max_items: int = Field(default=get_settings().max_matrix_items, ge=1)
-    max_density: float = Field(default=get_settings().max_matrix_density, gt=0, le=1)
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {
+        "min_users": "min_matrix_users", "min_items": "min_matrix_items", "max_items": "max_matrix_items",
+        "max_density": "max_matrix_density"}
+
+    min_users: int | None = Field(default=None, ge=1, description="Default: BATCHREC_MIN_MATRIX_USERS.")
+    min_items: int | None = Field(default=None, ge=1, description="Default: BATCHREC_MIN_MATRIX_ITEMS.")
+    max_items: int | None = Field(default=None, ge=1, description="Default: BATCHREC_MAX_MATRIX_ITEMS.")
+    max_density: float | None = Field(default=None, gt=0, le=1,
+                                      description="Default: BATCHREC_MAX_MATRIX_DENSITY.")
 
 
 class BaselineMarginConfig(dg.Config):
-    min_margin: float = Field(
-        default=get_settings().min_score_margin,
-        description="The model's NDCG@100 must exceed popularity's by more than this (may be negative).")
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {"min_margin": "min_score_margin"}
+
+    min_margin: float | None = Field(
+        default=None,
+        description="The model's NDCG@100 must exceed popularity's by more than this (may be negative). "
+                    "Default: BATCHREC_MIN_SCORE_MARGIN.")
 
 
 class IndexRecallConfig(dg.Config):
-    min_recall: float = Field(
-        default=get_settings().ann_min_recall, ge=0, le=1,
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {"min_recall": "ann_min_recall"}
+
+    min_recall: float | None = Field(
+        default=None, ge=0, le=1,
         description="The approximate top-k index's recall@k against exact scoring on held-out users "
-                    "must reach this (BATCHREC_ANN_MIN_RECALL).")
+                    "must reach this. Default: BATCHREC_ANN_MIN_RECALL.")
 
 
 class ArtifactCheckConfig(dg.Config):
@@ -183,60 +195,63 @@ class ArtifactCheckConfig(dg.Config):
 # --------------------------------------------------------------------------- checks
 
 
-def _partition(context: dg.AssetCheckExecutionContext) -> dict[str, Any]:
-    # The checks are not partitioned themselves (partitioned checks are a preview feature in 1.13);
-    # inside a partitioned run they check that run's partition, named here for the operator.
-    key = context.run.tags.get("dagster/partition")
-    return {"partition": key} if key else {}
-
-
-def _result(problems: list[str], metadata: dict[str, Any], ok: str) -> dg.AssetCheckResult:
+def _result(context: dg.AssetCheckExecutionContext, problems: list[str], metadata: dict[str, Any],
+            ok: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) if problems else ok,
-        metadata={**rounded(metadata), "problems": dg.MetadataValue.json(problems)},
+        metadata={"partition": context.partition_key, **rounded(metadata),
+                  "problems": dg.MetadataValue.json(problems)},
     )
 
 
-@dg.asset_check(asset="user_item_matrix", blocking=True,
-                description="Non-empty, binary, ids consistent, within the configured size and density.")
+def hourly_check(**kwargs: Any) -> Any:
+    """`dg.asset_check`, blocking, on the hourly partitions of its asset (given at `build`), its
+    thresholds resolved against the settings (with_run_defaults)."""
+    return lambda compute: Hourly(dg.asset_check, with_run_defaults(compute), {"blocking": True, **kwargs})
+
+
+@hourly_check(asset="user_item_matrix",
+              description="Non-empty, binary, ids consistent, within the configured size and density.")
 def user_item_matrix_is_sane(context: dg.AssetCheckExecutionContext, config: MatrixBoundsConfig,
+                             run_defaults: RunDefaults,
                              user_item_matrix: UserItemMatrix) -> dg.AssetCheckResult:
     users, items = user_item_matrix.matrix.shape
     problems = matrix_problems(user_item_matrix, min_users=config.min_users, min_items=config.min_items,
                                max_items=config.max_items, max_density=config.max_density)
-    return _result(problems, {**_partition(context), "users": users, "items": items,
+    return _result(context, problems, {"users": users, "items": items,
                               "nonzeros": int(user_item_matrix.matrix.nnz)},
                    f"{users} users x {items} items")
 
 
-@dg.asset_check(asset="vae_input", blocking=True,
-                description="Training, validation and test users are disjoint; held-out items are not "
-                            "folded in.")
+@hourly_check(asset="vae_input",
+              description="Training, validation and test users are disjoint; held-out items are not "
+                          "folded in.")
 def vae_input_has_no_leakage(context: dg.AssetCheckExecutionContext,
                              vae_input: VaeInput) -> dg.AssetCheckResult:
     problems = leakage_problems(vae_input)
-    return _result(problems, {**_partition(context), "train_users": len(vae_input.train_user_ids),
+    return _result(context, problems, {"train_users": len(vae_input.train_user_ids),
                               "validation_users": len(vae_input.validation_user_ids)},
                    "train and validation are disjoint")
 
 
-@dg.asset_check(asset="recvae_model", blocking=True,
-                description="NDCG@100 beats popularity on the same held-out users by the margin.")
+@hourly_check(asset="recvae_model",
+              description="NDCG@100 beats popularity on the same held-out users by the margin.")
 def recvae_model_beats_popularity(context: dg.AssetCheckExecutionContext, config: BaselineMarginConfig,
+                                  run_defaults: RunDefaults,
                                   recvae_model: TrainedModel) -> dg.AssetCheckResult:
     score, baseline, problems = baseline_margin(recvae_model)
     if not problems and not score - baseline > config.min_margin:
         problems.append(f"{SCORE_METRIC} {score:.4f} does not beat popularity {baseline:.4f} "
                         f"by more than {config.min_margin}")
-    return _result(problems, {**_partition(context), "score": score, "popularity": baseline,
+    return _result(context, problems, {"score": score, "popularity": baseline,
                               "margin": score - baseline, "min_margin": config.min_margin},
                    f"{SCORE_METRIC} {score:.4f} vs popularity {baseline:.4f}")
 
 
-@dg.asset_check(asset="recvae_model", blocking=True,
-                description="The uploaded artifact reads back with the recorded size and sha256.")
+@hourly_check(asset="recvae_model",
+              description="The uploaded artifact reads back with the recorded size and sha256.")
 def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, config: ArtifactCheckConfig,
                                    artifact_store: ArtifactStoreResource,
                                    recvae_model: TrainedModel) -> dg.AssetCheckResult:
@@ -244,7 +259,7 @@ def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, confi
     try:
         data = store.read(recvae_model.file_name)
     except BlobNotFoundError as exc:
-        return _result([str(exc)], {**_partition(context), "uri": recvae_model.uri}, "")
+        return _result(context, [str(exc)], {"uri": recvae_model.uri}, "")
     problems = mismatches(data, size_bytes=recvae_model.size_bytes, sha256=recvae_model.sha256)
     if not problems and config.load:
         from recvae import ArtifactError, load_artifact  # torch import only when the check runs
@@ -253,7 +268,7 @@ def recvae_model_artifact_verifies(context: dg.AssetCheckExecutionContext, confi
             load_artifact(data, device="cpu")
         except ArtifactError as exc:
             problems.append(f"the artifact does not load: {exc}")
-    return _result(problems, {**_partition(context), "uri": recvae_model.uri,
+    return _result(context, problems, {"uri": recvae_model.uri,
                               "sha256": recvae_model.sha256, "size_bytes": len(data)},
                    f"{recvae_model.uri} verified")
 
@@ -272,21 +287,26 @@ def index_recall_problems(record: dict[str, Any] | None, min_recall: float) -> l
     return []
 
 
-@dg.asset_check(asset="recvae_model", blocking=True,
-                description="The approximate top-k index finds, on held-out users, at least the floor's "
-                            "share of the exact top-k (recall@k); no index: served exactly.")
+@hourly_check(asset="recvae_model",
+              description="The approximate top-k index finds, on held-out users, at least the floor's "
+                          "share of the exact top-k (recall@k); no index: served exactly.")
 def recvae_model_index_recall(context: dg.AssetCheckExecutionContext, config: IndexRecallConfig,
-                              recvae_model: TrainedModel) -> dg.AssetCheckResult:
+                              run_defaults: RunDefaults, recvae_model: TrainedModel) -> dg.AssetCheckResult:
     record = recvae_model.ann_index
     problems = index_recall_problems(record, config.min_recall)
-    metadata: dict[str, Any] = {**_partition(context), "min_recall": config.min_recall}
+    metadata: dict[str, Any] = {"min_recall": config.min_recall}
     if record is not None:
         metadata.update(recall=float(record["recall"]) if record.get("recall") is not None else -1.0,
                         k=int(record["recall_k"]), users=int(record["recall_users"]), kind=record["kind"])
     ok = ("no index: the catalog is served exactly" if record is None or problems
           else f"recall@{record['recall_k']} {record['recall']:.4f} >= {config.min_recall}")
-    return _result(problems, metadata, ok)
+    return _result(context, problems, metadata, ok)
 
 
-ASSET_CHECKS = [user_item_matrix_is_sane, vae_input_has_no_leakage, recvae_model_beats_popularity,
-                recvae_model_artifact_verifies, recvae_model_index_recall]
+CHECKS = (user_item_matrix_is_sane, vae_input_has_no_leakage, recvae_model_beats_popularity,
+          recvae_model_artifact_verifies, recvae_model_index_recall)
+
+
+def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    """The blocking checks, partitioned like the assets they check."""
+    return [check.build(partitions) for check in CHECKS]

@@ -1,12 +1,13 @@
-"""The Dagster resources of batchrec (which ones a deployment uses is decided in deployments.py).
+"""The Dagster resources of batchrec (defs/deployments.py builds them from the deployment table).
 
 - MongoResource: a database handle on MONGODB_URI, or on the embedded server in `local`.
 - ArtifactStoreResource: write-once model artifacts in a local folder or a GCS bucket.
+- RunDefaults: the settings that are defaults of run config, for the assets, checks and ops.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pymongo
@@ -14,8 +15,8 @@ from dagster_gcp import GCSResource
 from pydantic import PrivateAttr
 from pymongo.database import Database
 
-from batchrec_dagster.sources.embedded_mongo import ensure_embedded_mongo
-from batchrec_dagster.sources.mongo import connect
+from batchrec_dagster.settings import Settings
+from batchrec_dagster.sources.mongo import MongoAddress, connect
 from batchrec_dagster.storage.blobs import BlobStore, GCSBlobStore, LocalBlobStore
 
 
@@ -30,11 +31,8 @@ class MongoResource(dg.ConfigurableResource):
     _client: pymongo.MongoClient | None = PrivateAttr(default=None)
 
     def resolved_uri(self) -> str:
-        if self.uri:
-            return self.uri
-        if not self.embedded_data_dir:
-            raise ValueError("MongoResource needs a uri or an embedded_data_dir")
-        return ensure_embedded_mongo(Path(self.embedded_data_dir), self.embedded_port)
+        address = MongoAddress(self.uri, self.database, self.embedded_data_dir, self.embedded_port)
+        return address.resolved_uri()
 
     def get_client(self) -> pymongo.MongoClient:
         if self._client is None:
@@ -71,3 +69,40 @@ class GCSArtifactStore(ArtifactStoreResource):
 
     def get_store(self) -> BlobStore:
         return GCSBlobStore(self.gcs.get_client(), self.bucket, prefix=self.prefix)
+
+
+ConfigT = TypeVar("ConfigT", bound=dg.Config)
+
+
+class RunDefaults(dg.ConfigurableResource):
+    """The settings that run config falls back to (docs/settings.md), given to the steps as a
+    resource so that nothing reads the settings at import. A config class names them in
+    `SETTINGS_DEFAULTS` (its field -> the setting of that name here); `fill` resolves the fields
+    that the run config left None."""
+
+    source_layout: str
+    full_run_hour: int
+    training_device: str | None = None
+    ann_min_items: int
+    ann_index_kind: str
+    ann_recall_k: int
+    ann_min_recall: float
+    ann_ef_search: int
+    ann_nprobe: int
+    min_matrix_users: int
+    min_matrix_items: int
+    max_matrix_items: int
+    max_matrix_density: float
+    min_score_margin: float
+    retention_reports_only: bool
+    retention_min_age_hours: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunDefaults:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+    def fill(self, config: ConfigT) -> ConfigT:
+        """`config` with each of its SETTINGS_DEFAULTS fields that is None set from the settings."""
+        mapping: dict[str, str] = getattr(type(config), "SETTINGS_DEFAULTS", {})
+        return config.model_copy(update={field: getattr(self, setting) for field, setting in mapping.items()
+                                         if getattr(config, field) is None})

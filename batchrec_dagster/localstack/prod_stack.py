@@ -274,7 +274,7 @@ def run_prod_stack(args: argparse.Namespace) -> int:
         print(f"batchrec prod-stack: {exc}", file=sys.stderr)
         return 1
     if not settings.mongodb_uri:
-        from batchrec_dagster.sources.mongo import server_uri
+        from batchrec_dagster.deployments import server_uri
 
         # the embedded server (local deployment), shared with the other local commands like
         # `batchrec dev`; `batchrec stop` stops it. The services inherit its address.

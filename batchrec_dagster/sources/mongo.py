@@ -1,4 +1,5 @@
-"""MongoDB connections, without Dagster: the pipeline's resource, the CLI and the server use these.
+"""MongoDB connections, without Dagster: the pipeline's resource, the CLI and the server use these
+(each deployment's address comes from the table in batchrec_dagster/deployments.py).
 
 `MONGODB_URI` when it is set; in the `local` deployment without it, the embedded nx-27017 server
 under BATCHREC_HOME, started on first use.
@@ -6,12 +7,12 @@ under BATCHREC_HOME, started on first use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pymongo
-from pymongo.database import Database
 
-from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.embedded_mongo import ensure_embedded_mongo
 
 
@@ -21,15 +22,19 @@ def connect(uri: str, **kwargs: Any) -> pymongo.MongoClient:
     return pymongo.MongoClient(uri, tz_aware=True, **kwargs)
 
 
-def server_uri(settings: Settings) -> str:
-    """MONGODB_URI, or the embedded server's address (started if it is not running)."""
-    if settings.mongodb_uri:
-        return settings.mongodb_uri
-    if settings.deployment == "prod":  # unreachable: Settings refuses prod without MONGODB_URI
-        raise ValueError("the prod deployment needs MONGODB_URI")
-    return ensure_embedded_mongo(settings.mongo_data_dir, settings.mongo_port)
+@dataclass(frozen=True)
+class MongoAddress:
+    """A deployment's MongoDB: its URI, or the embedded server's data folder and port."""
 
+    uri: str | None
+    database: str
+    embedded_data_dir: str | None = None
+    embedded_port: int = 27117
 
-def open_database(settings: Settings) -> Database:
-    """The batchrec database of the deployment (the client lives as long as the process)."""
-    return connect(server_uri(settings))[settings.mongodb_database]
+    def resolved_uri(self) -> str:
+        """The URI; the embedded server's, started if it is not running, when there is none."""
+        if self.uri:
+            return self.uri
+        if not self.embedded_data_dir:
+            raise ValueError("no MONGODB_URI, and this deployment has no embedded MongoDB")
+        return ensure_embedded_mongo(Path(self.embedded_data_dir), self.embedded_port)

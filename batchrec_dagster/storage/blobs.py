@@ -16,13 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from google.api_core import exceptions as gcs_exceptions
 from google.cloud import storage as gcs
-
-if TYPE_CHECKING:
-    from batchrec_dagster.settings import Settings
 
 # under the deployment's root (BATCHREC_HOME/storage, or gs://GCS_BUCKET/GCS_PREFIX)
 ARTIFACTS_FOLDER = "models"
@@ -230,11 +227,3 @@ class GCSBlobStore:
             self.bucket.blob(self._key(name)).delete()
         except gcs_exceptions.NotFound as exc:
             raise BlobNotFoundError(f"{self.uri(name)} does not exist") from exc
-
-
-def blob_store_for(settings: Settings, folder: str = ARTIFACTS_FOLDER) -> BlobStore:
-    """The deployment's store outside Dagster (CLI, server): the same objects the resources use."""
-    if settings.deployment == "prod":
-        client = gcs.Client(project=settings.google_cloud_project)
-        return GCSBlobStore(client, settings.gcs_bucket or "", prefix=f"{settings.gcs_prefix}/{folder}")
-    return LocalBlobStore(settings.artifacts_dir / folder)

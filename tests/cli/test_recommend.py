@@ -4,13 +4,14 @@ answered (it used to fail outright). In-process CLI, local deployment, the test 
 from pathlib import Path
 
 from batchrec_dagster.cli.commands import main
-from batchrec_dagster.settings import get_settings
-from batchrec_dagster.storage.blobs import blob_store_for
+from batchrec_dagster.deployments import blob_store_for
+from batchrec_dagster.settings import Settings
 from tests.harness.serving import NAMES, publish
 
 
-def test_recommend_reports_unknown_names_and_goes_on(local_env: Path, mongo_db, capsys) -> None:
-    entry = publish(mongo_db, blob_store_for(get_settings()), score=0.3)
+def test_recommend_reports_unknown_names_and_goes_on(local_env: Path, local_settings: Settings, mongo_db,
+                                                    capsys) -> None:
+    entry = publish(mongo_db, blob_store_for(local_settings), score=0.3)
     mongo_db["repositories"].insert_many([{"_id": 1003, "full_name": NAMES[3]},
                                           {"_id": 1004, "full_name": NAMES[4]}])
     assert main(["recommend", "--repos", f"{NAMES[3]},nobody/nothing,1004", "-k", "5"]) == 0

@@ -16,7 +16,7 @@ import pytest
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
 from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.instance.run_queue import add_training_tags
-from batchrec_dagster.defs.jobs import ASSET_NAMES, hourly_training_job
+from batchrec_dagster.defs.jobs import ASSET_NAMES
 from batchrec_dagster.settings import load_settings
 from batchrec_dagster.training.k8s_resources import K8S_CONFIG_TAG, TRAINING_POOL
 from tests.defs.test_end_to_end import hour_before, run_config
@@ -24,17 +24,18 @@ from tests.harness.dagster_services import LOCATION, REPOSITORY, ServiceError, w
 from tests.harness.dagster_stack import dagster_stack
 
 IMPLICIT_JOB = "__ASSET_JOB"
-TRAINING_TAGS = dict(hourly_training_job.tags)
+SETTINGS = load_settings({})
+TRAINING_TAGS = dict(build_definitions(SETTINGS).resolve_job_def("hourly_training_job").tags)
 
 
 def _submit(instance: dg.DagsterInstance, assets: tuple[str, ...], tags: dict[str, str] | None = None
             ) -> dg.DagsterRun:
     """A run of the implicit asset job for a selection, as Dagit creates it, and what the run queue
     adds at submission. (Queueing it for real needs a code location: the test below.)"""
-    job = build_definitions(load_settings({})).resolve_implicit_global_asset_job_def()
+    job = build_definitions(SETTINGS).resolve_implicit_global_asset_job_def()
     run = instance.create_run_for_job(job, asset_selection=frozenset(dg.AssetKey(a) for a in assets),
                                       tags={"dagster/partition": "2026-03-01-20:00", **(tags or {})})
-    add_training_tags(instance, run)
+    add_training_tags(instance, run, TRAINING_TAGS)
     stored = instance.get_run_by_id(run.run_id)
     assert stored is not None
     return stored

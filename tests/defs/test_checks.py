@@ -9,13 +9,14 @@ import pytest
 import scipy.sparse as sp
 
 from batchrec_dagster.defs.checks import (
-    ASSET_CHECKS,
     baseline_margin,
+    build_checks,
     leakage_problems,
     matrix_problems,
 )
 from batchrec_dagster.defs.partitions import hourly_partitions
-from batchrec_dagster.defs.resources import LocalArtifactStore
+from batchrec_dagster.defs.resources import LocalArtifactStore, RunDefaults
+from batchrec_dagster.settings import load_settings
 from batchrec_dagster.storage.blobs import (
     ArtifactMismatchError,
     LocalBlobStore,
@@ -26,6 +27,8 @@ from batchrec_dagster.storage.blobs import (
 from batchrec_dagster.storage.values import TrainedModel, UserItemMatrix, VaeInput
 
 BOUNDS = {"min_users": 3, "min_items": 3, "max_items": 1000, "max_density": 0.5}
+SETTINGS = load_settings({})  # the defaults: a recall floor of 0.98, a margin of 0
+PARTITIONS = hourly_partitions(SETTINGS)
 PARTITION = "2026-03-01-14:00"
 
 
@@ -137,20 +140,22 @@ def _run_model_checks(tmp_path: Path, model: TrainedModel, run_config: dict | No
     """Real checks on a stand-in `recvae_model`; `model_registry_entry` records whether it ran."""
     registered: list[str] = []
 
-    @dg.asset(name="recvae_model", partitions_def=hourly_partitions)
+    @dg.asset(name="recvae_model", partitions_def=PARTITIONS)
     def recvae_model() -> TrainedModel:
         return model
 
-    @dg.asset(name="model_registry_entry", partitions_def=hourly_partitions, deps=["recvae_model"])
+    @dg.asset(name="model_registry_entry", partitions_def=PARTITIONS, deps=["recvae_model"])
     def model_registry_entry(context: dg.AssetExecutionContext) -> None:
         registered.append(context.partition_key)
 
-    model_checks = [c for c in ASSET_CHECKS
+    model_checks = [c for c in build_checks(PARTITIONS)
                     if dg.AssetKey("recvae_model") in {k.asset_key for k in c.check_keys}]
+    assert all(c.partitions_def == PARTITIONS for c in model_checks)  # each checks one hour
     result = dg.materialize(
         [recvae_model, model_registry_entry, *model_checks], partition_key=PARTITION, raise_on_error=False,
         resources={"io_manager": dg.InMemoryIOManager(),
-                   "artifact_store": LocalArtifactStore(root=str(tmp_path / "store"))},
+                   "artifact_store": LocalArtifactStore(root=str(tmp_path / "store")),
+                   "run_defaults": RunDefaults.from_settings(SETTINGS)},
         run_config=run_config)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     return result, evaluations, registered
@@ -164,6 +169,8 @@ def test_passing_checks_let_the_model_be_registered(tmp_path: Path) -> None:
         "recvae_model_beats_popularity": True, "recvae_model_artifact_verifies": True,
         "recvae_model_index_recall": True}
     assert evaluations["recvae_model_beats_popularity"].metadata["partition"].value == PARTITION
+    # partitioned checks: Dagster records each evaluation on the hour it checked
+    assert {e.partition for e in evaluations.values()} == {PARTITION}
     assert registered == [PARTITION]
 
 

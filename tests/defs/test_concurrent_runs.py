@@ -27,7 +27,7 @@ from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.io_managers import LocalTypedIOManager
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.registry.models import entries_for_partition
-from batchrec_dagster.settings import PROJECT_ROOT
+from batchrec_dagster.settings import PROJECT_ROOT, Settings
 from batchrec_dagster.storage.blobs import LocalBlobStore, sha256_hex
 from recvae import load_artifact
 from tests.defs.test_pipeline import KEY, load_tiny_demo
@@ -49,8 +49,10 @@ class HookedIOManager(LocalTypedIOManager):
                 AFTER_MODEL_STORED.pop()()
 
 
-def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, mongo_db, tmp_path: Path,
-                                                          monkeypatch) -> None:
+def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, local_settings: Settings,
+                                                          mongo_db, tmp_path: Path, monkeypatch) -> None:
+    """The second run is `batchrec materialize` in a process of its own, which reads the deployment
+    from its environment (local_env); this process builds the same definitions from local_settings."""
     load_tiny_demo(mongo_db)
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -64,7 +66,7 @@ def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, mong
         [str(Path(sys.executable).with_name("batchrec")), "materialize", "--partition", KEY,
          "--run-config", str(config_file)], capture_output=True, text=True, timeout=600)))
 
-    defs = build_definitions()
+    defs = build_definitions(local_settings)
     assets_dir = str(local_env / "storage" / "assets")
     with dg.DagsterInstance.get() as instance:
         first = defs.resolve_job_def(JOB_NAME).execute_in_process(

@@ -2,7 +2,6 @@
 
 import math
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -13,7 +12,7 @@ from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.registry.models import entries_for_partition
-from batchrec_dagster.settings import load_settings
+from batchrec_dagster.settings import Settings, load_settings
 from batchrec_dagster.sources.demo_data import generate_demo, load_demo
 from batchrec_dagster.storage.blobs import sha256_hex
 from batchrec_dagster.storage.codec import decode
@@ -132,11 +131,12 @@ def check_run(result, db, expected_stars: int, read_asset, read_artifact) -> dic
     return entry
 
 
-def test_whole_graph_local_deployment(local_env: Path, mongo_db):
+def test_whole_graph_local_deployment(local_settings: Settings, mongo_db):
     expected = load_tiny_demo(mongo_db)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
-    storage = local_env / "storage"
+        result = materialize_partition(KEY, settings=local_settings, run_config=tiny_run_config(),
+                                       instance=instance)
+    storage = local_settings.artifacts_dir
     assets = storage / "assets"  # one file per asset, partition and run
     entry = check_run(result, mongo_db, expected,
                       read_asset=lambda a: (assets / a / KEY / f"{result.run_id}.npz").read_bytes(),
@@ -145,10 +145,12 @@ def test_whole_graph_local_deployment(local_env: Path, mongo_db):
 
 
 @pytest.mark.slow
-def test_whole_graph_prod_deployment_on_gcs(prod_env: str, gcs_client, mongo_db):
+def test_whole_graph_prod_deployment_on_gcs(prod_settings: Settings, gcs_client, mongo_db):
     expected = load_tiny_demo(mongo_db)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = materialize_partition(KEY, run_config=tiny_run_config(), instance=instance)
+        result = materialize_partition(KEY, settings=prod_settings, run_config=tiny_run_config(),
+                                       instance=instance)
+    prod_env = prod_settings.gcs_bucket
     bucket = gcs_client.bucket(prod_env)
     entry = check_run(result, mongo_db, expected,
                       read_asset=lambda a: bucket.blob(f"batchrec/assets/{a}/{KEY}/{result.run_id}.npz")
@@ -160,7 +162,7 @@ def test_whole_graph_prod_deployment_on_gcs(prod_env: str, gcs_client, mongo_db)
             for a in ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model")} <= stored
 
 
-def test_the_top_k_index_is_built_measured_stored_and_registered(local_env: Path, mongo_db):
+def test_the_top_k_index_is_built_measured_stored_and_registered(local_settings: Settings, mongo_db):
     """A catalog above the switch-over gets its index at training: stored write-once next to the
     artifact, its recall measured on the held-out users, recorded in the registry entry and
     checked; the server's loader takes it as it is (no rebuild)."""
@@ -170,13 +172,14 @@ def test_the_top_k_index_is_built_measured_stored_and_registered(local_env: Path
 
     load_tiny_demo(mongo_db)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = materialize_partition(KEY, run_config=tiny_run_config(ann_min_items=10), instance=instance)
+        result = materialize_partition(KEY, settings=local_settings,
+                                       run_config=tiny_run_config(ann_min_items=10), instance=instance)
     assert result.success
     entry = entries_for_partition(mongo_db, END)[0]
     record = entry["ann_index"]
     assert record["file_name"] == entry["file_name"] + ".faiss" and record["kind"] == "hnsw"
     assert record["artifact_sha256"] == entry["sha256"] and record["n_items"] == entry["data_sizes"]["items"]
-    models = local_env / "storage" / "models"
+    models = local_settings.artifacts_dir / "models"
     data = (models / record["file_name"]).read_bytes()
     assert sha256_hex(data) == record["sha256"] and len(data) == record["size_bytes"]
     assert record["recall_users"] == entry["data_sizes"]["test_users"] and record["recall"] >= 0.98

@@ -1,52 +1,83 @@
 import dagster as dg
 import pytest
 
-from batchrec_dagster.defs.assets import ASSETS
+from batchrec_dagster.defs.assets.config import SourceConfig, TrainingConfig
+from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.deployments import build_resources
 from batchrec_dagster.defs.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
 from batchrec_dagster.defs.jobs import ASSET_NAMES
 from batchrec_dagster.defs.partitions import hourly_partitions
-from batchrec_dagster.defs.resources import GCSArtifactStore, LocalArtifactStore
-from batchrec_dagster.settings import SettingsError, get_settings, load_settings
+from batchrec_dagster.defs.resources import GCSArtifactStore, LocalArtifactStore, RunDefaults
+from batchrec_dagster.deployments import blob_store_for
+from batchrec_dagster.settings import Settings, SettingsError, get_settings, load_settings
 
-KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager"}
+KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager", "run_defaults"}
 
 
-def test_local_resources_need_no_cloud(local_env):
-    resources = build_resources()
+def test_local_resources_need_no_cloud(local_settings: Settings):
+    resources = build_resources(local_settings)
     assert set(resources) == KEYS
     assert isinstance(resources["io_manager"], LocalTypedIOManager)
     assert isinstance(resources["artifact_store"], LocalArtifactStore)
     assert isinstance(resources["registry_io_manager"], MongoRegistryIOManager)
-    assert resources["artifact_store"].root == str(local_env.resolve() / "storage" / "models")
+    assert resources["artifact_store"].root == str(local_settings.home / "storage" / "models")
 
 
-def test_prod_resources_read_the_environment(prod_env, monkeypatch):
-    resources = build_resources()
+def test_prod_resources_read_secrets_from_the_environment(prod_env: str):
+    """The code location's settings come from the environment: secrets and deployment values stay
+    references to it (dg.EnvVar) until a run starts, never values in run config or the UI."""
+    resources = build_resources(get_settings())
     assert isinstance(resources["io_manager"], GCSTypedIOManager)
     assert isinstance(resources["artifact_store"], GCSArtifactStore)
-    # secrets and deployment values stay environment references until a run starts
     assert isinstance(resources["mongo"].uri, dg.EnvVar)
     assert resources["mongo"].uri.env_var_name == "MONGODB_URI"
     assert isinstance(resources["artifact_store"].bucket, dg.EnvVar)
     assert resources["artifact_store"].bucket.get_value() == prod_env
-    monkeypatch.delenv("GCS_BUCKET")
-    get_settings.cache_clear()
+
+
+def test_prod_resources_from_a_settings_object_carry_its_values(prod_settings: Settings,
+                                                                prod_variables: dict[str, str]):
+    resources = build_resources(prod_settings)
+    assert resources["mongo"].uri == prod_settings.mongodb_uri
+    assert resources["artifact_store"].bucket == prod_settings.gcs_bucket
+    assert resources["mongo"].embedded_data_dir is None  # prod never starts the embedded server
     with pytest.raises(SettingsError, match="GCS_BUCKET"):
-        build_resources()
-    local = load_settings({"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": "/tmp/x"})
-    assert isinstance(build_resources(local)["io_manager"], LocalTypedIOManager)
+        load_settings({k: v for k, v in prod_variables.items() if k != "GCS_BUCKET"})
+
+
+@pytest.mark.parametrize("deployment", ["local", "prod"])
+def test_dagster_and_the_cli_use_the_same_store(deployment: str, local_settings: Settings,
+                                                prod_settings: Settings):
+    """One deployment table: the artifact store the resources give a run is the one the CLI and
+    the server open (blob_store_for)."""
+    settings = {"local": local_settings, "prod": prod_settings}[deployment]
+    in_run = build_resources(settings)["artifact_store"].get_store()
+    outside = blob_store_for(settings)
+    assert (in_run.location, in_run.uri("m.pt")) == (outside.location, outside.uri("m.pt"))
+
+
+def test_run_defaults_fill_only_what_the_run_config_leaves_unset():
+    settings = load_settings({"BATCHREC_SOURCE_LAYOUT": "embedded", "BATCHREC_TRAINING_DEVICE": "cpu",
+                              "BATCHREC_ANN_INDEX": "ivf"})
+    defaults = RunDefaults.from_settings(settings)
+    assert defaults.fill(SourceConfig()).layout == "embedded"
+    assert defaults.fill(SourceConfig(layout="stars")).layout == "stars"
+    training = defaults.fill(TrainingConfig(ann_recall_k=5))
+    assert (training.device, training.ann_index, training.ann_recall_k) == ("cpu", "ivf", 5)
+    assert training.ann_min_items == settings.ann_min_items
 
 
 def test_assets_share_one_lineage_on_hourly_partitions():
-    assert [a.key.to_user_string() for a in ASSETS] == list(ASSET_NAMES)
-    for asset in ASSETS:
-        assert asset.partitions_def == hourly_partitions
+    settings = load_settings({"BATCHREC_PARTITIONS_START": "2026-02-01-00:00"})
+    graph = build_definitions(settings).resolve_asset_graph()
+    lineage = [graph.get(dg.AssetKey(name)) for name in ASSET_NAMES]
+    for asset in lineage:
+        assert asset.partitions_def == hourly_partitions(settings)
+        assert asset.partitions_def.get_first_partition_key() == "2026-02-01-00:00"
         assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
-        assert asset.group_names_by_key[asset.key] == "recommender"
-    training = next(a for a in ASSETS if a.key.to_user_string() == "recvae_model")
-    assert training.op.pool == "training"
-    registry = next(a for a in ASSETS if a.key.to_user_string() == "model_registry_entry")
+        assert asset.group_name == "recommender"
+    assert graph.get(dg.AssetKey("recvae_model")).pools == {"training"}
+    registry = build_definitions(settings).resolve_assets_def("model_registry_entry")
     assert registry.get_io_manager_key_for_asset_key(registry.key) == "registry_io_manager"
 
 

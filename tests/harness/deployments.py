@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings, get_settings, load_settings
 from batchrec_dagster.sources.demo_data import DemoSpec
 
 # Small enough to train in seconds on 2 shared cores, structured enough that RecVAE beats popularity.
@@ -26,24 +28,53 @@ def tiny_run_config(**training: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def local_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mongo_server_uri: str, mongo_db: Any) -> Path:
-    """BATCHREC_DEPLOYMENT=local with BATCHREC_HOME in tmp_path and the test MongoDB/database."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("BATCHREC_DEPLOYMENT", "local")
-    monkeypatch.setenv("BATCHREC_HOME", str(home))
-    monkeypatch.setenv("MONGODB_URI", mongo_server_uri)
-    monkeypatch.setenv("MONGODB_DATABASE", mongo_db.name)
-    monkeypatch.delenv("BATCHREC_SOURCE_LAYOUT", raising=False)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    get_settings.cache_clear()
-    return home
+def local_variables(tmp_path: Path, mongo_server_uri: str, mongo_db: Any) -> dict[str, str]:
+    """The local deployment with BATCHREC_HOME in tmp_path and the test MongoDB/database."""
+    return {"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(tmp_path / "home"),
+            "MONGODB_URI": mongo_server_uri, "MONGODB_DATABASE": mongo_db.name}
 
 
 @pytest.fixture
-def prod_env(local_env: Path, monkeypatch: pytest.MonkeyPatch, gcs_bucket: str) -> str:
-    """BATCHREC_DEPLOYMENT=prod against the GCS emulator (anonymous credentials) and the test MongoDB."""
-    monkeypatch.setenv("BATCHREC_DEPLOYMENT", "prod")
-    monkeypatch.setenv("GCS_BUCKET", gcs_bucket)
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "batchrec-test")
+def prod_variables(local_variables: dict[str, str], gcs_bucket: str) -> dict[str, str]:
+    """The prod deployment against the GCS emulator (anonymous credentials) and the test MongoDB."""
+    return {**local_variables, "BATCHREC_DEPLOYMENT": "prod", "GCS_BUCKET": gcs_bucket,
+            "GOOGLE_CLOUD_PROJECT": "batchrec-test"}
+
+
+@pytest.fixture
+def local_settings(local_variables: dict[str, str]) -> Settings:
+    """The local deployment's settings, as an object: what build_definitions and materialize take."""
+    return load_settings(local_variables)
+
+
+@pytest.fixture
+def prod_settings(prod_variables: dict[str, str]) -> Settings:
+    return load_settings(prod_variables)
+
+
+@contextmanager
+def environment(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> Iterator[None]:
+    """`variables` as this process's environment, for code whose interface is the environment: the
+    CLI's commands, run in-process, read the settings there once (get_settings), so the cache is
+    cleared when the variables are set and again when they are undone."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    for name in ("BATCHREC_SOURCE_LAYOUT", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
-    return gcs_bucket
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def local_env(monkeypatch: pytest.MonkeyPatch, local_variables: dict[str, str]) -> Iterator[Path]:
+    """The local deployment in the environment (CLI tests); BATCHREC_HOME."""
+    with environment(monkeypatch, local_variables):
+        yield Path(local_variables["BATCHREC_HOME"])
+
+
+@pytest.fixture
+def prod_env(monkeypatch: pytest.MonkeyPatch, prod_variables: dict[str, str]) -> Iterator[str]:
+    """The prod deployment in the environment (CLI tests); the bucket."""
+    with environment(monkeypatch, prod_variables):
+        yield prod_variables["GCS_BUCKET"]

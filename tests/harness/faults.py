@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchrec_dagster.localstack.process_groups import terminate
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings, load_settings
 from tests.harness.servers import start_mongo
 
 
@@ -41,12 +41,7 @@ def own_mongo(tmp_path: Path) -> Iterator[OwnMongo]:
 
 
 @pytest.fixture
-def fault_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_mongo: OwnMongo) -> Path:
+def fault_settings(tmp_path: Path, own_mongo: OwnMongo) -> Settings:
     """The local deployment on this test's own MongoDB server and its own BATCHREC_HOME."""
-    home = tmp_path / "home"
-    for name, value in {"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(home),
-                        "MONGODB_URI": own_mongo.uri, "MONGODB_DATABASE": "faults"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    get_settings.cache_clear()
-    return home
+    return load_settings({"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(tmp_path / "home"),
+                          "MONGODB_URI": own_mongo.uri, "MONGODB_DATABASE": "faults"})

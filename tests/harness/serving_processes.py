@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.localstack import process_groups
 from batchrec_dagster.localstack.processes import children
 from batchrec_dagster.settings import PROJECT_ROOT, load_settings
-from batchrec_dagster.storage.blobs import BlobStore, blob_store_for
+from batchrec_dagster.storage.blobs import BlobStore
 from tests.harness.servers import free_port
 from tests.harness.serving import wait_for
 

@@ -6,12 +6,16 @@ import dagster as dg
 
 from batchrec_dagster.defs.jobs import ASSET_NAMES
 from batchrec_dagster.defs.partitions import hourly_partitions
+from batchrec_dagster.settings import load_settings
+
+# the partitions of the default settings (BATCHREC_PARTITIONS_START 2026-01-01-00:00)
+PARTITIONS = hourly_partitions(load_settings({}))
 
 
-def stub_assets() -> list[dg.AssetsDefinition]:
+def stub_assets(partitions: dg.PartitionsDefinition = PARTITIONS) -> list[dg.AssetsDefinition]:
     assets, upstream = [], []
     for name in ASSET_NAMES:
-        @dg.asset(name=name, partitions_def=hourly_partitions, deps=upstream)
+        @dg.asset(name=name, partitions_def=partitions, deps=upstream)
         def _stub() -> None:
             return None
 

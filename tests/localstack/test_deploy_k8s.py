@@ -209,10 +209,15 @@ def test_dockerfile_cpu_by_default_cuda_by_argument() -> None:
 
 def test_the_training_job_carries_the_device_tags() -> None:
     """The job's runs carry dagster-k8s's pod config for BATCHREC_TRAINING_DEVICE (CPU when unset)."""
-    from batchrec_dagster.defs.jobs import hourly_training_job
+    from batchrec_dagster.defs.definitions import build_definitions
     from batchrec_dagster.settings import load_settings
     from batchrec_dagster.training.k8s_resources import K8S_CONFIG_TAG, training_run_tags
 
-    assert hourly_training_job.tags[K8S_CONFIG_TAG] == training_run_tags(None)[K8S_CONFIG_TAG]
-    device = load_settings({"BATCHREC_TRAINING_DEVICE": " CUDA "}).training_device
-    assert device == "cuda" and "nvidia.com/gpu" in training_run_tags(device)[K8S_CONFIG_TAG]
+    def job_tags(settings):
+        return build_definitions(settings).resolve_job_def("hourly_training_job").tags
+
+    assert job_tags(load_settings({}))[K8S_CONFIG_TAG] == training_run_tags(None)[K8S_CONFIG_TAG]
+    settings = load_settings({"BATCHREC_TRAINING_DEVICE": " CUDA "})
+    assert settings.training_device == "cuda"
+    assert "nvidia.com/gpu" in training_run_tags("cuda")[K8S_CONFIG_TAG]
+    assert job_tags(settings)[K8S_CONFIG_TAG] == training_run_tags("cuda")[K8S_CONFIG_TAG]

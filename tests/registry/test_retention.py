@@ -14,10 +14,10 @@ from dagster_gcp import GCSResource
 from batchrec_dagster.defs.automation.retention_job import artifact_retention_job
 from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.io_managers import GCSTypedIOManager, LocalTypedIOManager
-from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource
+from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource, RunDefaults
 from batchrec_dagster.registry.models import MODELS, referenced_files
 from batchrec_dagster.registry.retention import apply_retention, needed_values, plan_retention
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings, load_settings
 from batchrec_dagster.storage.blobs import BlobInfo, GCSBlobStore, LocalBlobStore, probe_write
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -91,60 +91,63 @@ def test_the_job_deletes_old_orphans(tmp_path, mongo_server_uri, mongo_db) -> No
     mongo_db[MODELS].insert_one({"file_name": kept.name})
     resources = {"mongo": MongoResource(uri=mongo_server_uri, database=mongo_db.name),
                  "artifact_store": LocalArtifactStore(root=str(root)),
-                 "io_manager": LocalTypedIOManager(base_dir=str(tmp_path / "assets"))}
+                 "io_manager": LocalTypedIOManager(base_dir=str(tmp_path / "assets")),
+                 "run_defaults": RunDefaults.from_settings(load_settings({}))}
     result = artifact_retention_job.execute_in_process(run_config=_config(dry_run=False), resources=resources)
     assert result.success and _report(result)["orphans"] == 1
     assert sorted(b.name for b in store.list_blobs()) == ["kept.pt", "young.pt"]
 
 
-def _shipped_job() -> dg.JobDefinition:
+def _shipped_job(settings: Settings) -> dg.JobDefinition:
     """The job as the code location serves it: the deployment's own resources (issue 18, D2: the
     tests passed their own, which hid that the typed io_manager failed every shipped run)."""
-    return build_definitions(get_settings()).resolve_job_def("artifact_retention_job")
+    return build_definitions(settings).resolve_job_def("artifact_retention_job")
 
 
 def _models(home: Path) -> LocalBlobStore:
     return LocalBlobStore(home / "storage" / "models")
 
 
-def test_the_shipped_job_runs_dry_and_for_real(local_env: Path, mongo_db) -> None:
+def test_the_shipped_job_runs_dry_and_for_real(local_settings: Settings, mongo_db) -> None:
     """D2: as shipped, every run failed (dry runs too) with DagsterInvariantViolationError from the
     typed IO manager, after it had deleted."""
-    store = _models(local_env)
+    store = _models(local_settings.home)
     kept, orphan = store.put_new("kept.pt", b"k"), store.put_new("orphan.pt", b"o")
     for blob in (kept, orphan):
         _age(store.root / blob.name)
     mongo_db[MODELS].insert_one({"file_name": kept.name})
-    dry = _shipped_job().execute_in_process(run_config=_config(dry_run=True))
+    dry = _shipped_job(local_settings).execute_in_process(run_config=_config(dry_run=True))
     assert dry.success and _report(dry)["orphan_names"] == ["orphan.pt"] and store.exists(orphan.name)
-    done = _shipped_job().execute_in_process(run_config=_config(dry_run=False))
+    done = _shipped_job(local_settings).execute_in_process(run_config=_config(dry_run=False))
     assert done.success and _report(done)["orphans"] == 1 and _report(done)["dry_run"] is False
     assert [b.name for b in store.list_blobs()] == ["kept.pt"]
 
 
-def test_a_registry_that_references_nothing_deletes_nothing(local_env: Path, mongo_db) -> None:
+def test_a_registry_that_references_nothing_deletes_nothing(local_settings: Settings, mongo_db) -> None:
     """D3: retention against an empty registry (a typo in MONGODB_DATABASE) deleted every artifact."""
-    store = _models(local_env)
+    store = _models(local_settings.home)
     names = [store.put_new(f"recvae_{i}.pt", b"x").name for i in range(3)]
     for name in names:
         _age(store.root / name)
     mongo_db[MODELS].insert_one({"file_name": "recvae_elsewhere.pt"})  # names none of the stored ones
-    refused = _shipped_job().execute_in_process(run_config=_config(dry_run=False), raise_on_error=False)
+    refused = _shipped_job(local_settings).execute_in_process(run_config=_config(dry_run=False),
+                                                              raise_on_error=False)
     assert not refused.success
     [failure] = [e for e in refused.all_node_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.event_specific_data.error_display_string
     assert "references none of the 3 artifacts" in message and "force: true" in message
     assert sorted(b.name for b in store.list_blobs()) == names
-    forced = _shipped_job().execute_in_process(run_config=_config(dry_run=False, force=True))
+    forced = _shipped_job(local_settings).execute_in_process(run_config=_config(dry_run=False, force=True))
     assert forced.success and list(store.list_blobs()) == []
 
 
-def test_stored_asset_values_are_cleaned_but_what_the_next_hour_needs_stays(local_env: Path, mongo_db):
+def test_stored_asset_values_are_cleaned_but_what_the_next_hour_needs_stays(local_settings: Settings,
+                                                                           mongo_db):
     """D15: the IO managers' stored values (storage/assets) were never cleaned. Files stand in for
     the values (retention reads names and ages only)."""
-    model = _models(local_env).put_new("recvae_a.pt", b"m")
+    model = _models(local_settings.home).put_new("recvae_a.pt", b"m")
     mongo_db[MODELS].insert_one({"file_name": model.name, "run_id": "run-a"})
-    values = LocalBlobStore(local_env / "storage" / "assets")
+    values = LocalBlobStore(local_settings.home / "storage" / "assets")
     h, h1 = "2026-03-01-20:00", "2026-03-01-21:00"
     old = {f"raw_repositories/{h}/run-a.npz": "gone", f"raw_repositories/{h1}/run-b.npz": "kept",
            f"raw_repositories/{h1}/run-c.npz": "kept", f"user_item_matrix/{h1}/run-b.npz": "gone",
@@ -154,14 +157,14 @@ def test_stored_asset_values_are_cleaned_but_what_the_next_hour_needs_stays(loca
         values.put_new(name, b"v")
         _age(values.root / name)
     young = values.put_new(f"user_item_matrix/{h}/run-d.npz", b"v").name
-    result = _shipped_job().execute_in_process(run_config=_config(dry_run=False))
+    result = _shipped_job(local_settings).execute_in_process(run_config=_config(dry_run=False))
     assert result.success
     report = _report(result)
     expected = {name for name, fate in old.items() if fate == "kept"} | {young}
     assert {b.name for b in values.list_blobs()} == expected
     assert sorted(report["asset_values_orphan_names"]) == sorted(n for n, f in old.items() if f == "gone")
     assert (report["asset_values_kept_referenced"], report["asset_values_kept_young"]) == (3, 1)
-    assert _models(local_env).exists(model.name)
+    assert _models(local_settings.home).exists(model.name)
 
 
 def test_gcs_asset_values_are_listed_and_deleted_by_their_relative_names(prod_env: str, gcs_client) -> None:
@@ -179,17 +182,18 @@ def test_gcs_asset_values_are_listed_and_deleted_by_their_relative_names(prod_en
     assert remaining == ["p/assets/raw_repositories/2026-03-01-21:00/r2.npz"]
 
 
-def test_the_shipped_job_runs_in_prod_on_gcs(prod_env: str, gcs_client, mongo_db) -> None:
+def test_the_shipped_job_runs_in_prod_on_gcs(prod_settings: Settings, gcs_client, mongo_db) -> None:
     """D2 in the prod deployment: GCS artifact store and GCS asset values, as the code location
     builds them from the environment."""
-    prefix = get_settings().gcs_prefix
+    prefix, prod_env = prod_settings.gcs_prefix, prod_settings.gcs_bucket
     bucket = gcs_client.bucket(prod_env)
     for name in ("models/kept.pt", "models/orphan.pt", "assets/raw_repositories/2026-03-01-20:00/r.npz"):
         bucket.blob(f"{prefix}/{name}").upload_from_string(b"x")
     mongo_db[MODELS].insert_one({"file_name": "kept.pt"})
-    result = _shipped_job().execute_in_process(run_config=_config(dry_run=True))
+    result = _shipped_job(prod_settings).execute_in_process(run_config=_config())
     assert result.success
     report = _report(result)
+    assert report["dry_run"] is True  # prod's default (BATCHREC_RETENTION_DRY_RUN unset), via run_defaults
     # everything is younger than 72 h: reported as kept, nothing deleted
     assert (report["kept_referenced"], report["kept_young"], report["orphans"]) == (1, 1, 0)
     assert (report["asset_values_kept_referenced"], report["asset_values_orphans"]) == (1, 0)

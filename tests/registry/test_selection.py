@@ -23,6 +23,7 @@ from batchrec_dagster.registry import champions
 from batchrec_dagster.registry import operator_actions as operators
 from batchrec_dagster.registry.evaluations import EVALUATIONS, on_window
 from batchrec_dagster.registry.models import entries_for_partition
+from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.demo_data import load_demo
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
 
@@ -34,41 +35,41 @@ def hour_key(hours_before_latest: int) -> str:
     return latest_closed_partition(latest_start - timedelta(hours=hours_before_latest - 1))[0]
 
 
-def train(db, key: str, instance: dg.DagsterInstance, **training) -> dict:
+def train(db, key: str, instance: dg.DagsterInstance, settings: Settings, **training) -> dict:
     config = tiny_run_config(**training)
     config["ops"][BEATS_POPULARITY] = {"config": {"min_margin": -1.0}}  # M1 is weak on purpose
-    result = materialize_partition(key, run_config=config, instance=instance)
+    result = materialize_partition(key, settings=settings, run_config=config, instance=instance)
     [entry] = [e for e in entries_for_partition(db, partition_window(key)[1]) if e["run_id"] == result.run_id]
     return entry
 
 
-def evaluate(key: str, instance: dg.DagsterInstance) -> dict:
-    result = materialize_partition(key, instance=instance, job_name=EVALUATION_JOB_NAME,
+def evaluate(key: str, instance: dg.DagsterInstance, settings: Settings) -> dict:
+    result = materialize_partition(key, settings=settings, instance=instance, job_name=EVALUATION_JOB_NAME,
                                    run_config={"ops": {"model_evaluation": {"config": {"min_users": 10}}}})
     return asset_metadata(result, "model_evaluation")
 
 
 @pytest.mark.slow
-def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_env, mongo_db):
+def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_settings: Settings, mongo_db):
     h1, h2, h3 = hour_key(3), hour_key(2), hour_key(1)
     load_demo(mongo_db, TINY_DEMO, end=datetime.now(UTC))
     with dg.DagsterInstance.ephemeral() as instance:
         # hour H1: a model with almost no training; being the first, it serves at once
-        m1 = train(mongo_db, h1, instance, epochs=1, learning_rate=1e-6)
+        m1 = train(mongo_db, h1, instance, local_settings, epochs=1, learning_rate=1e-6)
         first = champions.current_champion(mongo_db)
         assert first["model_id"] == str(m1["_id"]) and "not yet scored" in first["reason"]
 
         # window H2: M1 (data up to H2's start) is scored on the stars given during H2
-        meta = evaluate(h2, instance)
+        meta = evaluate(h2, instance, local_settings)
         assert meta["candidates"] == 1 and meta["champion"] == str(m1["_id"]) and not meta["promoted"]
         assert meta["users"] >= 10 and meta["targets"] >= meta["users"]
 
         # hour H2: M2 registers; without a comparable score it cannot replace M1
-        m2 = train(mongo_db, h2, instance)
+        m2 = train(mongo_db, h2, instance, local_settings)
         assert champions.current_champion(mongo_db)["model_id"] == str(m1["_id"])
 
         # window H3: both scored on the same users and stars, the better one is promoted
-        meta = evaluate(h3, instance)
+        meta = evaluate(h3, instance, local_settings)
         scores = on_window(mongo_db, partition_window(h3)[1])
         assert set(scores) == {str(m1["_id"]), str(m2["_id"])}
         s1, s2 = scores[str(m1["_id"])], scores[str(m2["_id"])]
@@ -85,7 +86,7 @@ def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_env, mongo
         assert str(m2["_id"]) not in on_window(mongo_db, partition_window(h2)[1])
 
         # a backfill of window H2: an older window than the one that decided M2; no change
-        meta = evaluate(h2, instance)
+        meta = evaluate(h2, instance, local_settings)
         assert meta["champion"] == str(m2["_id"]) and not meta["promoted"]
         assert "older than the one" in meta["champion_reason"]
         assert mongo_db[EVALUATIONS].count_documents({}) == 3  # H2 re-run replaced M1's score

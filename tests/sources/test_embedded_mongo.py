@@ -112,7 +112,7 @@ def test_a_live_server_of_this_home_on_another_port_is_named(tmp_path):
     assert not is_running(pid)
 
 
-def test_a_command_that_starts_the_server_says_so(tmp_path, monkeypatch, capsys):
+def test_a_command_that_starts_the_server_says_so(tmp_path, monkeypatch, capsys, fresh_settings):
     """Issue 18 (friction): `batchrec registry` after `batchrec stop` started the embedded MongoDB
     again, silently, and left it running. It still starts it (the command needs it), in one line."""
     from batchrec_dagster.cli.commands import main
@@ -123,7 +123,6 @@ def test_a_command_that_starts_the_server_says_so(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("BATCHREC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("BATCHREC_MONGO_PORT", str(port))
     monkeypatch.delenv("MONGODB_URI", raising=False)
-    get_settings.cache_clear()
     data_dir = get_settings().mongo_data_dir
     try:
         assert main(["registry"]) == 0

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.demo_data import load_demo
 from batchrec_dagster.sources.mongo import connect
 from batchrec_dagster.storage.blobs import ARTIFACTS_FOLDER
@@ -29,18 +30,18 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
-def trained(fault_env, own_mongo):
+def trained(fault_settings: Settings, own_mongo):
     """The hour read and trained (artifact written), not yet registered."""
     load_demo(connect(own_mongo.uri)["faults"], TINY_DEMO, end=partition_window(KEY)[1])
     with dg.instance_for_test() as instance:
-        assert _run(instance, READS_MONGO + NO_MONGO + TRAINS).success
-        models = fault_env / "storage" / ARTIFACTS_FOLDER
+        assert _run(fault_settings, instance, READS_MONGO + NO_MONGO + TRAINS).success
+        models = fault_settings.artifacts_dir / ARTIFACTS_FOLDER
         [artifact] = [p for p in models.iterdir() if p.suffix == ".pt"]
         yield instance, artifact
 
 
 @pytest.mark.parametrize("fault", ["truncated", "flipped", "replaced", "deleted"])
-def test_a_damaged_artifact_is_never_registered(trained, own_mongo, fault) -> None:
+def test_a_damaged_artifact_is_never_registered(trained, fault_settings: Settings, own_mongo, fault) -> None:
     instance, artifact = trained
     data = artifact.read_bytes()
     if fault == "truncated":
@@ -51,32 +52,32 @@ def test_a_damaged_artifact_is_never_registered(trained, own_mongo, fault) -> No
         artifact.write_bytes(b"\x00" * len(data))  # same size, other bytes
     else:
         artifact.unlink()
-    result = _run(instance, WRITES_MONGO)
+    result = _run(fault_settings, instance, WRITES_MONGO)
     assert not result.success and _failed_steps(result) == ["model_registry_entry"]
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "refusing to register" in failure.event_specific_data.error.to_string()
-    assert verified_entries(own_mongo.uri) == []
+    assert verified_entries(fault_settings, own_mongo.uri) == []
 
     artifact.write_bytes(data)  # the original bytes back: the same run's output registers
-    assert _run(instance, WRITES_MONGO).success
-    assert len(verified_entries(own_mongo.uri)) == 1
+    assert _run(fault_settings, instance, WRITES_MONGO).success
+    assert len(verified_entries(fault_settings, own_mongo.uri)) == 1
 
 
-def test_a_store_that_cannot_be_written_fails_before_training(fault_env, own_mongo) -> None:
+def test_a_store_that_cannot_be_written_fails_before_training(fault_settings: Settings, own_mongo) -> None:
     load_demo(connect(own_mongo.uri)["faults"], TINY_DEMO, end=partition_window(KEY)[1])
-    models = fault_env / "storage" / ARTIFACTS_FOLDER
+    models = fault_settings.artifacts_dir / ARTIFACTS_FOLDER
     models.parent.mkdir(parents=True, exist_ok=True)
     models.write_bytes(b"")  # a file where the folder should be: every write fails
     with dg.instance_for_test() as instance:
-        result = _run(instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO)
+        result = _run(fault_settings, instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO)
         assert not result.success and _failed_steps(result) == ["recvae_model"]
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert "cannot write to the artifact store" in failure.event_specific_data.error.to_string()
         epochs = [e for e in result.all_events if "epoch 1:" in (e.message or "")]
         assert epochs == []  # it failed before the first epoch, not after training
-        assert verified_entries(own_mongo.uri) == []
+        assert verified_entries(fault_settings, own_mongo.uri) == []
 
         models.unlink()
         shutil.rmtree(models, ignore_errors=True)
-        assert _run(instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO).success
-        assert len(verified_entries(own_mongo.uri)) == 1
+        assert _run(fault_settings, instance, READS_MONGO + NO_MONGO + TRAINS + WRITES_MONGO).success
+        assert len(verified_entries(fault_settings, own_mongo.uri)) == 1

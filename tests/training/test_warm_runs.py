@@ -1,8 +1,8 @@
 """Warm hourly runs through the whole graph on real servers (MongoDB wire protocol, local folder or
 the GCS emulator): hour H+1 continues hour H's model, and retrains from scratch when it must."""
 
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -10,10 +10,10 @@ import pytest
 from batchrec_dagster.cli.materialize import asset_metadata, materialize_partition
 from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.registry.models import entries_for_partition
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.demo_data import load_demo
-from batchrec_dagster.storage.blobs import blob_store_for
 from recvae import WarmConfig, load_artifact
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
 
@@ -21,16 +21,24 @@ H, H1, H2 = "2026-03-01-20:00", "2026-03-01-21:00", "2026-03-01-22:00"   # KST
 WARM = {"warm_epochs": 2, "warm_patience": None}
 
 
+@dataclass(frozen=True)
+class Hours:
+    instance: dg.DagsterInstance
+    settings: Settings
+
+
 @pytest.fixture
-def hours(local_env: Path, mongo_db):
+def hours(local_settings: Settings, mongo_db):
     """Demo stars over the days before H+2's end and after it; an instance for the runs."""
     load_demo(mongo_db, TINY_DEMO, end=partition_window(H2)[1] + timedelta(hours=6))
     with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
+        yield Hours(instance, local_settings)
 
 
-def run(instance, key: str, **training) -> tuple[dg.ExecuteInProcessResult, dict, dict]:
-    result = materialize_partition(key, run_config=tiny_run_config(**WARM, **training), instance=instance)
+def run(hours: Hours, key: str, settings: Settings | None = None,
+        **training) -> tuple[dg.ExecuteInProcessResult, dict, dict]:
+    result = materialize_partition(key, settings=settings or hours.settings, instance=hours.instance,
+                                   run_config=tiny_run_config(**WARM, **training))
     assert result.success
     return result, asset_metadata(result, "recvae_model"), asset_metadata(result, "raw_repositories")
 
@@ -68,7 +76,7 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
     assert entry["warm_start"]["from"]["file_name"] == base["file_name"]
     assert entry["warm_start"]["from"]["sha256"] == base["sha256"]
     assert entry["warm_start"]["vocabulary"]["kept"] == model["vocabulary_kept"]
-    artifact = load_artifact(blob_store_for(get_settings()).read(entry["file_name"]))
+    artifact = load_artifact(blob_store_for(hours.settings).read(entry["file_name"]))
     assert artifact.extra["training_mode"] == "warm"
     assert artifact.extra["training_start"]["from"]["file_name"] == base["file_name"]
     assert rounded(artifact.extra["training_start"]["initial_metrics"]["ndcg@100"]) == model["initial_score"]
@@ -78,12 +86,12 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
         assert recorded[key] == model[f"warm_{key}"], key
     assert recorded["validation_ndcg"] == pytest.approx(model["warm_validation_ndcg"], rel=1e-3)
     # the artifact's weights are not its parent's
-    parent = load_artifact(blob_store_for(get_settings()).read(base["file_name"]))
+    parent = load_artifact(blob_store_for(hours.settings).read(base["file_name"]))
     assert entry["sha256"] != base["sha256"] and artifact.extra["training_start"]["warm"]["weights_changed"]
     assert parent.extra["training_mode"] == "full"
 
 
-def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db, monkeypatch):
+def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db):
     run(hours, H)
     _, model, _ = run(hours, H1, mode="full")
     assert model["training_mode"] == "full"
@@ -95,16 +103,15 @@ def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mong
     assert model["training_mode_reason"].startswith("no compatible model among the 2 newest")
     assert "architecture mismatch" in model["training_mode_reason"]
 
-    monkeypatch.setenv("BATCHREC_FULL_RUN_HOUR", "22")      # H2 is 22:00 KST
-    get_settings.cache_clear()
-    _, model, _ = run(hours, H2)
+    daily_at_h2 = hours.settings.model_copy(update={"full_run_hour": 22})      # H2 is 22:00 KST
+    _, model, _ = run(hours, H2, settings=daily_at_h2)
     assert model["training_mode"] == "full" and "daily full run at 22:00 KST" in model["training_mode_reason"]
 
 
-def test_a_tampered_artifact_is_passed_over(hours, mongo_db, local_env: Path):
+def test_a_tampered_artifact_is_passed_over(hours, mongo_db):
     first, _, _ = run(hours, H)
     base = entry_of(mongo_db, H, first)
-    path = local_env / "storage" / "models" / base["file_name"]
+    path = hours.settings.artifacts_dir / "models" / base["file_name"]
     path.chmod(0o644)
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF

@@ -1,27 +1,41 @@
-"""Run config of the assets (dg.Config): every field has a default that suits hourly GitHub data."""
+"""Run config of the assets (dg.Config): every field has a default that suits hourly GitHub data.
+
+A field whose default is a setting is None here and named in its class's `SETTINGS_DEFAULTS`: the
+asset resolves it with the `run_defaults` resource (RunDefaults.fill), so nothing reads the
+settings at import.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, field_validator
 
-from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.partition_reads import LAYOUTS
 from recvae import RecVAEConfig, WarmConfig
-from recvae.ann import IndexParams
+from recvae.ann import INDEX_KINDS, IndexParams
+
+
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """`value` if it is unset or one of `allowed` (a Literal would not make a Dagster config type
+    when it may also be None)."""
+    if value is not None and value not in allowed:
+        raise ValueError(f"{field} {value!r} is not one of {', '.join(allowed)}")
+    return value
 
 
 class SourceConfig(dg.Config):
     """How `raw_repositories` reads MongoDB."""
 
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {"layout": "source_layout"}
+
     layout: str | None = Field(
         default=None,
         description='"stars" (a stars collection with starred_at) or "embedded" (the older layout: '
                     'star_user_list inside each repository, no per-star time). Default: '
-                    'BATCHREC_SOURCE_LAYOUT (settings), else "stars".')
+                    'BATCHREC_SOURCE_LAYOUT (settings, "stars" unless set).')
     batch_size: int = Field(default=5000, ge=1, description="Cursor batch size.")
     read: Literal["auto", "full"] = Field(
         default="auto",
@@ -32,9 +46,7 @@ class SourceConfig(dg.Config):
     @field_validator("layout")
     @classmethod
     def _known_layout(cls, value: str | None) -> str | None:
-        if value is not None and value not in LAYOUTS:
-            raise ValueError(f"layout {value!r} is not one of {', '.join(LAYOUTS)}")
-        return value
+        return _one_of("layout", value, LAYOUTS)
 
 
 class MatrixFilterConfig(dg.Config):
@@ -96,8 +108,14 @@ WARM_TRAINING = {"epochs": 8, "patience": None, "time_budget_s": 150.0, "min_voc
 class TrainingConfig(dg.Config):
     """RecVAE hyper-parameters and the time budget that keeps an hourly run inside its hour.
 
-    Defaults: the paper's (recvae.RecVAEConfig) except PIPELINE_TRAINING, tuned on GitHub stars.
+    Defaults: the paper's (recvae.RecVAEConfig) except PIPELINE_TRAINING, tuned on GitHub stars;
+    the device and the index's from the settings (SETTINGS_DEFAULTS).
     """
+
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {
+        "device": "training_device", "ann_min_items": "ann_min_items", "ann_index": "ann_index_kind",
+        "ann_recall_k": "ann_recall_k", "ann_min_recall": "ann_min_recall", "ann_ef_search": "ann_ef_search",
+        "ann_nprobe": "ann_nprobe"}
 
     epochs: int = Field(default=PIPELINE_TRAINING["epochs"], ge=1)
     time_budget_s: float | None = Field(
@@ -113,7 +131,7 @@ class TrainingConfig(dg.Config):
     encoder_passes: int = Field(default=_PAPER.encoder_passes, ge=1)
     decoder_passes: int = Field(default=_PAPER.decoder_passes, ge=0)
     seed: int = _PAPER.seed
-    device: str | None = Field(default=get_settings().training_device,
+    device: str | None = Field(default=None,
                                description='"cpu", "cuda"; default: BATCHREC_TRAINING_DEVICE, else cuda '
                                            'when available.')
     preview_k: int = Field(default=10, ge=1, description="Rows of the top-k preview in the metadata.")
@@ -144,21 +162,32 @@ class TrainingConfig(dg.Config):
         default=24.0, gt=0,
         description="Start only from models whose data ends at most this long before the hour's end.")
     # -- the approximate top-k index (defs/assets/ann_index.py, docs/serving.md)
-    ann_min_items: int = Field(default=get_settings().ann_min_items, ge=1,
-                               description="Build a top-k index for catalogs of at least this many "
-                                           "repositories (smaller ones are served exactly).")
-    ann_index: Literal["hnsw", "ivf", "flat"] = Field(default=get_settings().ann_index_kind,
-                                                      description="The index type (faiss, inner product).")
-    ann_recall_k: int = Field(default=get_settings().ann_recall_k, ge=1,
-                              description="k of the index's recall@k against exact scoring.")
+    ann_min_items: int | None = Field(default=None, ge=1,
+                                      description="Build a top-k index for catalogs of at least this many "
+                                                  "repositories (smaller ones are served exactly). Default: "
+                                                  "BATCHREC_ANN_MIN_ITEMS.")
+    ann_index: str | None = Field(
+        default=None, description="The index type (faiss, inner product): hnsw, ivf or flat. Default: "
+                                  "BATCHREC_ANN_INDEX.")
+    ann_recall_k: int | None = Field(default=None, ge=1,
+                                     description="k of the index's recall@k against exact scoring. Default: "
+                                                 "BATCHREC_ANN_RECALL_K.")
 
-    ann_min_recall: float = Field(default=get_settings().ann_min_recall, ge=0, le=1,
-                                  description="An HNSW index below this recall@k is measured again "
-                                              "with a wider query beam, which servers then use.")
-    ann_ef_search: int = Field(default=get_settings().ann_ef_search, ge=1,
-                               description="HNSW query beam width the recall is measured with.")
-    ann_nprobe: int = Field(default=get_settings().ann_nprobe, ge=1,
-                            description="IVF lists searched per query when the recall is measured.")
+    ann_min_recall: float | None = Field(default=None, ge=0, le=1,
+                                         description="An HNSW index below this recall@k is measured again "
+                                                     "with a wider query beam, which servers then use. "
+                                                     "Default: BATCHREC_ANN_MIN_RECALL.")
+    ann_ef_search: int | None = Field(default=None, ge=1,
+                                      description="HNSW query beam width the recall is measured with. "
+                                                  "Default: BATCHREC_ANN_EF_SEARCH.")
+    ann_nprobe: int | None = Field(default=None, ge=1,
+                                   description="IVF lists searched per query when the recall is measured. "
+                                               "Default: BATCHREC_ANN_NPROBE.")
+
+    @field_validator("ann_index")
+    @classmethod
+    def _known_index(cls, value: str | None) -> str | None:
+        return _one_of("ann_index", value, INDEX_KINDS)
 
     def index_params(self) -> IndexParams:
         return IndexParams(kind=self.ann_index, ef_search=self.ann_ef_search, nprobe=self.ann_nprobe)

@@ -10,7 +10,6 @@ from pymongo.database import Database
 from batchrec_dagster.defs.assets.ann_index import index_metadata
 from batchrec_dagster.defs.assets.common import hourly_asset
 from batchrec_dagster.defs.assets.metadata import location_metadata, window_metadata
-from batchrec_dagster.defs.automation.freshness import model_freshness_policy
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.registry import champions
@@ -68,8 +67,7 @@ def serving_decision(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @hourly_asset(
-    kinds={"mongodb"},
-    freshness_policy=model_freshness_policy(),
+    kinds={"mongodb"},  # its freshness policy comes from the settings, at build (definitions.py)
     io_manager_key="registry_io_manager",
     description="The model's entry in the MongoDB `models` registry (one per run and partition). The "
                 "served model is the champion, chosen on comparable scores by model_evaluation; a first "

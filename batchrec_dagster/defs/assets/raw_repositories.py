@@ -11,9 +11,8 @@ from batchrec_dagster.defs.assets.common import hourly_asset
 from batchrec_dagster.defs.assets.config import SourceConfig
 from batchrec_dagster.defs.assets.metadata import md_table, prefixed_counts, window_metadata
 from batchrec_dagster.defs.io_managers import StoredValueNotFoundError
-from batchrec_dagster.defs.partitions import daily_full_run, partition_window, previous_partition_key
-from batchrec_dagster.defs.resources import MongoResource
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.defs.partitions import daily_full_run, partition_window
+from batchrec_dagster.defs.resources import MongoResource, RunDefaults
 from batchrec_dagster.sources.collections import ensure_source_indexes
 from batchrec_dagster.sources.partition_reads import read_hour, read_raw_repositories
 from batchrec_dagster.sources.snapshot import plan_read, source_fingerprint
@@ -26,16 +25,22 @@ EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository):
 UNREADABLE_SNAPSHOT = "the previous hour's snapshot is unreadable"
 
 
-def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, partition_key: str
+# The previous hour is a declared dependency on the asset itself, so Dagit draws it; an hour
+# before the first partition does not exist (allow_nonexistent_upstream_partitions), and one that was
+# never materialized, or cannot be read, means a full read rather than a failure.
+PREVIOUS_HOUR = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
+                                              allow_nonexistent_upstream_partitions=True)
+
+
+def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, previous_keys: list[str]
                        ) -> tuple[Optional[RawRepositories], str]:  # noqa: UP045
-    """The previous hour's stored value of this asset, or None and why not. Read through the IO
-    manager, not as a declared input: a self-dependency makes Dagster 1.13's asset backfills split
-    every later hour into one run per asset (docs/pipeline.md, "Backfills")."""
-    previous_key = previous_partition_key(partition_key)
-    if previous_key is None:
+    """The previous hour's stored value of this asset, or None and why not. Declared as a
+    dependency (`deps`) but read here through the IO manager, not as an input: a missing or damaged
+    snapshot is a reason for a full read, which an input that fails to load cannot express."""
+    if not previous_keys:
         return None, "the first partition has no previous hour"
     try:
-        value = io_manager.load_partition(instance, dg.AssetKey("raw_repositories"), previous_key)
+        value = io_manager.load_partition(instance, dg.AssetKey("raw_repositories"), previous_keys[0])
     except StoredValueNotFoundError:
         return None, "no snapshot of the previous hour"
     except CodecError as exc:
@@ -47,15 +52,16 @@ def load_previous_hour(io_manager: Any, instance: dg.DagsterInstance, partition_
 
 @hourly_asset(
     kinds={"mongodb", "numpy"},
+    deps=[dg.AssetDep("raw_repositories", partition_mapping=PREVIOUS_HOUR)],
     description="The repository catalogue and every star event with starred_at before the end of the "
                 "partition's hour, as columnar arrays: the previous hour's snapshot plus this hour's "
                 "stars (incremental), or everything re-read (full: daily, or when no usable snapshot "
                 "exists). Malformed documents are skipped and counted.",
 )
 def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mongo: MongoResource,
-                     io_manager: dg.ResourceParam[Any]) -> dg.MaterializeResult:
+                     run_defaults: RunDefaults, io_manager: dg.ResourceParam[Any]) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
-    layout = config.layout or get_settings().source_layout
+    layout = config.layout  # resolved against BATCHREC_SOURCE_LAYOUT (with_run_defaults)
     db = mongo.get_database()
     if layout == "stars":
         # the range query needs the starred_at index; the unique one is the loader's business
@@ -63,9 +69,11 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
             context.log.warning(f"could not create index {problem}")
     fingerprint = source_fingerprint(layout=layout, database=mongo.database, uri=mongo.uri,
                                      embedded_data_dir=mongo.embedded_data_dir)
-    previous, missing = load_previous_hour(io_manager, context.instance, context.partition_key)
+    previous, missing = load_previous_hour(io_manager, context.instance,
+                                           context.asset_partition_keys_for_input("raw_repositories"))
     plan = plan_read(previous, missing=missing, window_start=start, layout=layout, fingerprint=fingerprint,
-                     requested=config.read, daily_full=daily_full_run(context.partition_key))
+                     requested=config.read,
+                     daily_full=daily_full_run(context.partition_key, run_defaults.full_run_hour))
     # a damaged snapshot is worth a warning: the hour still runs (a full read), but someone should look
     log = context.log.warning if plan.reason.startswith(UNREADABLE_SNAPSHOT) else context.log.info
     log(f"{plan.mode} read: {plan.reason}")

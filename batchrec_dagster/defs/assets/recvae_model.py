@@ -19,7 +19,7 @@ from batchrec_dagster.defs.assets.metadata import (
     window_metadata,
 )
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
-from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.registry.defaults import MODEL_KIND, SCORE_METRIC
 from batchrec_dagster.storage.blobs import BlobExistsError, BlobStore, StoredBlob, probe_write
 from batchrec_dagster.storage.values import TrainedModel, VaeInput
@@ -124,8 +124,9 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
                 "written once to the artifact store as recvae_<score>_...pt.",
 )
 def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_input: VaeInput,
-                 artifact_store: ArtifactStoreResource, mongo: MongoResource) -> dg.MaterializeResult:
-    data = vae_input
+                 artifact_store: ArtifactStoreResource, mongo: MongoResource,
+                 run_defaults: RunDefaults) -> dg.MaterializeResult:
+    data = vae_input  # config resolved against the settings (with_run_defaults)
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
     train = sp.csr_matrix(data.train)
@@ -133,7 +134,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     # a store we cannot write to fails the run now, not after an hour of training
     probe_write(store, f"{run_id}-{context.retry_number}")
     start = choose_start(mongo.get_database(), store, window_end=window_end, requested=config.mode,
-                         daily_full=daily_full_run(partition_key), config=config.recvae_config(),
+                         daily_full=daily_full_run(partition_key, run_defaults.full_run_hour),
+                         config=config.recvae_config(),
                          item_ids=data.item_ids, min_overlap=config.min_vocabulary_overlap,
                          max_age=timedelta(hours=config.warm_max_age_hours))
     for passed_over in start.passed_over:

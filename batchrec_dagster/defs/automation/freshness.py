@@ -20,18 +20,17 @@ from datetime import timedelta
 
 import dagster as dg
 
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings
 
 
-def freshness_window() -> timedelta:
+def freshness_window(settings: Settings) -> timedelta:
     """The fail window, BATCHREC_FRESHNESS_HOURS (settings.py keeps it at least Dagster's minimum,
     one minute)."""
-    return timedelta(hours=get_settings().freshness_hours)
+    return timedelta(hours=settings.freshness_hours)
 
 
-def model_freshness_policy(fail_window: timedelta | None = None) -> dg.FreshnessPolicy:
-    """Fail after `fail_window` without a registration; warn one hour before (when that leaves room)."""
-    fail = fail_window or freshness_window()
+def model_freshness_policy(fail: timedelta) -> dg.FreshnessPolicy:
+    """Fail after `fail` without a registration; warn one hour before (when that leaves room)."""
     warn = fail - timedelta(hours=1)
     return dg.FreshnessPolicy.time_window(
         fail_window=fail, warn_window=warn if warn >= timedelta(minutes=1) else None)

@@ -7,12 +7,12 @@ so every run failed after it had deleted: issue 18, D2.)
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field
 
-from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.registry.models import MODELS, referenced_files, registered_run_ids
 from batchrec_dagster.registry.retention import (
     RetentionReport,
@@ -21,17 +21,21 @@ from batchrec_dagster.registry.retention import (
     plan_retention,
     registry_guard,
 )
-from batchrec_dagster.settings import PARTITION_TIMEZONE, get_settings
+from batchrec_dagster.settings import PARTITION_TIMEZONE
 from batchrec_dagster.storage.blobs import BlobStore
 
 RETENTION_SCHEDULE_NAME = "artifact_retention_schedule"
 
 
 class RetentionConfig(dg.Config):
-    dry_run: bool = Field(default=get_settings().retention_reports_only,
-                          description="Only report the orphans (default: BATCHREC_RETENTION_DRY_RUN, "
-                                      "else true in prod and false in local).")
-    min_age_hours: float = Field(default=get_settings().retention_min_age_hours, ge=1)
+    SETTINGS_DEFAULTS: ClassVar[dict[str, str]] = {"dry_run": "retention_reports_only",
+                                                   "min_age_hours": "retention_min_age_hours"}
+
+    dry_run: bool | None = Field(default=None,
+                                 description="Only report the orphans (default: BATCHREC_RETENTION_DRY_RUN, "
+                                             "else true in prod and false in local).")
+    min_age_hours: float | None = Field(default=None, ge=1,
+                                        description="Default: BATCHREC_RETENTION_MIN_AGE_HOURS.")
     force: bool = Field(default=False,
                         description="Run even when the registry references none of the stored artifacts "
                                     "(normally a wrong MONGODB_DATABASE or bucket: the run then fails).")
@@ -61,7 +65,9 @@ def _log(context: dg.OpExecutionContext, what: str, store: BlobStore, report: Re
        description="Delete (or, in a dry run, list) artifacts that no registry entry references and stored "
                    "asset values that nothing reads again, older than min_age_hours.")
 def delete_orphan_artifacts(context: dg.OpExecutionContext, config: RetentionConfig, mongo: MongoResource,
-                            artifact_store: ArtifactStoreResource, io_manager: dg.ResourceParam[Any]) -> None:
+                            artifact_store: ArtifactStoreResource, run_defaults: RunDefaults,
+                            io_manager: dg.ResourceParam[Any]) -> None:
+    config = run_defaults.fill(config)
     store, values = artifact_store.get_store(), io_manager.blob_store()
     # list the stores before reading the registry: an artifact registered in between is then
     # referenced (never deleted), not listed-but-unknown

@@ -16,10 +16,10 @@ from typing import Any
 
 import dagster as dg
 
-from batchrec_dagster.defs.jobs import hourly_training_job, model_evaluation_job
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import Settings
 
 SCHEDULE_NAME = "hourly_training_schedule"
+EVALUATION_SCHEDULE_NAME = "model_evaluation_schedule"
 
 
 def _closed_hour_schedule(job: Any, name: str, minute: int, what: str):  # an asset job
@@ -35,29 +35,24 @@ def _closed_hour_schedule(job: Any, name: str, minute: int, what: str):  # an as
     )
 
 
-def build_hourly_schedule(minute_offset: int | None = None):
-    """The schedule over `hourly_training_job`."""
-    minute = get_settings().schedule_minute_offset if minute_offset is None else minute_offset
-    return _closed_hour_schedule(hourly_training_job, SCHEDULE_NAME, minute,
+def build_hourly_schedule(training_job: Any, minute: int):
+    """At minute BATCHREC_SCHEDULE_MINUTE_OFFSET (default 5) of each KST hour, train the hour that
+    just closed."""
+    return _closed_hour_schedule(training_job, SCHEDULE_NAME, minute,
                                  "materialize the hour that just closed: read its stars, train RecVAE, "
                                  "register the model.")
 
 
-hourly_training_schedule = build_hourly_schedule()
-
-EVALUATION_SCHEDULE_NAME = "model_evaluation_schedule"
-
-
-def build_evaluation_schedule(minute_offset: int | None = None):
+def build_evaluation_schedule(evaluation_job: Any, minute: int):
     """At minute BATCHREC_EVALUATION_MINUTE_OFFSET (default 1) of each KST hour, evaluate the hour
     that just closed. Before the training schedule's minute, so that a model registered during the
     previous hour is compared (and can be promoted) within an hour of its registration."""
-    minute = get_settings().evaluation_minute_offset if minute_offset is None else minute_offset
-    return _closed_hour_schedule(model_evaluation_job, EVALUATION_SCHEDULE_NAME, minute,
+    return _closed_hour_schedule(evaluation_job, EVALUATION_SCHEDULE_NAME, minute,
                                  "score every fresh model on the stars of the hour that just closed and "
                                  "decide the champion.")
 
 
-model_evaluation_schedule = build_evaluation_schedule()
-
-SCHEDULES = [hourly_training_schedule, model_evaluation_schedule]
+def build_schedules(settings: Settings, training_job: Any,
+                    evaluation_job: Any) -> list[dg.ScheduleDefinition]:
+    return [build_hourly_schedule(training_job, settings.schedule_minute_offset),
+            build_evaluation_schedule(evaluation_job, settings.evaluation_minute_offset)]

@@ -30,9 +30,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pymongo.database import Database
 
-from batchrec_dagster.defs.partitions import hourly_partitions
 from batchrec_dagster.registry.models import registered_until
-from batchrec_dagster.settings import PARTITION_TIMEZONE
+from batchrec_dagster.settings import PARTITION_KEY_FORMAT, PARTITION_TIMEZONE
 from batchrec_dagster.sources.collections import count_stars, newest_star_at
 
 RUN_KEY_PREFIX = "new-stars-"
@@ -86,15 +85,13 @@ class NewStarsDecision:
     partition_key: str | None = None
 
 
-def latest_closed_partition(now: datetime) -> tuple[str, datetime, datetime] | None:
-    """The latest KST hour that has ended at `now`: (key, start UTC, end UTC), or None before start."""
+def latest_closed_partition(now: datetime) -> tuple[str, datetime, datetime]:
+    """The latest KST hour that has ended at `now`: (key, start UTC, end UTC)."""
     # KST has no daylight saving time, so an hour is always 3600 seconds and flooring is exact
     local = now.astimezone(ZoneInfo(PARTITION_TIMEZONE))
     end = local.replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=1)
-    if start < hourly_partitions.start:
-        return None
-    return start.strftime(hourly_partitions.fmt), start.astimezone(UTC), end.astimezone(UTC)
+    return start.strftime(PARTITION_KEY_FORMAT), start.astimezone(UTC), end.astimezone(UTC)
 
 
 def active_runs_for_partition(instance: dg.DagsterInstance, partition_key: str) -> list[str]:
@@ -111,14 +108,14 @@ def active_runs_for_partition(instance: dg.DagsterInstance, partition_key: str) 
 
 
 def decide_new_stars(db: Database, instance: dg.DagsterInstance, cursor: NewStarsCursor, *,
-                     now: datetime, threshold: int) -> NewStarsDecision:
+                     now: datetime, threshold: int,
+                     partitions: dg.TimeWindowPartitionsDefinition) -> NewStarsDecision:
     """One evaluation of the new-stars rule at `now` (the sensor passes the wall clock)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    closed = latest_closed_partition(now)
-    if closed is None:
+    key, hour_start, hour_end = latest_closed_partition(now)
+    if hour_start < partitions.start:
         return NewStarsDecision(cursor, skip_reason="no hourly partition has closed yet")
-    key, _, hour_end = closed
     newest = newest_star_at(db)
     registered = registered_until(db)
     fingerprint = NewStarsCursor(cursor.requested_until, _iso(newest), _iso(registered), key)

@@ -29,22 +29,24 @@ repository's dagster.yaml and deploy/'s instances:
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from batchrec_dagster.defs.instance.workarounds import ensure_pool_limits
+from batchrec_dagster.settings import get_settings
+from batchrec_dagster.training.k8s_resources import K8S_CONFIG_TAG, TRAINING_POOL, training_run_tags
 
 
-def add_training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
-    """Give a run that needs the training pool hourly_training_job's tags it lacks, unless it has a
-    `dagster-k8s/config` tag of its own (set in the launch dialog, or by its job); returns them."""
-    # imported here: the webserver and the daemon load this module with the instance
-    from batchrec_dagster.defs.jobs import hourly_training_job
-    from batchrec_dagster.training.k8s_resources import K8S_CONFIG_TAG, TRAINING_POOL
-
+def add_training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun,
+                      training_tags: dict[str, str]) -> dict[str, str]:
+    """Give a run that needs the training pool the `training_tags` (hourly_training_job's) it lacks,
+    unless it has a `dagster-k8s/config` tag of its own (set in the launch dialog, or by its job);
+    returns them."""
     pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else set()
     if TRAINING_POOL not in pools or K8S_CONFIG_TAG in run.tags:
         return {}
-    tags = {key: value for key, value in hourly_training_job.tags.items() if key not in run.tags}
+    tags = {key: value for key, value in training_tags.items() if key not in run.tags}
     if tags:
         instance.add_run_tags(run.run_id, tags)
     return tags
@@ -52,12 +54,19 @@ def add_training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[
 
 class PoolLimitQueuedRunCoordinator(dg.QueuedRunCoordinator):
     """QueuedRunCoordinator that sets the default limit of a run's pools, and gives a training run
-    the training run tags, before queueing it."""
+    the training run tags, before queueing it.
+
+    Dagster builds it from dagster.yaml in the webserver's and the daemon's processes: it is an
+    entry point of its own, so it reads the settings (BATCHREC_TRAINING_DEVICE) once, when built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._training_tags = training_run_tags(get_settings().training_device)
 
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         ensure_pool_limits(self._instance, run)
-        if add_training_tags(self._instance, run):
+        if add_training_tags(self._instance, run, self._training_tags):
             tagged = self._instance.get_run_by_id(run.run_id)
             context = dg.SubmitRunContext(tagged or run, context.workspace)
         return super().submit_run(context)

@@ -43,7 +43,6 @@ from batchrec_dagster.defs.instance.process_identity import (
     process_state,
 )
 from batchrec_dagster.defs.instance.workarounds import launched_by_local_code_server, run_worker
-from batchrec_dagster.settings import get_settings
 
 REAPER_NAME = "stale_run_reaper"
 # /proc start times are computed from the integer boot time, so allow a second or two of error
@@ -121,15 +120,20 @@ def reap_dead_runs(instance: dg.DagsterInstance, host: str | None = None,
     return reaped
 
 
-@dg.sensor(
-    name=REAPER_NAME,
-    minimum_interval_seconds=get_settings().run_reaper_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks a STARTED run FAILED once the process that executed it is gone (killed CLI "
-                "run, dead run worker and code server), so it stops holding the training pool.",
-)
-def stale_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    reaped = reap_dead_runs(context.instance, log=context.log)
-    if not reaped:
-        return dg.SkipReason("every STARTED run this host can check has a live process")
-    return dg.SkipReason("marked failed: " + "; ".join(f"{r.run_id} ({r.reason})" for r in reaped))
+def stale_run_reaper(interval_seconds: int) -> dg.SensorDefinition:
+    """The sensor, evaluated every BATCHREC_RUN_REAPER_INTERVAL_SECONDS."""
+
+    @dg.sensor(
+        name=REAPER_NAME,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks a STARTED run FAILED once the process that executed it is gone (killed CLI "
+                    "run, dead run worker and code server), so it stops holding the training pool.",
+    )
+    def reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        reaped = reap_dead_runs(context.instance, log=context.log)
+        if not reaped:
+            return dg.SkipReason("every STARTED run this host can check has a live process")
+        return dg.SkipReason("marked failed: " + "; ".join(f"{r.run_id} ({r.reason})" for r in reaped))
+
+    return reaper

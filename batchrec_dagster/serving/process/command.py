@@ -127,9 +127,8 @@ def oversubscription_warning(workers: int, cpus: int) -> str | None:
 
 
 def _serve(options: ServeOptions, settings: Settings, show: str | None) -> int:
+    from batchrec_dagster.deployments import blob_store_for, server_uri
     from batchrec_dagster.serving.process.runtime import serve
-    from batchrec_dagster.sources.mongo import server_uri
-    from batchrec_dagster.storage.blobs import blob_store_for
 
     server_uri(settings)  # the embedded MongoDB (local) is started once here, not by N workers at once
     keys = len(settings.api_key_hashes)

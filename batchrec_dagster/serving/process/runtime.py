@@ -13,10 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchrec_dagster.deployments import blob_store_for, server_uri
 from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
 from batchrec_dagster.settings import get_settings
-from batchrec_dagster.sources.mongo import connect, server_uri
-from batchrec_dagster.storage.blobs import blob_store_for
+from batchrec_dagster.sources.mongo import connect
 
 if TYPE_CHECKING:
     import uvicorn

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from batchrec_dagster.defs.assets import raw_repositories
+from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.deployments import build_resources
-from batchrec_dagster.defs.partitions import daily_full_run, partition_window
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.defs.partitions import daily_full_run, hourly_partitions, partition_window
+from batchrec_dagster.settings import Settings, load_settings
 from batchrec_dagster.sources.collections import ensure_source_indexes
 from batchrec_dagster.sources.demo_data import generate_demo, load_demo
 from batchrec_dagster.sources.partition_reads import read_hour, read_raw_repositories
@@ -123,8 +124,9 @@ def one_instance_per_test():
         _INSTANCE.clear()
 
 
-def materialize_raw(key: str, read: str = "auto") -> dict:
-    result = dg.materialize([raw_repositories], partition_key=key, resources=build_resources(get_settings()),
+def materialize_raw(settings: Settings, key: str, read: str = "auto") -> dict:
+    asset = raw_repositories.build(hourly_partitions(settings))
+    result = dg.materialize([asset], partition_key=key, resources=build_resources(settings),
                             run_config={"ops": {"raw_repositories": {"config": {"read": read}}}},
                             instance=_INSTANCE[-1])
     assert result.success
@@ -143,12 +145,12 @@ def load_demo_over_the_hours(db) -> None:
             & (data.starred_at < np.datetime64(END1.replace(tzinfo=None)))).sum() > 5
 
 
-def check_incremental_hours(db) -> None:
-    first = materialize_raw(H)
+def check_incremental_hours(settings: Settings, db) -> None:
+    first = materialize_raw(settings, H)
     assert first["read_mode"] == "full" and first["read_reason"] == "no snapshot of the previous hour"
     assert first["stars_read"] == db.stars.count_documents({})
 
-    second = materialize_raw(H1)
+    second = materialize_raw(settings, H1)
     assert second["read_mode"] == "incremental", second["read_reason"]
     assert second["stars_read"] == stars_between(db, END, END1)          # hour H+1's stars only
     assert second["stars"] == db.stars.count_documents({"starred_at": {"$lt": END1}})
@@ -157,14 +159,31 @@ def check_incremental_hours(db) -> None:
     assert "stars_after_window" not in second
 
 
-def test_hour_after_hour_reads_only_its_own_stars_local(local_env: Path, mongo_db):
+def test_the_previous_hour_is_a_declared_dependency():
+    """Dagit draws raw_repositories' own previous hour as its upstream (the first hour has none:
+    test_the_first_partition_reads_everything)."""
+    asset = build_definitions(load_settings({})).resolve_assets_def("raw_repositories")
+    key = dg.AssetKey("raw_repositories")
+    assert key in asset.dependency_keys
+    assert asset.get_partition_mapping(key) == dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+
+
+def test_the_first_partition_reads_everything(local_settings: Settings, mongo_db):
     load_demo_over_the_hours(mongo_db)
-    check_incremental_hours(mongo_db)
+    settings = local_settings.model_copy(update={"partitions_start": H})
+    first = materialize_raw(settings, H)
+    assert (first["read_mode"], first["read_reason"]) == ("full", "the first partition has no previous hour")
+
+
+def test_hour_after_hour_reads_only_its_own_stars_local(local_settings: Settings, mongo_db):
+    load_demo_over_the_hours(mongo_db)
+    check_incremental_hours(local_settings, mongo_db)
 
     # the snapshot of H+1 is gone: H+2 reads everything again
-    [stored] = (local_env / "storage" / "assets" / "raw_repositories" / H1).glob("*.npz")  # per-run path
+    stored = _newest_snapshot(local_settings.home, H1)  # the one per-run file
     stored.unlink()
-    third = materialize_raw(H2)
+    third = materialize_raw(local_settings, H2)
     assert third["read_mode"] == "full" and third["read_reason"] == "no snapshot of the previous hour"
     assert third["stars_read"] == mongo_db.stars.count_documents({})
     assert third["stars"] == mongo_db.stars.count_documents({"starred_at": {"$lt": END2}})
@@ -172,7 +191,7 @@ def test_hour_after_hour_reads_only_its_own_stars_local(local_env: Path, mongo_d
     # a snapshot that cannot be read is not extended either
     [newest] = (stored.parent.parent / H2).glob("*.npz")
     newest.write_bytes(b"not an npz")
-    fourth = materialize_raw(H3)
+    fourth = materialize_raw(local_settings, H3)
     assert fourth["read_mode"] == "full"
     assert fourth["read_reason"].startswith("the previous hour's snapshot is unreadable")
 
@@ -189,45 +208,43 @@ def _warnings_of_last_run() -> list[str]:
             if e.level == logging.WARNING and e.user_message]
 
 
-def test_a_truncated_or_bit_flipped_snapshot_gives_a_full_read(local_env: Path, mongo_db):
+def test_a_truncated_or_bit_flipped_snapshot_gives_a_full_read(local_settings: Settings, mongo_db):
     """Issue 18 D1: the next hour crashed with zipfile.BadZipFile (truncated) or zlib.error (a bit
     flipped) instead of the documented full read."""
     load_demo_over_the_hours(mongo_db)
-    materialize_raw(H)
-    stored = _newest_snapshot(local_env, H)
+    materialize_raw(local_settings, H)
+    stored = _newest_snapshot(local_settings.home, H)
     data = stored.read_bytes()
     stored.write_bytes(data[:len(data) // 3])
-    truncated = materialize_raw(H1)
+    truncated = materialize_raw(local_settings, H1)
     assert truncated["read_mode"] == "full" and truncated["stars_read"] == mongo_db.stars.count_documents({})
     assert truncated["read_reason"].startswith("the previous hour's snapshot is unreadable: damaged")
     assert any("full read: the previous hour's snapshot is unreadable" in m for m in _warnings_of_last_run())
 
-    stored = _newest_snapshot(local_env, H1)
+    stored = _newest_snapshot(local_settings.home, H1)
     flipped = bytearray(stored.read_bytes())
     flipped[len(flipped) // 2] ^= 0x10        # inside the compressed star arrays
     stored.write_bytes(bytes(flipped))
-    after_flip = materialize_raw(H2)
+    after_flip = materialize_raw(local_settings, H2)
     assert after_flip["read_mode"] == "full"
     assert after_flip["read_reason"].startswith("the previous hour's snapshot is unreadable: damaged")
     assert after_flip["stars"] == mongo_db.stars.count_documents({"starred_at": {"$lt": END2}})
 
 
-def test_full_read_when_asked_and_at_the_daily_hour(local_env: Path, mongo_db, monkeypatch):
+def test_full_read_when_asked_and_at_the_daily_hour(local_settings: Settings, mongo_db):
     load_demo_over_the_hours(mongo_db)
-    materialize_raw(H)
-    asked = materialize_raw(H1, read="full")
+    materialize_raw(local_settings, H)
+    asked = materialize_raw(local_settings, H1, read="full")
     assert (asked["read_mode"], asked["read_reason"]) == ("full", "asked in run config (read: full)")
     assert asked["stars_read"] == mongo_db.stars.count_documents({})
-    monkeypatch.setenv("BATCHREC_FULL_RUN_HOUR", "22")       # H2 is 22:00 KST
-    get_settings.cache_clear()
-    daily = materialize_raw(H2)
+    daily = materialize_raw(local_settings.model_copy(update={"full_run_hour": 22}), H2)  # H2: 22:00 KST
     assert daily["read_mode"] == "full" and "daily full run at 22:00 KST" in daily["read_reason"]
 
 
 @pytest.mark.slow
-def test_hour_after_hour_reads_only_its_own_stars_gcs(prod_env: str, gcs_client, mongo_db):
+def test_hour_after_hour_reads_only_its_own_stars_gcs(prod_settings: Settings, gcs_client, mongo_db):
     load_demo_over_the_hours(mongo_db)
-    check_incremental_hours(mongo_db)
-    names = {b.name for b in gcs_client.bucket(prod_env).list_blobs()}
+    check_incremental_hours(prod_settings, mongo_db)
+    names = {b.name for b in gcs_client.bucket(prod_settings.gcs_bucket).list_blobs()}
     assert {name.rsplit("/", 1)[0] for name in names if name.endswith(".npz")} >= {
         f"batchrec/assets/raw_repositories/{k}" for k in (H, H1)}

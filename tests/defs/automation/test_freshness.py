@@ -6,14 +6,12 @@ from datetime import timedelta
 
 from batchrec_dagster.defs.automation.freshness import freshness_window, model_freshness_policy
 from batchrec_dagster.defs.definitions import build_definitions
-from batchrec_dagster.settings import get_settings
+from batchrec_dagster.settings import load_settings
 
 
-def test_window_from_the_settings(monkeypatch) -> None:
-    assert freshness_window() == timedelta(hours=3)
-    monkeypatch.setenv("BATCHREC_FRESHNESS_HOURS", "0.5")
-    get_settings.cache_clear()
-    assert freshness_window() == timedelta(minutes=30)
+def test_window_from_the_settings() -> None:
+    assert freshness_window(load_settings({})) == timedelta(hours=3)
+    assert freshness_window(load_settings({"BATCHREC_FRESHNESS_HOURS": "0.5"})) == timedelta(minutes=30)
 
 
 def test_policy_warns_an_hour_before_it_fails() -> None:
@@ -25,7 +23,8 @@ def test_policy_warns_an_hour_before_it_fails() -> None:
 
 
 def test_only_the_registry_entry_declares_the_policy() -> None:
-    graph = build_definitions().resolve_asset_graph()
+    settings = load_settings({"BATCHREC_FRESHNESS_HOURS": "5"})
+    graph = build_definitions(settings).resolve_asset_graph()
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
-    assert policies.pop("model_registry_entry") == model_freshness_policy()
+    assert policies.pop("model_registry_entry") == model_freshness_policy(timedelta(hours=5))
     assert set(policies.values()) == {None}

@@ -6,14 +6,14 @@ import dagster as dg
 
 from batchrec_dagster.defs.automation.run_failures import RUN_FAILURES, run_partition
 from batchrec_dagster.defs.automation.sensors import RUN_FAILURE_SENSOR_NAME, run_failure_recorder
-from batchrec_dagster.defs.partitions import hourly_partitions
 from batchrec_dagster.defs.resources import MongoResource
 from tests.defs.automation.test_sensors import _uri
+from tests.harness.stubs import PARTITIONS
 
 PARTITION = "2026-03-01-14:00"
 
 
-@dg.asset(name="recvae_model", partitions_def=hourly_partitions)
+@dg.asset(name="recvae_model", partitions_def=PARTITIONS)
 def exploding_model() -> None:
     raise RuntimeError("CUDA out of memory (simulated)")
 

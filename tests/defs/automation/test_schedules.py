@@ -10,15 +10,16 @@ import pytest
 
 from batchrec_dagster.defs.automation.schedules import SCHEDULE_NAME, build_hourly_schedule
 from batchrec_dagster.defs.jobs import hourly_training_job
-from batchrec_dagster.defs.partitions import hourly_partitions, partition_window
-from tests.harness.stubs import stub_assets
+from batchrec_dagster.defs.partitions import partition_window
+from tests.harness.stubs import PARTITIONS, stub_assets
 
 KST = ZoneInfo("Asia/Seoul")
 
 
 def _schedule(minute_offset: int) -> dg.ScheduleDefinition:
-    defs = dg.Definitions(assets=stub_assets(), jobs=[hourly_training_job],
-                          schedules=[build_hourly_schedule(minute_offset)])
+    job = hourly_training_job(None)
+    defs = dg.Definitions(assets=stub_assets(), jobs=[job],
+                          schedules=[build_hourly_schedule(job, minute_offset)])
     return defs.resolve_schedule_def(SCHEDULE_NAME)
 
 
@@ -65,12 +66,13 @@ def test_the_evaluation_schedule_scores_the_closed_hour_before_training_starts()
     from batchrec_dagster.defs.jobs import model_evaluation_job
     from batchrec_dagster.settings import load_settings
 
-    @dg.asset(name="model_evaluation", partitions_def=hourly_partitions)
+    @dg.asset(name="model_evaluation", partitions_def=PARTITIONS)
     def _evaluation_stub() -> None:
         return None
 
-    defs = dg.Definitions(assets=[_evaluation_stub], jobs=[model_evaluation_job],
-                          schedules=[build_evaluation_schedule(1)])
+    job = model_evaluation_job()
+    defs = dg.Definitions(assets=[_evaluation_stub], jobs=[job],
+                          schedules=[build_evaluation_schedule(job, 1)])
     schedule = defs.resolve_schedule_def(EVALUATION_SCHEDULE_NAME)
     assert schedule.cron_schedule == "1 * * * *" and schedule.execution_timezone == "Asia/Seoul"
     assert schedule.job_name == "model_evaluation_job"

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 from pymongo.database import Database
 
-from batchrec_dagster.defs.automation.sensors import NEW_STARS_SENSOR_NAME, new_stars_sensor
+from batchrec_dagster.defs.automation.sensors import NEW_STARS_SENSOR_NAME, build_sensors
 from batchrec_dagster.defs.automation.star_arrivals import (
     NewStarsCursor,
     decide_new_stars,
@@ -19,8 +19,8 @@ from batchrec_dagster.defs.automation.star_arrivals import (
 from batchrec_dagster.defs.jobs import hourly_training_job
 from batchrec_dagster.defs.resources import MongoResource
 from batchrec_dagster.registry.models import ensure_indexes, register_model
-from batchrec_dagster.settings import get_settings
-from tests.harness.stubs import stub_assets
+from batchrec_dagster.settings import load_settings
+from tests.harness.stubs import PARTITIONS, stub_assets
 
 NOW = datetime(2026, 3, 1, 6, 20, tzinfo=UTC)  # 15:20 KST: the latest closed hour is 14:00-15:00
 CLOSED_KEY = "2026-03-01-14:00"
@@ -46,15 +46,21 @@ def register(db: Database, data_end: datetime, run_id: str | None = None) -> Non
 
 
 def decide(db, instance, cursor=None, now=NOW, threshold=5):
-    return decide_new_stars(db, instance, cursor or NewStarsCursor(), now=now, threshold=threshold)
+    return decide_new_stars(db, instance, cursor or NewStarsCursor(), now=now, threshold=threshold,
+                            partitions=PARTITIONS)
 
 
 def test_latest_closed_partition_is_the_kst_hour_that_ended() -> None:
     assert latest_closed_partition(NOW) == (CLOSED_KEY, CLOSED_START, CLOSED_END)
     # exactly on the hour the hour that just ended is closed
     assert latest_closed_partition(CLOSED_END)[0] == CLOSED_KEY
+
+
+
+def test_nothing_is_requested_before_the_first_partition_has_closed(mongo_db, instance) -> None:
     # 00:30 KST on 2026-01-01, before the first partition (2026-01-01-00:00) has closed
-    assert latest_closed_partition(datetime(2025, 12, 31, 15, 30, tzinfo=UTC)) is None
+    decision = decide(mongo_db, instance, now=datetime(2025, 12, 31, 15, 30, tzinfo=UTC))
+    assert decision.run_request is None and decision.skip_reason == "no hourly partition has closed yet"
 
 
 def test_requests_the_closed_hour_once_the_threshold_is_reached(mongo_db, instance) -> None:
@@ -144,15 +150,15 @@ def test_a_registered_backfill_of_an_old_hour_does_not_trigger(mongo_db, instanc
     assert decision.run_request is None and "already covered" in decision.skip_reason
 
 
-def test_sensor_definition_with_the_wall_clock(mongo_db, instance, monkeypatch) -> None:
-    """The sensor itself, evaluated like the daemon does, twice with the stored cursor."""
-    monkeypatch.setenv("BATCHREC_NEW_STARS_THRESHOLD", "3")
-    get_settings.cache_clear()
-    assert get_settings().new_stars_threshold == 3
+def test_sensor_definition_with_the_wall_clock(mongo_db, instance) -> None:
+    """The sensor itself, as build_definitions makes it from the settings (BATCHREC_NEW_STARS_THRESHOLD
+    3), evaluated like the daemon does, twice with the stored cursor."""
+    settings = load_settings({"BATCHREC_NEW_STARS_THRESHOLD": "3"})
     key, start, _ = latest_closed_partition(datetime.now(UTC))
     add_stars(mongo_db, [start + timedelta(minutes=1)] * 3)
     mongo = MongoResource(uri=_uri(mongo_db), database=mongo_db.name)
-    defs = dg.Definitions(assets=stub_assets(), jobs=[hourly_training_job], sensors=[new_stars_sensor],
+    job = hourly_training_job(None)
+    defs = dg.Definitions(assets=stub_assets(), jobs=[job], sensors=build_sensors(settings, job, PARTITIONS),
                           resources={"mongo": mongo})
     sensor = defs.resolve_sensor_def(NEW_STARS_SENSOR_NAME)
     with dg.build_sensor_context(instance=instance, definitions=defs, resources={"mongo": mongo}) as context:

@@ -1,7 +1,7 @@
 """Issue 13, point 1: a run whose process died is marked FAILED and stops holding the training pool.
 
 Real processes: dagster-webserver + dagster-daemon on a fresh DAGSTER_HOME with the shipped
-dagster.yaml, the code location plus stale_run_reaper (reaper_location.py), and
+dagster.yaml, the project's code location (which lists stale_run_reaper), and
 1. a `batchrec materialize` process of the same DAGSTER_HOME, killed with SIGKILL while training;
 2. a daemon-launched run whose run worker and code server are both killed with SIGKILL.
 Each time a run launched after the kill waits in the queue for the training pool, and must start
@@ -45,7 +45,7 @@ SLOW = {**TINY, "epochs": 100_000, "time_budget_s": 900.0}  # still training whe
 
 @pytest.fixture
 def stack(tmp_path: Path, mongo_server_uri: str):
-    workspace = code_location_workspace(tmp_path / "workspace.yaml", "tests.harness.reaper_location")
+    workspace = code_location_workspace(tmp_path / "workspace.yaml", "batchrec_dagster.defs.definitions")
     env = {"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL_S)}
     with dagster_stack(tmp_path, mongo_server_uri, env=env, workspace=workspace) as stack:
         yield stack

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchrec_dagster.deployments import blob_store_for
 from batchrec_dagster.localstack.process_groups import terminate
 from batchrec_dagster.settings import load_settings
-from batchrec_dagster.storage.blobs import blob_store_for
 from tests.harness.servers import free_port
 from tests.harness.serving import publish, wait_for
 
