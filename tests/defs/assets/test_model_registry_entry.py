@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from batchrec_dagster.defs.assets.model_registry_entry import model_registry_entry
+from batchrec_dagster.defs.assets.model_registry_entry import model_registry_entry as hourly_registry_entry
 from batchrec_dagster.defs.assets.recvae_model import artifact_name, put_artifact
 from batchrec_dagster.defs.io_managers import MongoRegistryIOManager
-from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.defs.partitions import hourly_partitions, partition_window
 from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource
 from batchrec_dagster.registry import champions
 from batchrec_dagster.registry.champions import champion_for_serving
@@ -72,7 +72,8 @@ def trained(store: LocalBlobStore, name: str, score: float) -> TrainedModel:
                         epochs=1)
 
 
-def register(model: TrainedModel, partition_key: str, resources: dict) -> dict:
+def register(model: TrainedModel, partition_key: str, resources: dict,
+             model_registry_entry: dg.AssetsDefinition) -> dict:
     """Materialize model_registry_entry of `model` (a stand-in recvae_model asset hands it on), with
     the real registry IO manager; returns the decision the asset observed after registering."""
     @dg.asset(name="recvae_model", partitions_def=model_registry_entry.partitions_def,
@@ -87,19 +88,21 @@ def register(model: TrainedModel, partition_key: str, resources: dict) -> dict:
     return {key: value.value for key, value in observation.metadata.items()}
 
 
-def test_the_asset_decides_the_champion_after_its_entry_is_stored(mongo_server_uri, mongo_db, tmp_path):
+def test_the_asset_decides_the_champion_after_its_entry_is_stored(mongo_server_uri, mongo_db, tmp_path,
+                                                                  local_settings):
+    model_registry_entry = hourly_registry_entry.build(hourly_partitions(local_settings))
     store = LocalBlobStore(tmp_path / "artifacts")
     mongo = MongoResource(uri=mongo_server_uri, database=mongo_db.name)
     resources = {"mongo": mongo, "registry_io_manager": MongoRegistryIOManager(mongo=mongo),
                  "artifact_store": LocalArtifactStore(root=str(store.root))}
     key = model_registry_entry.partitions_def.get_last_partition_key()  # the newest hour: fresh data
     # a first model serves at once: the decision saw the entry the IO manager had just stored
-    first = register(trained(store, "first.pt", 0.2), key, resources)
+    first = register(trained(store, "first.pt", 0.2), key, resources, model_registry_entry)
     [entry] = entries_for_partition(mongo_db, partition_window(key)[1])
     assert first["selected_for_serving"] is True and first["champion"] == str(entry["_id"])
     assert champions.current_champion(mongo_db)["model_id"] == str(entry["_id"])
     # a valid champion is only replaced on comparable scores, never by a higher own score
-    second = register(trained(store, "second.pt", 0.9), key, resources)
+    second = register(trained(store, "second.pt", 0.9), key, resources, model_registry_entry)
     assert second["selected_for_serving"] is False and second["champion"] == str(entry["_id"])
     assert "no comparable scores" in second["champion_reason"]
     assert len(entries_for_partition(mongo_db, partition_window(key)[1])) == 2
