@@ -36,6 +36,17 @@ def score(db, model_id: str, value: float | None, problem: str | None = None) ->
                                        "window_end": WINDOW_END, "score": value, "problem": problem})
 
 
+def decided(db, champion: tuple[float, float], other: tuple[float, float]) -> tuple[str, str]:
+    """Models `champion` and `other` (each: data age in hours, score on the window), and the default
+    policy's decision on the window, which makes the better scored one champion."""
+    ids = []
+    for name, (age, value) in (("champion", champion), ("other", other)):
+        ids.append(add_model(db, name, age))
+        score(db, ids[-1], value)
+    champions.decide_and_record(db, POLICY, now=NOW, window_end=WINDOW_END)
+    return ids[0], ids[1]
+
+
 @pytest.fixture
 def db(mongo_db):
     for ensure in (ensure_indexes, evaluations.ensure_indexes, champions.ensure_indexes):
@@ -82,11 +93,7 @@ def test_a_champion_that_goes_stale_is_replaced_when_read_and_when_recorded(db):
 
 def test_pin_and_ban_are_recorded_with_time_and_reason_and_refused_when_unsafe(db):
     stale = add_model(db, "stale", 30)
-    champion = add_model(db, "champion", 1)
-    other = add_model(db, "other", 2)
-    score(db, champion, 0.3)
-    score(db, other, 0.2)
-    champions.decide_and_record(db, POLICY, now=NOW, window_end=WINDOW_END)
+    champion, other = decided(db, champion=(1, 0.3), other=(2, 0.2))
 
     with pytest.raises(operators.OperatorError, match="stale and is never served"):
         operators.pin(db, stale, now=NOW, policy=POLICY)
@@ -125,11 +132,7 @@ def test_pin_and_ban_are_recorded_with_time_and_reason_and_refused_when_unsafe(d
 
 def test_the_policy_passed_in_decides_ties_and_freshness(db):
     """The tie tolerance and the maximum age are the caller's (SelectionPolicy), not the settings'."""
-    champion = add_model(db, "champion", 2)
-    newer = add_model(db, "newer", 1)
-    score(db, champion, 0.300)
-    score(db, newer, 0.297)
-    champions.decide_and_record(db, POLICY, now=NOW, window_end=WINDOW_END)
+    champion, newer = decided(db, champion=(2, 0.300), other=(1, 0.297))
     assert champions.current_champion(db)["model_id"] == champion  # 0.003 apart: no tie by default
     lenient = SelectionPolicy(tie_tolerance=0.005)
     served = champions.champion_for_serving(db, lenient, NOW)
@@ -145,11 +148,7 @@ def test_the_policy_passed_in_decides_ties_and_freshness(db):
 
 
 def test_a_champion_whose_artifact_fails_is_replaced(db):
-    champion = add_model(db, "champion", 1)
-    other = add_model(db, "other", 2)
-    score(db, champion, 0.3)
-    score(db, other, 0.2)
-    champions.decide_and_record(db, POLICY, now=NOW, window_end=WINDOW_END)
+    champion, other = decided(db, champion=(1, 0.3), other=(2, 0.2))
     score(db, champion, None, problem="ArtifactMismatchError: sha256 differs")
     decision = champions.decide_and_record(db, POLICY, now=NOW, window_end=WINDOW_END)
     assert decision.champion_id == other and "sha256 differs" in decision.reason
