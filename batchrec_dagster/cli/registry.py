@@ -27,7 +27,7 @@ def _database() -> Any:
 
 def _positive_hours(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of hours, not {text}")
     return value
 
