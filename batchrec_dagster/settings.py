@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS, TIE_TOLERANCE
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS, TIE_TOLERANCE, SelectionPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PARTITION_TIMEZONE = "Asia/Seoul"
@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         """The values came from the process environment, so a process started with the same
         environment (a Dagster run) can read a secret by its variable's name (dg.EnvVar)."""
         return True
+
+    def selection_policy(self, max_age_hours: float | None = None) -> SelectionPolicy:
+        """What the registry chooses the champion and the served model by; `max_age_hours` (a
+        command's --max-age-hours) replaces BATCHREC_MODEL_MAX_AGE_HOURS when given."""
+        hours = self.model_max_age_hours if max_age_hours is None else max_age_hours
+        return SelectionPolicy.of(hours, self.score_tie_tolerance)
 
     # -- derived paths
     @property

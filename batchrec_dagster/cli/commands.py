@@ -144,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from batchrec_dagster.cli.recommend import recommend
-    from batchrec_dagster.cli.registry import max_age_of
+    from batchrec_dagster.cli.registry import policy_of
     from batchrec_dagster.cli.report import print_recommendations
 
     repos = [t.strip() for t in (args.repos or "").split(",") if t.strip()]
@@ -153,7 +153,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise CliError(f"-k must be at least 1, not {args.k}")
     result = recommend(_database(), _artifact_store(), login=args.user, repos=repos, k=args.k,
-                       max_age=max_age_of(args))
+                       policy=policy_of(args))
     print_recommendations(result, f"user {args.user}" if args.user else f"repositories {args.repos}")
     return 0
 
@@ -209,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     entry = materialize.run_and_register(db, partition, run_config, settings)
     print_entry(entry, title="Registered model:")
     print()
-    print_recommendations(recommend(db, _artifact_store(), login=DEMO_LOGIN, k=10), f"user {DEMO_LOGIN}")
+    result = recommend(db, _artifact_store(), login=DEMO_LOGIN, k=10, policy=settings.selection_policy())
+    print_recommendations(result, f"user {DEMO_LOGIN}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s. Next: `batchrec registry`, "
           f"`batchrec recommend --user demo-user-7`, `batchrec dev` (Dagit), `batchrec serve`.")
     return 0

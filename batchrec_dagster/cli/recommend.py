@@ -8,13 +8,12 @@ passed over (and reported) for the next one in that order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
 
 from batchrec_dagster.registry.champions import serving_order
-from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.sources.collections import repo_id_by_name, starred_repo_ids
 from batchrec_dagster.storage.blobs import BlobStore, read_verified
 from recvae import Artifact, load_artifact
@@ -34,11 +33,11 @@ class Recommendations:
     unknown_repos: list[str] = field(default_factory=list)  # --repos names MongoDB does not know
 
 
-def load_served_model(db: Database, store: BlobStore, *, max_age: timedelta
+def load_served_model(db: Database, store: BlobStore, policy: SelectionPolicy
                       ) -> tuple[dict[str, Any], Artifact, list[str]]:
     """The best candidate that loads, with the reasons the better-ranked ones did not."""
     failures: list[str] = []
-    for entry in serving_order(db, max_age=max_age, limit=10):
+    for entry in serving_order(db, policy, limit=10):
         name = entry.get("file_name")
         try:
             if not isinstance(name, str):
@@ -48,9 +47,8 @@ def load_served_model(db: Database, store: BlobStore, *, max_age: timedelta
         except Exception as exc:  # missing, mismatched, unreadable: the next candidate may serve
             failures.append(f"{entry.get('_id')} ({name!r}): {exc}")
     detail = f"; passed over: {'; '.join(failures)}" if failures else ""
-    hours = max_age.total_seconds() / 3600
-    raise RecommendError(f"no model trained on data from the last {hours:g} h can be served; run "
-                         f"`batchrec materialize` (or `batchrec demo`) first{detail}")
+    raise RecommendError(f"no model trained on data from the last {policy.max_age_hours:g} h can be "
+                         f"served; run `batchrec materialize` (or `batchrec demo`) first{detail}")
 
 
 def input_repo_ids(db: Database, *, login: str | None, repos: list[str]) -> tuple[list[int], list[str]]:
@@ -76,9 +74,9 @@ def input_repo_ids(db: Database, *, login: str | None, repos: list[str]) -> tupl
 
 
 def recommend(db: Database, store: BlobStore, *, login: str | None = None, repos: list[str] | None = None,
-              k: int = 10, max_age: timedelta = MAX_MODEL_AGE) -> Recommendations:
+              k: int = 10, policy: SelectionPolicy) -> Recommendations:
     """Top-k from the served model for a user (by login) or a set of repositories."""
-    entry, artifact, passed_over = load_served_model(db, store, max_age=max_age)
+    entry, artifact, passed_over = load_served_model(db, store, policy)
     starred, unknown = input_repo_ids(db, login=login, repos=repos or [])
     recommender = artifact.recommender
     names = artifact.extra.get("item_names") or [str(i) for i in recommender.item_ids]

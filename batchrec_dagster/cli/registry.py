@@ -10,10 +10,10 @@ evaluations whose metadata lists the pin and bans in force.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS, SelectionPolicy
 from batchrec_dagster.settings import get_settings
 
 EVALUATION_ASSET = "model_evaluation"
@@ -25,15 +25,22 @@ def _database() -> Any:
     return open_database(get_settings())
 
 
+def _positive_hours(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of hours, not {text}")
+    return value
+
+
 def add_max_age_argument(parser: argparse.ArgumentParser) -> None:
     """`--max-age-hours`, for every command that picks the served model."""
-    parser.add_argument("--max-age-hours", type=float,
+    parser.add_argument("--max-age-hours", type=_positive_hours,
                         help=f"default: BATCHREC_MODEL_MAX_AGE_HOURS ({MAX_MODEL_AGE_HOURS:g})")
 
 
-def max_age_of(args: argparse.Namespace) -> timedelta:
-    """`--max-age-hours`, else the setting."""
-    return timedelta(hours=args.max_age_hours or get_settings().model_max_age_hours)
+def policy_of(args: argparse.Namespace) -> SelectionPolicy:
+    """The settings' selection policy, with `--max-age-hours` when it was given."""
+    return get_settings().selection_policy(args.max_age_hours)
 
 
 def observe_in_dagit(outcome: Any) -> str:
@@ -65,15 +72,15 @@ def cmd_registry_action(args: argparse.Namespace) -> int:
     from batchrec_dagster.registry import operator_actions as operators
 
     db = _database()
-    max_age = max_age_of(args)
+    policy = policy_of(args)
     if args.registry_action == "pin":
-        outcome = operators.pin(db, args.model_id, args.reason, max_age=max_age)
+        outcome = operators.pin(db, args.model_id, args.reason, policy=policy)
     elif args.registry_action == "unpin":
         outcome = operators.unpin(db, args.reason)
     elif args.registry_action == "ban":
-        outcome = operators.ban(db, args.model_id, args.reason, max_age=max_age)
+        outcome = operators.ban(db, args.model_id, args.reason, policy=policy)
     else:
-        outcome = operators.unban(db, args.model_id, args.reason, max_age=max_age)
+        outcome = operators.unban(db, args.model_id, args.reason, policy=policy)
     action = outcome.action
     print(f"{action.action} {action.model_id} at {action.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
           f"{': ' + action.reason if action.reason else ''}")
@@ -100,15 +107,15 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     from batchrec_dagster.registry.models import MODELS, recent_entries
 
     db = _database()
-    max_age_hours = max_age_of(args).total_seconds() / 3600
+    policy = policy_of(args)
     entries = recent_entries(db, args.limit)
     if not entries:
         print(f"the registry {db.name}.{MODELS} is empty")
         return 0
-    served = champion_for_serving(db, datetime.now(UTC), max_age_of(args))
+    served = champion_for_serving(db, policy, datetime.now(UTC))
     controls = current_controls(db)
     comparable = latest_for_models(db, [str(e["_id"]) for e in entries])
-    print_registry(entries, served, current_champion(db), controls, comparable, max_age_hours)
+    print_registry(entries, served, current_champion(db), controls, comparable, policy.max_age_hours)
     print_selection(served, current_champion(db), controls)
     if args.verbose:
         print("\nChampion history (newest first):")

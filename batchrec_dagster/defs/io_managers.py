@@ -120,8 +120,10 @@ class _TypedIOManager(dg.ConfigurableIOManager):
 
     def load_partition(self, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> Any:
         """The newest materialization's value of one partition of an asset, outside Dagster's input
-        loading: how raw_repositories reads its own previous hour (a declared self-dependency would
-        make asset backfills launch one run per asset and hour; docs/pipeline.md).
+        loading: how raw_repositories reads its own previous hour. That hour is a declared
+        dependency (Dagit draws it), but not an input: loaded here, a snapshot that was never
+        materialized, is missing or is damaged is an error the asset catches and answers with a full
+        read, where an input would fail the step (docs/pipeline.md, "Incremental hours").
         StoredValueNotFoundError when it was never stored, codec.CodecError when it is unreadable."""
         run_id = _newest_materialization_run(instance, asset_key, partition_key)
         return self._read(_relative_path(asset_key, partition_key, run_id))

@@ -2,7 +2,8 @@
 
 - MongoResource: a database handle on MONGODB_URI, or on the embedded server in `local`.
 - ArtifactStoreResource: write-once model artifacts in a local folder or a GCS bucket.
-- RunDefaults: the settings that are defaults of run config, for the assets, checks and ops.
+- RunDefaults: the settings that are defaults of run config, for the assets, checks and ops, and
+  the registry's selection policy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dagster_gcp import GCSResource
 from pydantic import PrivateAttr
 from pymongo.database import Database
 
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.mongo import MongoAddress, connect
 from batchrec_dagster.storage.blobs import BlobStore, GCSBlobStore, LocalBlobStore
@@ -96,10 +98,16 @@ class RunDefaults(dg.ConfigurableResource):
     min_score_margin: float
     retention_reports_only: bool
     retention_min_age_hours: float
+    model_max_age_hours: float
+    score_tie_tolerance: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunDefaults:
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+    def selection_policy(self) -> SelectionPolicy:
+        """The registry's policy (BATCHREC_MODEL_MAX_AGE_HOURS, BATCHREC_SCORE_TIE_TOLERANCE)."""
+        return SelectionPolicy.of(self.model_max_age_hours, self.score_tie_tolerance)
 
     def fill(self, config: ConfigT) -> ConfigT:
         """`config` with each of its SETTINGS_DEFAULTS fields that is None set from the settings."""

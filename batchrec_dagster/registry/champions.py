@@ -1,8 +1,10 @@
 """The champion: which model serves, since when and why, with its history (`champions`).
 
-One answer for the server, the CLI and the pipeline: `champion_for_serving(db, now)` (the pin, else
-the champion) and `serving_order` (that model first, then the fallbacks by the same ranking). Both
-apply promotion.decide to what MongoDB holds now: the fresh models, their comparable scores on the
+One answer for the server, the CLI and the pipeline: `champion_for_serving(db, policy, now)` (the
+pin, else the champion) and `serving_order` (that model first, then the fallbacks by the same
+ranking). The caller passes the SelectionPolicy (maximum age, tie tolerance; built from the
+settings by whoever holds them), and nothing here reads the settings. Both apply promotion.decide
+to what MongoDB holds now: the fresh models, their comparable scores on the
 newest evaluated window (evaluations.py) and the operators' pin and bans (controls.py).
 
 The record: `decide_and_record` runs the same decision and writes it. Each change of champion adds
@@ -23,7 +25,7 @@ a `champions` document (the history); a confirmation on a newer window updates t
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -31,6 +33,7 @@ from pymongo.database import Database
 
 from batchrec_dagster.registry import evaluations as evals
 from batchrec_dagster.registry.controls import ControlState, current_controls
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import canonical_id, entries_by_ids, entries_with_data_end
 from batchrec_dagster.registry.promotion import (
     Candidate,
@@ -42,7 +45,6 @@ from batchrec_dagster.registry.promotion import (
     decide,
     rank_key,
 )
-from batchrec_dagster.settings import get_settings
 from batchrec_dagster.sources.mongo_quirks import upsert_keeping
 
 CHAMPIONS = "champions"
@@ -50,10 +52,6 @@ CHAMPIONS = "champions"
 
 def ensure_indexes(db: Database) -> None:
     db[CHAMPIONS].create_index([("promoted_at", pymongo.DESCENDING)], name="promoted_at")
-
-
-def default_max_age() -> timedelta:
-    return timedelta(hours=get_settings().model_max_age_hours)
 
 
 def usable_record(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -117,8 +115,9 @@ def _candidate(entry: dict[str, Any], evaluation: dict[str, Any] | None) -> Cand
 class _State:
     """Everything the decision reads, gathered once from MongoDB."""
 
-    def __init__(self, db: Database, *, now: datetime, max_age: timedelta, window_end: datetime | None):
-        self.now, self.max_age = now, max_age
+    def __init__(self, db: Database, policy: SelectionPolicy, *, now: datetime | None,
+                 window_end: datetime | None):
+        self.now, self.policy = now or datetime.now(UTC), policy
         self.controls: ControlState = current_controls(db)
         self.record, self.skipped_records = _latest_record(db)
         window_end = window_end or evals.newest_window_end(db)
@@ -127,7 +126,7 @@ class _State:
         if scores:
             start = _utc(next(iter(scores.values())).get("window_start"))
             self.window = Window(start, window_end) if start else None
-        fresh = {str(e["_id"]): e for e in entries_with_data_end(db, since=now - max_age)}
+        fresh = {str(e["_id"]): e for e in entries_with_data_end(db, since=self.now - policy.max_age)}
         wanted = {self.controls.pin.model_id} if self.controls.pin and self.controls.pin.model_id else set()
         if self.record and self.record.get("model_id"):
             wanted.add(self.record["model_id"])
@@ -155,8 +154,8 @@ class _State:
 
     def decide(self) -> Decision:
         return decide(self.candidates, self.champion(), self.decision_controls(), now=self.now,
-                      max_age=self.max_age, window=self.window,
-                      tie_tolerance=get_settings().score_tie_tolerance)
+                      max_age=self.policy.max_age, window=self.window,
+                      tie_tolerance=self.policy.tie_tolerance)
 
 
 def _record(db: Database, state: _State, decision: Decision) -> None:
@@ -179,24 +178,22 @@ def _record(db: Database, state: _State, decision: Decision) -> None:
         upsert_keeping(db[CHAMPIONS], {"_id": record["_id"]}, fields, keep={})
 
 
-def decide_and_record(db: Database, *, now: datetime | None = None, max_age: timedelta | None = None,
+def decide_and_record(db: Database, policy: SelectionPolicy, *, now: datetime | None = None,
                       window_end: datetime | None = None) -> Decision:
-    """Decide on the window ending at `window_end` (default: the newest evaluated one) and record a
-    change of champion or a confirmation."""
-    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(),
-                   window_end=window_end)
+    """Decide by `policy` on the window ending at `window_end` (default: the newest evaluated one)
+    and record a change of champion or a confirmation."""
+    state = _State(db, policy, now=now, window_end=window_end)
     decision = state.decide()
     _record(db, state, decision)
     return decision
 
 
-def candidates_for(db: Database, window_start: datetime, *, max_candidates: int,
-                   banned: Collection[str] = (), max_age: timedelta | None = None) -> list[dict[str, Any]]:
+def candidates_for(db: Database, window_start: datetime, policy: SelectionPolicy, *, max_candidates: int,
+                   banned: Collection[str] = ()) -> list[dict[str, Any]]:
     """The models an evaluation window scores: none of their data in the window (data_end at or
     before its start), fresh relative to it, not banned, the newest `max_candidates` of them; plus
     the champion when it qualifies and those left it out (a challenger is always compared with it)."""
-    max_age = max_age or default_max_age()
-    entries = entries_with_data_end(db, since=window_start - max_age, until=window_start)
+    entries = entries_with_data_end(db, since=window_start - policy.max_age, until=window_start)
     chosen = [e for e in entries if str(e["_id"]) not in banned][:max_candidates]
     record = current_champion(db)
     if record and record["model_id"] not in {str(e["_id"]) for e in chosen}:
@@ -223,23 +220,23 @@ def _selection(state: _State, decision: Decision) -> dict[str, Any]:
     }
 
 
-def champion_for_serving(db: Database, now: datetime | None = None, max_age: timedelta | None = None
+def champion_for_serving(db: Database, policy: SelectionPolicy, now: datetime | None = None
                          ) -> dict[str, Any] | None:
     """The registry entry to serve now (the pin, else the champion), with a `selection` field saying
     which and why; None when no model can serve. Read-only: a champion that went stale or was
     banned since the last recorded decision is replaced here by the same rule, not recorded."""
-    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(), window_end=None)
+    state = _State(db, policy, now=now, window_end=None)
     decision = state.decide()
     entry = state.entries.get(decision.serve_id or "")
     return None if entry is None else {**entry, "selection": _selection(state, decision)}
 
 
-def serving_order(db: Database, now: datetime | None = None, max_age: timedelta | None = None,
+def serving_order(db: Database, policy: SelectionPolicy, now: datetime | None = None,
                   limit: int = 5) -> list[dict[str, Any]]:
     """`champion_for_serving`'s entry first, then the other fresh, unbanned models that verified,
     best comparable score on the newest window first (then newest): what to fall back to, in
     order, when an artifact fails to load."""
-    state = _State(db, now=now or datetime.now(UTC), max_age=max_age or default_max_age(), window_end=None)
+    state = _State(db, policy, now=now, window_end=None)
     decision = state.decide()
     served = state.entries.get(decision.serve_id or "")
     order = [{**served, "selection": _selection(state, decision)}] if served else []

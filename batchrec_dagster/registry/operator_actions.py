@@ -16,9 +16,10 @@ from typing import Any
 
 from pymongo.database import Database
 
-from batchrec_dagster.registry.champions import decide_and_record, default_max_age
+from batchrec_dagster.registry.champions import decide_and_record
 from batchrec_dagster.registry.controls import Action, ControlState, current_controls, record_action
 from batchrec_dagster.registry.controls import ensure_indexes as ensure_control_indexes
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import canonical_id, entry_by_id
 from batchrec_dagster.registry.promotion import Decision
 
@@ -94,13 +95,13 @@ def _record(db: Database, action: str, model_id: str, reason: str, now: datetime
     return recorded
 
 
-def pin(db: Database, model_id: str, reason: str = "", *, now: datetime | None = None,
-        max_age: timedelta | None = None) -> Outcome:
-    """Serve `model_id` regardless of scores until `unpin` (or until it goes stale)."""
-    now, max_age = now or datetime.now(UTC), max_age or default_max_age()
+def pin(db: Database, model_id: str, reason: str = "", *, policy: SelectionPolicy,
+        now: datetime | None = None) -> Outcome:
+    """Serve `model_id` regardless of scores until `unpin` (or until it goes stale by `policy`)."""
+    now = now or datetime.now(UTC)
     model_id = _model_id(model_id)
     entry = _entry(db, model_id)
-    stale = _stale(entry, now, max_age)
+    stale = _stale(entry, now, policy.max_age)
     if stale:
         raise OperatorError(f"model {model_id} is stale and is never served: {stale}")
     return Outcome(_record(db, "pin", model_id, reason, now), entry)
@@ -114,19 +115,19 @@ def unpin(db: Database, reason: str = "", *, now: datetime | None = None) -> Out
                    entry_by_id(db, pinned.model_id))
 
 
-def ban(db: Database, model_id: str, reason: str = "", *, now: datetime | None = None,
-        max_age: timedelta | None = None) -> Outcome:
+def ban(db: Database, model_id: str, reason: str = "", *, policy: SelectionPolicy,
+        now: datetime | None = None) -> Outcome:
     """Never select `model_id` again (until `unban`); a banned champion is replaced at once."""
     now = now or datetime.now(UTC)
     model_id = _model_id(model_id)
     entry = _entry(db, model_id)
     action = _record(db, "ban", model_id, reason, now)
-    return Outcome(action, entry, decide_and_record(db, now=now, max_age=max_age))
+    return Outcome(action, entry, decide_and_record(db, policy, now=now))
 
 
-def unban(db: Database, model_id: str, reason: str = "", *, now: datetime | None = None,
-          max_age: timedelta | None = None) -> Outcome:
+def unban(db: Database, model_id: str, reason: str = "", *, policy: SelectionPolicy,
+          now: datetime | None = None) -> Outcome:
     now = now or datetime.now(UTC)
     model_id = _model_id(model_id)
     action = _record(db, "unban", model_id, reason, now)
-    return Outcome(action, entry_by_id(db, model_id), decide_and_record(db, now=now, max_age=max_age))
+    return Outcome(action, entry_by_id(db, model_id), decide_and_record(db, policy, now=now))

@@ -85,6 +85,8 @@ USAGE_MISTAKES = [
     (["recommend", "-k"], "batchrec recommend: argument -k: expected one argument"),
     (["nosuch"], "batchrec: argument COMMAND: invalid choice: 'nosuch'"),
     (["registry", "--limit", "0"], "batchrec registry: argument --limit: must be at least 1, not 0"),
+    (["recommend", "--user", "u", "--max-age-hours", "0"],
+     "batchrec recommend: argument --max-age-hours: must be a positive number of hours, not 0"),
 ]
 
 

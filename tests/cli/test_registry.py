@@ -9,7 +9,10 @@ import dagster as dg
 from batchrec_dagster.cli.commands import build_parser, main
 from batchrec_dagster.registry import champions, evaluations
 from batchrec_dagster.registry import controls as model_controls
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import ensure_indexes, register_model
+
+POLICY = SelectionPolicy()  # the defaults: 24 h maximum age, ties within 1e-4
 
 NOW = datetime.now(UTC)
 
@@ -32,7 +35,7 @@ def test_pin_ban_and_the_listing(local_env: Path, mongo_db, capsys):
         evaluations.record_evaluation(mongo_db, {
             "model_id": model_id, "window_start": window_end - timedelta(hours=1), "window_end": window_end,
             "score": score, "window_partition_key": "2026-11-30-10:00"})
-    champions.decide_and_record(mongo_db, window_end=window_end)
+    champions.decide_and_record(mongo_db, POLICY, window_end=window_end)
 
     assert main(["registry"]) == 0
     out = capsys.readouterr().out
@@ -80,13 +83,13 @@ def test_an_id_in_upper_case_is_the_same_model(local_env: Path, mongo_db, capsys
     and served; `pin <UPPER>` exited 0 and changed nothing."""
     ensure_indexes(mongo_db)
     older, newer = add_model(mongo_db, "older", 3), add_model(mongo_db, "newer", 2)
-    champions.decide_and_record(mongo_db)
+    champions.decide_and_record(mongo_db, POLICY)
     assert champions.current_champion(mongo_db)["model_id"] == newer   # unscored: the newest
 
     assert main(["registry", "ban", newer.upper(), "--reason", "shouting"]) == 0
     out = capsys.readouterr().out
     assert f"champion now {older}" in out and f"banned:   {newer} since" in out
-    assert str(champions.champion_for_serving(mongo_db)["_id"]) == older
+    assert str(champions.champion_for_serving(mongo_db, POLICY)["_id"]) == older
 
     assert main(["registry", "pin", newer.upper()]) == 1   # banned, whatever the case
     assert "is banned" in capsys.readouterr().err
@@ -94,7 +97,7 @@ def test_an_id_in_upper_case_is_the_same_model(local_env: Path, mongo_db, capsys
     capsys.readouterr()
     assert main(["registry", "pin", older.upper(), "--reason", "canary"]) == 0
     assert f"serving:  {older} (pin)" in capsys.readouterr().out
-    served = champions.champion_for_serving(mongo_db)
+    served = champions.champion_for_serving(mongo_db, POLICY)
     assert str(served["_id"]) == older and served["selection"]["role"] == "pin"
 
 
@@ -105,4 +108,4 @@ def test_an_upper_case_ban_logged_by_an_older_version_is_applied(mongo_db):
     mongo_db["model_controls"].insert_one({"action": "ban", "model_id": newer.upper(), "reason": "old log",
                                            "at": NOW - timedelta(minutes=5)})
     assert model_controls.current_controls(mongo_db).banned == {newer}
-    assert str(champions.champion_for_serving(mongo_db)["_id"]) == older
+    assert str(champions.champion_for_serving(mongo_db, POLICY)["_id"]) == older

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from batchrec_dagster.cli.commands import main
 from batchrec_dagster.registry.champions import CHAMPIONS, serving_order
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import MODELS
 from batchrec_dagster.storage.blobs import LocalBlobStore
 from tests.harness.serving import publish
+
+POLICY = SelectionPolicy()  # the defaults: 24 h maximum age, ties within 1e-4
 
 
 def _store(home: Path) -> LocalBlobStore:
@@ -63,7 +66,7 @@ def test_hand_made_champion_records_and_entries_give_no_traceback(local_env: Pat
         {"model_id": 12345, "promoted_at": now - timedelta(seconds=1)},
         {"model_id": good_id, "promoted_at": "yesterday"},
     ])
-    order = serving_order(mongo_db)   # what a cold server polls before it is ready
+    order = serving_order(mongo_db, POLICY)   # what a cold server polls before it is ready
     assert [str(e["_id"]) for e in order] == [good_id]
     assert order[0]["selection"]["skipped_champion_records"] >= 2
 

@@ -61,12 +61,12 @@ def publish(db: Any, store: BlobStore, *, score: float, data: bytes | None = Non
     })
 
 
-def by_own_score(db: Any, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+def by_own_score(db: Any, now: datetime, policy: Any) -> list[dict[str, Any]]:
     """Fresh models by their own registry score, the highest first (a tie: the newest registration).
     Not a registry rule (own scores do not compare across models): a simple order the tests of the
     server's walk itself (fallback, backoff, swaps) control through `score`, without staging
     evaluation windows. The server's order, the champion's, is tested in test_champion.py."""
-    fresh = entries_with_data_end(db, since=now - max_age)
+    fresh = entries_with_data_end(db, since=now - policy.max_age)
     return sorted(fresh, key=lambda e: (e["score"], e["created_at"]), reverse=True)
 
 

@@ -21,11 +21,14 @@ from batchrec_dagster.defs.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.registry import champions
 from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.evaluations import EVALUATIONS, on_window
 from batchrec_dagster.registry.models import entries_for_partition
 from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.demo_data import load_demo
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
+
+POLICY = SelectionPolicy()  # the defaults: 24 h maximum age, ties within 1e-4
 
 BEATS_POPULARITY = "recvae_model_recvae_model_beats_popularity"
 
@@ -92,15 +95,15 @@ def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_settings: 
         assert mongo_db[EVALUATIONS].count_documents({}) == 3  # H2 re-run replaced M1's score
 
     # what the server will serve: the champion, a pin over it, and a ban for rollback
-    served = champions.champion_for_serving(mongo_db)
+    served = champions.champion_for_serving(mongo_db, POLICY)
     assert served["_id"] == m2["_id"] and served["selection"]["role"] == "champion"
-    operators.pin(mongo_db, str(m1["_id"]), "compare by hand")
-    served = champions.champion_for_serving(mongo_db)
+    operators.pin(mongo_db, str(m1["_id"]), "compare by hand", policy=POLICY)
+    served = champions.champion_for_serving(mongo_db, POLICY)
     assert served["_id"] == m1["_id"] and served["selection"]["role"] == "pin"
     assert served["selection"]["pin"]["reason"] == "compare by hand"
     operators.unpin(mongo_db)
-    outcome = operators.ban(mongo_db, str(m2["_id"]), "bad recommendations")
+    outcome = operators.ban(mongo_db, str(m2["_id"]), "bad recommendations", policy=POLICY)
     assert outcome.decision.champion_id == str(m1["_id"]) and outcome.decision.promoted
-    assert champions.champion_for_serving(mongo_db)["_id"] == m1["_id"]
+    assert champions.champion_for_serving(mongo_db, POLICY)["_id"] == m1["_id"]
     history = champions.champion_history(mongo_db)
     assert [h["model_id"] for h in history] == [str(m1["_id"]), str(m2["_id"]), str(m1["_id"])]

@@ -18,7 +18,7 @@ from pydantic import Field
 from batchrec_dagster.defs.assets.common import hourly_asset, partition_seed
 from batchrec_dagster.defs.assets.metadata import md_table, window_metadata
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.registry import champions, evaluations
 from batchrec_dagster.registry.controls import ControlState, current_controls
 from batchrec_dagster.registry.defaults import SCORE_METRIC
@@ -125,8 +125,10 @@ def controls_metadata(controls: ControlState) -> dict[str, Any]:
                 "decision on those scores. Recorded in MongoDB `evaluations` and `champions`.",
 )
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, mongo: MongoResource,
-                     artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+                     artifact_store: ArtifactStoreResource, run_defaults: RunDefaults
+                     ) -> dg.MaterializeResult:
     started = time.perf_counter()
+    policy = run_defaults.selection_policy()  # BATCHREC_MODEL_MAX_AGE_HOURS, BATCHREC_SCORE_TIE_TOLERANCE
     start, end = partition_window(context.partition_key)
     db = mongo.get_database()
     for ensure in (evaluations.ensure_indexes, champions.ensure_indexes):
@@ -135,21 +137,21 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
                          seed=partition_seed(context.partition_key))
     read_seconds = time.perf_counter() - started
     controls = current_controls(db)
-    entries = champions.candidates_for(db, window.start, max_candidates=config.max_candidates,
+    entries = champions.candidates_for(db, window.start, policy, max_candidates=config.max_candidates,
                                        banned=controls.banned)
     metadata: dict[str, Any] = {**window.counts, "candidates": len(entries), **window_metadata(start, end)}
     rows: list[dict[str, Any]] = []
     if window.n_users < config.min_users:
         context.log.warning(f"{window.n_users} users in the window, fewer than min_users {config.min_users}: "
                             "nothing is scored or promoted on it")
-        decision = champions.decide_and_record(db, now=datetime.now(UTC))
+        decision = champions.decide_and_record(db, policy, now=datetime.now(UTC))
         metadata["skipped"] = f"{window.n_users} users < min_users {config.min_users}"
     else:
         scoring_started = time.perf_counter()
         rows, popularity = _score_all(context, artifact_store.get_store(), window, entries)
         metadata["scoring_seconds"] = time.perf_counter() - scoring_started
         _record_all(db, window, rows, context.partition_key, context.run.run_id)
-        decision = champions.decide_and_record(db, now=datetime.now(UTC), window_end=end)
+        decision = champions.decide_and_record(db, policy, now=datetime.now(UTC), window_end=end)
         metadata.update(_leaderboard(window, rows, decision, controls))
         metadata["not_scored"] = sum(1 for r in rows if r["score"] is None)
         if popularity is not None:

@@ -11,8 +11,9 @@ from batchrec_dagster.defs.assets.ann_index import index_metadata
 from batchrec_dagster.defs.assets.common import hourly_asset
 from batchrec_dagster.defs.assets.metadata import location_metadata, window_metadata
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.registry import champions
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import entry_for_run
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, read_verified
 from batchrec_dagster.storage.values import TrainedModel
@@ -52,12 +53,12 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
     }
 
 
-def serving_decision(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
+def serving_decision(db: Database, entry: dict[str, Any], policy: SelectionPolicy) -> dict[str, Any]:
     """The champion decision right after `entry` is registered, as metadata: a first model (or one
     replacing a champion that can no longer serve) serves at once; a valid champion is only replaced
     on comparable scores (model_evaluation). Recorded in `champions` (champions.decide_and_record)."""
     champions.ensure_indexes(db)
-    decision = champions.decide_and_record(db)
+    decision = champions.decide_and_record(db, policy)
     stored = entry_for_run(db, entry["run_id"], entry["data_end"])
     return {
         "selected_for_serving": stored is not None and decision.serve_id == str(stored["_id"]),
@@ -74,8 +75,8 @@ def serving_decision(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
                 "model serves at once.",
 )
 def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: TrainedModel,
-                         artifact_store: ArtifactStoreResource, mongo: MongoResource
-                         ) -> Iterator[dg.Output | dg.AssetObservation]:
+                         artifact_store: ArtifactStoreResource, mongo: MongoResource,
+                         run_defaults: RunDefaults) -> Iterator[dg.Output | dg.AssetObservation]:
     # register only what can be served: the artifact must exist and be the bytes that were scored
     try:
         read_verified(artifact_store.get_store(), recvae_model.file_name,
@@ -96,6 +97,6 @@ def model_registry_entry(context: dg.AssetExecutionContext, recvae_model: Traine
     })
     # Dagster hands a yielded Output to the IO manager before this generator resumes, so the entry
     # is in `models` now (registry_io_manager stores it; deciding is not an IO manager's job)
-    decision = serving_decision(mongo.get_database(), entry)
+    decision = serving_decision(mongo.get_database(), entry, run_defaults.selection_policy())
     context.log.info(f"champion {decision['champion']}: {decision['champion_reason']}")
     yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=decision)

@@ -48,6 +48,6 @@ def manager_status(manager: ModelManager) -> dict[str, Any]:
         "failed_loads": manager.failed_loads,
         "poll_errors": manager.poll_errors,
         "poll_seconds": manager.poll_seconds,
-        "max_age_hours": manager.max_age.total_seconds() / 3600,
+        "max_age_hours": manager.policy.max_age_hours,
         "store": getattr(manager.store, "location", None),
     }

@@ -37,7 +37,7 @@ from pymongo.database import Database
 
 from batchrec_dagster.registry.champions import serving_order
 from batchrec_dagster.registry.controls import current_controls
-from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.serving.model.ann_index import AnnOptions
 from batchrec_dagster.serving.model.loaded import (
     ArtifactRejected,
@@ -53,7 +53,7 @@ log = logging.getLogger("batchrec.serving")
 MAX_BACKOFF = timedelta(minutes=30)  # the longest wait before a failed download is tried again
 MAX_CANDIDATES = 10_000  # all of them, in practice: hourly models within the maximum age
 
-Rank = Callable[[Database, datetime, timedelta], list[dict[str, Any]]]
+Rank = Callable[[Database, datetime, SelectionPolicy], list[dict[str, Any]]]
 Banned = Callable[[Database], Mapping[str, str]]
 
 
@@ -62,10 +62,10 @@ def banned_models(db: Database) -> dict[str, str]:
     return {model_id.lower(): action.reason for model_id, action in current_controls(db).bans.items()}
 
 
-def serving_candidates(db: Database, now: datetime, max_age: timedelta) -> list[dict[str, Any]]:
+def serving_candidates(db: Database, now: datetime, policy: SelectionPolicy) -> list[dict[str, Any]]:
     """The fresh models in serving order; the first carries `selection` (pin, champion or
     fallback, and why)."""
-    return serving_order(db, now=now, max_age=max_age, limit=MAX_CANDIDATES)
+    return serving_order(db, policy, now=now, limit=MAX_CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class ModelManager:
     (metrics).
     """
 
-    def __init__(self, db: Database, store: BlobStore, *, max_age: timedelta = MAX_MODEL_AGE,
+    def __init__(self, db: Database, store: BlobStore, *, policy: SelectionPolicy | None = None,
                  poll_seconds: float | None = 60.0, rank: Rank = serving_candidates,
                  clock: Callable[[], datetime] | None = None, names_db: Database | None = None,
                  load_challenger: bool = False, backoff: timedelta | None = None,
@@ -116,7 +116,7 @@ class ModelManager:
         self.db = db
         self.ann = ann  # approximate top-k for large catalogs (ann_index.py); None: always exact
         self.store = store
-        self.max_age = max_age
+        self.policy = policy or SelectionPolicy()  # the settings' (runtime.build_app) in a server
         self.poll_seconds = poll_seconds
         self.rank = rank
         self.banned = banned
@@ -199,7 +199,7 @@ class ModelManager:
         now = self._clock()
         self.last_check_at = now
         try:
-            candidates = self.rank(self.db, now, self.max_age)
+            candidates = self.rank(self.db, now, self.policy)
             banned = self.banned(self.db)
         except Exception as exc:  # registry unreachable: keep serving what we have
             self.registry_reachable = False

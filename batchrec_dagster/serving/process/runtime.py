@@ -9,7 +9,6 @@ import os
 import socket
 import sys
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +73,8 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
                  connectTimeoutMS=MONGO_TIMEOUT_MS,
                  socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS)[settings.mongodb_database]
     state = Path(options.state_dir)
-    manager = ModelManager(db, blob_store_for(settings), max_age=timedelta(hours=options.max_age_hours),
+    policy = settings.selection_policy(options.max_age_hours)  # `serve --max-age-hours`, else the setting
+    manager = ModelManager(db, blob_store_for(settings), policy=policy,
                            poll_seconds=options.poll_seconds, load_challenger=settings.serve_challenger,
                            ann=AnnOptions.from_settings(settings, threads=options.torch_threads))
     access = AccessPolicy(settings.api_key_hashes, settings.api_rate_limit, settings.api_rate_burst,

@@ -8,13 +8,15 @@ import pytest
 
 from batchrec_dagster.defs.assets.model_registry_entry import model_registry_entry as hourly_registry_entry
 from batchrec_dagster.defs.assets.recvae_model import artifact_name, put_artifact
+from batchrec_dagster.defs.deployments import build_resources
 from batchrec_dagster.defs.io_managers import MongoRegistryIOManager
 from batchrec_dagster.defs.partitions import hourly_partitions, partition_window
-from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource
+from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource, RunDefaults
 from batchrec_dagster.registry import champions
 from batchrec_dagster.registry.champions import champion_for_serving
-from batchrec_dagster.registry.defaults import MAX_MODEL_AGE
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE, SelectionPolicy
 from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
+from batchrec_dagster.settings import load_settings
 from batchrec_dagster.storage.blobs import BlobExistsError, LocalBlobStore
 from batchrec_dagster.storage.values import TrainedModel
 
@@ -94,7 +96,8 @@ def test_the_asset_decides_the_champion_after_its_entry_is_stored(mongo_server_u
     store = LocalBlobStore(tmp_path / "artifacts")
     mongo = MongoResource(uri=mongo_server_uri, database=mongo_db.name)
     resources = {"mongo": mongo, "registry_io_manager": MongoRegistryIOManager(mongo=mongo),
-                 "artifact_store": LocalArtifactStore(root=str(store.root))}
+                 "artifact_store": LocalArtifactStore(root=str(store.root)),
+                 "run_defaults": RunDefaults.from_settings(local_settings)}
     key = model_registry_entry.partitions_def.get_last_partition_key()  # the newest hour: fresh data
     # a first model serves at once: the decision saw the entry the IO manager had just stored
     first = register(trained(store, "first.pt", 0.2), key, resources, model_registry_entry)
@@ -108,13 +111,32 @@ def test_the_asset_decides_the_champion_after_its_entry_is_stored(mongo_server_u
     assert len(entries_for_partition(mongo_db, partition_window(key)[1])) == 2
 
 
+def test_the_settings_maximum_age_reaches_the_decision(mongo_db, local_variables):
+    """BATCHREC_MODEL_MAX_AGE_HOURS in the Settings object that builds the resources (as
+    build_definitions does) is the maximum age the asset decides by: a model three hours old, which
+    the default 24 h would serve, is stale under 2 h."""
+    settings = load_settings({**local_variables, "BATCHREC_MODEL_MAX_AGE_HOURS": "2"})
+    model_registry_entry = hourly_registry_entry.build(hourly_partitions(settings))
+    resources = build_resources(settings)
+    store = resources["artifact_store"].get_store()
+    keys = model_registry_entry.partitions_def.get_partition_keys()
+    old_key = keys[-3]  # its data ended 2 h before the newest hour's, which ended before now
+    old = register(trained(store, "old.pt", 0.5), old_key, resources, model_registry_entry)
+    [entry] = entries_for_partition(mongo_db, partition_window(old_key)[1])
+    assert old["selected_for_serving"] is False and old["champion"] == "none"
+    assert "no fresh" in old["champion_reason"]
+    assert str(champion_for_serving(mongo_db, SelectionPolicy())["_id"]) == str(entry["_id"])  # 24 h would
+    newest = register(trained(store, "newest.pt", 0.1), keys[-1], resources, model_registry_entry)
+    assert newest["selected_for_serving"] is True
+
+
 def test_freshness_edges_of_the_served_model(mongo_db):
     """champion_for_serving before any evaluation: the newest fresh model serves, whatever its own score."""
     ensure_indexes(mongo_db)
     now = END + MAX_MODEL_AGE
 
     def served(at: datetime) -> str | None:
-        entry = champion_for_serving(mongo_db, at, MAX_MODEL_AGE)
+        entry = champion_for_serving(mongo_db, SelectionPolicy(), at)
         return entry["run_id"] if entry else None
 
     register_model(mongo_db, entry("boundary", 0.2, created_at=now - timedelta(hours=2)))

@@ -12,9 +12,12 @@ import pytest
 
 from batchrec_dagster.registry import champions, evaluations
 from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.model.manager import ModelManager
 from tests.harness.serving import ServerThread, publish, wait_for
+
+POLICY = SelectionPolicy()  # the defaults: 24 h maximum age, ties within 1e-4
 
 POLL_S = 0.3
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -48,24 +51,24 @@ def test_promotion_pin_and_ban_reach_a_running_server(live) -> None:
     older = publish(db, store, score=0.9, seed=1, data_end=HOUR - timedelta(hours=2))
     newer = publish(db, store, score=0.1, seed=2, data_end=HOUR - timedelta(hours=1))
     older_id, newer_id = str(older["_id"]), str(newer["_id"])
-    assert champions.decide_and_record(db).champion_id == newer_id  # unscored: the newest serves
+    assert champions.decide_and_record(db, POLICY).champion_id == newer_id  # unscored: the newest serves
     _within_a_poll(http, newer_id, "the first champion")
 
     # the window of the last hour scores both; the older model is clearly better on it
     for model_id, score in ((older_id, 0.40), (newer_id, 0.30)):
         evaluations.record_evaluation(db, {"model_id": model_id, "window_start": HOUR - timedelta(hours=1),
                                            "window_end": HOUR, "score": score})
-    decision = champions.decide_and_record(db)
+    decision = champions.decide_and_record(db, POLICY)
     assert decision.promoted and decision.champion_id == older_id
     _within_a_poll(http, older_id, "the promotion")
     assert http.get("/model").json()["selection"]["champion"]["model_id"] == older_id
 
-    operators.pin(db, newer_id, reason="rollback drill")
+    operators.pin(db, newer_id, reason="rollback drill", policy=POLICY)
     _within_a_poll(http, newer_id, "the pin")
     assert http.get("/model").json()["selection"]["pin"]["model_id"] == newer_id
     operators.unpin(db, reason="drill over")
     _within_a_poll(http, older_id, "the unpin")
 
-    operators.ban(db, older_id, reason="bad recommendations reported")
+    operators.ban(db, older_id, reason="bad recommendations reported", policy=POLICY)
     _within_a_poll(http, newer_id, "the ban")
     assert older_id in http.get("/model").json()["selection"]["banned"]
