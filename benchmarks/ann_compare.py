@@ -38,6 +38,22 @@ from recvae.ann import (
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
 
 
+def trained_rows(dataset: Path, epochs: int, cache: Path | None, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The trained decoder rows (bias appended) and the held-out users' codes, from `cache` (an
+    .npz a previous run wrote with the same dataset and epochs) or by training."""
+    if cache is not None and cache.exists():
+        with np.load(cache) as saved:
+            return saved["vectors"], saved["codes"]
+    from recvae.ann import decoder_vectors
+
+    model, codes = trained_model(dataset, epochs, seed)
+    vectors = decoder_vectors(model)
+    if cache is not None:
+        np.savez(cache, vectors=vectors, codes=codes)
+    return vectors, codes
+
+
 def trained_model(dataset: Path, epochs: int, seed: int = 0):
     from recvae import RecVAEConfig, split_users, train_recvae
     from recvae.ann import user_codes
@@ -128,6 +144,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path,
+                        help="keep the trained rows and codes here (.npz) for later runs")
     args = parser.parse_args()
     import faiss
 
@@ -147,9 +165,7 @@ def main() -> None:
         users.data[:] = 1
         vectors, codes = decoder_vectors(model), user_codes(model, users)
     else:
-        from recvae.ann import decoder_vectors
-        model, codes = trained_model(args.dataset, args.epochs)
-        trained = decoder_vectors(model)
+        trained, codes = trained_rows(args.dataset, args.epochs, args.cache)
         if args.source == "trained":
             vectors = trained
         else:
