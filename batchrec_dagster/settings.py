@@ -145,6 +145,9 @@ class Settings(BaseSettings):
         "BATCHREC_ANN_MIN_RECALL", "blocking check: the index's recall@k against exact scoring on "
         "held-out users must reach this.", 0.98, ge=0, le=1)
     ann_recall_k: int = _env("BATCHREC_ANN_RECALL_K", "k of the index's recall check.", 20, ge=1)
+    serve_cache: Path | None = _env(
+        "BATCHREC_SERVE_CACHE", "folder of the verified local copies of served artifacts and indexes "
+        "that `batchrec serve`'s workers map and share (default BATCHREC_HOME/serving-cache).")
     serve_challenger: bool = _env("BATCHREC_SERVE_CHALLENGER",
                                   "the server also loads the best challenger, for the page's "
                                   "side-by-side (twice the model memory).", True)
@@ -169,7 +172,7 @@ class Settings(BaseSettings):
     def _strip_slashes(cls, value: str) -> str:
         return value.strip("/")
 
-    @field_validator("home", "dagster_home")
+    @field_validator("home", "dagster_home", "serve_cache")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -216,6 +219,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "storage"
+
+    @property
+    def serve_cache_dir(self) -> Path:
+        return self.serve_cache or self.home / "serving-cache"
 
     @property
     def mongo_data_dir(self) -> Path:

@@ -13,6 +13,7 @@ loads without it (training does not need it).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,8 +109,21 @@ def serialize(index: Any) -> bytes:
 def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
     """An index from `serialize`'s bytes, checked to hold `n_items` vectors of `dim` (+ bias)."""
     faiss = _faiss()
+    return _checked(lambda: faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8)), n_items, dim)
+
+
+def read_index_file(path: str | os.PathLike[str], *, n_items: int, dim: int) -> Any:
+    """`deserialize` of a local file, memory-mapped where faiss can (an IVF index's lists, a flat
+    or HNSW index's vectors): processes that map the same file share those pages."""
+    faiss = _faiss()
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    return _checked(lambda: faiss.read_index(os.fspath(path), flags), n_items, dim)
+
+
+def _checked(read: Callable[[], Any], n_items: int, dim: int) -> Any:
+    faiss = _faiss()
     try:
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = read()
     except Exception as exc:  # faiss raises RuntimeError on truncated or foreign bytes
         raise IndexLoadError(f"not a faiss index: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
     if index.ntotal != n_items or index.d != dim:
