@@ -76,7 +76,9 @@ def time_queries(index, queries: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[IndexParams],
-            hnswlib_m: int | None) -> list[dict]:
+            hnswlib_m: int | None, threads: int = 1, build_threads: int = 1) -> list[dict]:
+    import faiss
+
     exact = np.stack([exact_top_k(vectors, q, np.zeros(0, np.int64), k)[0] for q in queries])
     started = time.perf_counter()
     for q in queries:
@@ -88,9 +90,12 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
     for params in configs:
         key = (params.kind, params.hnsw_m, params.ef_construction, params.nlist)
         if key not in built:  # one build per structure; the query knobs vary on it
+            faiss.omp_set_num_threads(build_threads)  # as the training run builds it
             started = time.perf_counter()
             built[key] = (build_index(vectors, params), time.perf_counter() - started)
+            faiss.omp_set_num_threads(threads)  # as a worker searches
         index, build = built[key]
+        params = params.resolved(len(vectors))
         set_search_params(index, params)
         _, labels = index.search(queries, k)
         p50, p99 = time_queries(index, queries, k)
@@ -141,15 +146,13 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
     parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
     parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="search threads (a worker's)")
+    parser.add_argument("--build-threads", type=int, default=2, help="build threads (training's)")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path,
                         help="keep the trained rows and codes here (.npz) for later runs")
     args = parser.parse_args()
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)  # build and search on the threads a worker has
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     load_before = os.getloadavg()
@@ -183,9 +186,10 @@ def main() -> None:
             configs += [IndexParams("ivf", nprobe=int(p)) for p in args.nprobe.split(",")]
         else:
             configs.append(IndexParams(kind))
-    rows = compare(vectors, queries, 20, configs, args.hnswlib or None)
+    rows = compare(vectors, queries, 20, configs, args.hnswlib or None, args.threads, args.build_threads)
     report = {"source": args.source, "items": len(vectors), "dim": vectors.shape[1],
-              "queries": len(queries), "threads": args.threads, "load_before": load_before,
+              "queries": len(queries), "threads": args.threads, "build_threads": args.build_threads,
+              "load_before": load_before,
               "load_after": os.getloadavg(),
               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}))

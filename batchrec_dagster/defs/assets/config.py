@@ -147,7 +147,7 @@ class TrainingConfig(dg.Config):
     ann_min_items: int = Field(default=get_settings().ann_min_items, ge=1,
                                description="Build a top-k index for catalogs of at least this many "
                                            "repositories (smaller ones are served exactly).")
-    ann_index: Literal["hnsw", "ivf", "flat"] = Field(default=get_settings().ann_index_kind,
+    ann_index: Literal["auto", "hnsw", "ivf", "flat"] = Field(default=get_settings().ann_index_kind,
                                                       description="The index type (faiss, inner product).")
     ann_recall_k: int = Field(default=get_settings().ann_recall_k, ge=1,
                               description="k of the index's recall@k against exact scoring.")

@@ -130,10 +130,13 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     problem = mismatched_vectors(index, vectors)
     if problem:
         return None, _reject(f"{file_name}: {problem}")
-    # at least the beam the recall was measured with at registration (defs/assets/ann_index.py)
-    recorded = record.get("ef_search")
-    beam = max(options.params.ef_search, recorded if isinstance(recorded, int) else 0)
-    ann.set_search_params(index, replace(options.params, ef_search=beam))
+    # at least the beam (HNSW) and lists (IVF) the recall was measured with at registration
+    # (defs/assets/ann_index.py)
+    recorded = {name: record.get(name) if isinstance(record.get(name), int) else 0
+                for name in ("ef_search", "nprobe")}
+    ann.set_search_params(index, replace(
+        options.params, ef_search=max(options.params.ef_search, recorded["ef_search"]),
+        nprobe=max(options.params.nprobe, recorded["nprobe"])))
     return index, ""
 
 
@@ -171,14 +174,17 @@ def attach_index(scorer: BatchScorer, entry: Mapping[str, Any], store: BlobStore
     vectors = ann.decoder_vectors(scorer.model)
     index, why = (_stored_index(record, entry, store, vectors, options, copies) if record is not None
                   else (None, _reject("the registry entry has no index")))
-    status: dict[str, Any] = {"path": "approximate", "kind": options.params.kind}
+    status: dict[str, Any] = {"path": "approximate"}
     if index is None:
         started = time.perf_counter()
         index = ann.build_index(vectors, options.params)
-        status.update(source="rebuilt", reason=why, build_seconds=round(time.perf_counter() - started, 3))
+        status.update(source="rebuilt", reason=why, kind=ann.index_kind(index),
+                      build_seconds=round(time.perf_counter() - started, 3))
     else:
         status.update(source="registry", file_name=record["file_name"], kind=ann.index_kind(index),
                       recall=record.get("recall"), recall_k=record.get("recall_k"))
         if ann.index_kind(index) == "hnsw":
             status["ef_search"] = int(index.hnsw.efSearch)
+        elif ann.index_kind(index) == "ivf":
+            status["nprobe"] = int(index.nprobe)
     return ApproxScorer(scorer, index), status
