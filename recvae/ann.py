@@ -81,10 +81,12 @@ class IndexParams:
             raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {self.kind!r}")
 
     def resolved(self, n_items: int) -> IndexParams:
-        """These parameters with `auto` replaced by the kind for a catalog of `n_items`."""
-        if self.kind != "auto":
-            return self
-        return replace(self, kind="ivf" if n_items >= IVF_MIN_ITEMS else "hnsw")
+        """These parameters with `auto` replaced by the kind for a catalog of `n_items`, and IVF's
+        number of lists filled in."""
+        kind = self.kind if self.kind != "auto" else "ivf" if n_items >= IVF_MIN_ITEMS else "hnsw"
+        nlist = (min(self.nlist or max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n_items))), n_items)
+                 if kind == "ivf" else self.nlist)
+        return replace(self, kind=kind, nlist=nlist)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
@@ -104,7 +106,7 @@ def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
     else:
-        nlist = min(params.nlist or max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n))), n)
+        nlist = params.nlist
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = IVF_KMEANS_ITER
@@ -130,7 +132,10 @@ def read_index_file(path: str | os.PathLike[str], *, n_items: int, dim: int) -> 
     """`deserialize` of a local file, memory-mapped where faiss can (an IVF index's lists, a flat
     or HNSW index's vectors): processes that map the same file share those pages."""
     faiss = _faiss()
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    with open(path, "rb") as f:
+        ivf = f.read(2) == b"Iw"  # faiss's IVF type codes ("IwFl", ...): lists mapped with IO_FLAG_MMAP
+    # (IO_FLAG_MMAP_IFC maps flat and HNSW storage, but makes IVF's mmap fail: one or the other)
+    flags = (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
     return _checked(lambda: faiss.read_index(os.fspath(path), flags), n_items, dim)
 
 
