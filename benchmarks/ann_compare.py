@@ -142,7 +142,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
     parser.add_argument("--ef", default="64,128,256")
-    parser.add_argument("--nprobe", default="16,64")
+    parser.add_argument("--nprobe", default="128,256")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default: recvae.ann's 2*sqrt(n))")
     parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
     parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
     parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
@@ -183,7 +184,7 @@ def main() -> None:
             configs += [IndexParams("hnsw", hnsw_m=args.m, ef_construction=args.efc, ef_search=int(ef))
                         for ef in args.ef.split(",")]
         elif kind == "ivf":
-            configs += [IndexParams("ivf", nprobe=int(p)) for p in args.nprobe.split(",")]
+            configs += [IndexParams("ivf", nprobe=int(p), nlist=args.nlist) for p in args.nprobe.split(",")]
         else:
             configs.append(IndexParams(kind))
     rows = compare(vectors, queries, 20, configs, args.hnswlib or None, args.threads, args.build_threads)
