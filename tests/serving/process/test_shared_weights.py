@@ -22,6 +22,21 @@ def _mapped(pid: int, folder: Path) -> set[tuple[str, str]]:
     return found
 
 
+def _serving(serve: ServeProcess, model_id: str) -> set[int]:
+    """The pids of the two workers, once both have said (in /model) that they serve `model_id`."""
+    pids: set[int] = set()
+
+    def both() -> bool:
+        serve.check_running()
+        body = serve.get("/model").json()  # a new connection: the kernel picks a worker
+        if (body["model"] or {}).get("id") == model_id:
+            pids.add(body["worker"]["pid"])
+        return len(pids) == 2
+
+    wait_for(both, 120, "both workers serving the model")
+    return pids
+
+
 def test_two_workers_map_the_same_verified_weights_file(mongo_server_uri, mongo_db, tmp_path: Path) -> None:
     env = serve_env(mongo_server_uri, mongo_db.name, tmp_path / "home")
     cache = tmp_path / "home" / "serving-cache"
@@ -29,18 +44,7 @@ def test_two_workers_map_the_same_verified_weights_file(mongo_server_uri, mongo_
     with ServeProcess(env, "--workers", "2", "--poll-seconds", "2", "--drain-seconds", "1",
                       "--log-level", "warning", log=tmp_path / "serve.log") as serve:
         serve.wait_ready()
-        serving: dict[int, str] = {}
-
-        def ask() -> dict[int, str]:
-            serve.check_running()
-            body = serve.get("/model").json()  # a new connection: the kernel picks a worker
-            if body["model"] is not None:
-                serving[body["worker"]["pid"]] = body["model"]["id"]
-            return serving
-
-        wait_for(lambda: len(ask()) == 2 and set(serving.values()) == {str(entry["_id"])}, 120,
-                 "both workers serving the model")
-        workers = set(serving)
+        workers = _serving(serve, str(entry["_id"]))
         serve.workers |= workers
         maps = [_mapped(pid, cache) for pid in workers]
         assert maps[0] and maps[0] == maps[1], maps  # one file, one inode, in both processes
