@@ -139,16 +139,21 @@ class Settings(BaseSettings):
         "BATCHREC_ANN_MIN_ITEMS", "models with at least this many repositories are served from an "
         "approximate top-k index, smaller ones exactly (docs/serving.md has the measurement).",
         50_000, ge=1)
-    ann_index_kind: Literal["hnsw", "ivf", "flat"] = _env(
-        "BATCHREC_ANN_INDEX", "the approximate top-k index: faiss `hnsw` (inner product), `ivf` or "
-        "`flat` (exact, for tests).", "hnsw")
+    ann_index_kind: Literal["auto", "hnsw", "ivf", "flat"] = _env(
+        "BATCHREC_ANN_INDEX", "the approximate top-k index: `auto` (faiss HNSW below 100,000 "
+        "repositories, IVF-Flat from there: docs/serving.md), `hnsw`, `ivf` (inner product), or "
+        "`flat` (exact, for tests).", "auto")
     ann_ef_search: int = _env("BATCHREC_ANN_EF_SEARCH", "HNSW query beam width (recall against speed).",
                               128, ge=1)
-    ann_nprobe: int = _env("BATCHREC_ANN_NPROBE", "IVF lists searched per query.", 16, ge=1)
+    ann_nprobe: int = _env("BATCHREC_ANN_NPROBE", "IVF lists searched per query (of about "
+                           "2*sqrt(repositories)).", 256, ge=1)
     ann_min_recall: float = _env(
         "BATCHREC_ANN_MIN_RECALL", "blocking check: the index's recall@k against exact scoring on "
         "held-out users must reach this.", 0.98, ge=0, le=1)
     ann_recall_k: int = _env("BATCHREC_ANN_RECALL_K", "k of the index's recall check.", 20, ge=1)
+    serve_cache: Path | None = _env(
+        "BATCHREC_SERVE_CACHE", "folder of the verified local copies of served artifacts and indexes "
+        "that `batchrec serve`'s workers map and share (default BATCHREC_HOME/serving-cache).")
     serve_challenger: bool = _env("BATCHREC_SERVE_CHALLENGER",
                                   "the server also loads the best challenger, for the page's "
                                   "side-by-side (twice the model memory).", True)
@@ -173,7 +178,7 @@ class Settings(BaseSettings):
     def _strip_slashes(cls, value: str) -> str:
         return value.strip("/")
 
-    @field_validator("home", "dagster_home")
+    @field_validator("home", "dagster_home", "serve_cache")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -232,6 +237,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "storage"
+
+    @property
+    def serve_cache_dir(self) -> Path:
+        return self.serve_cache or self.home / "serving-cache"
 
     @property
     def mongo_data_dir(self) -> Path:

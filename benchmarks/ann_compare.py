@@ -38,6 +38,22 @@ from recvae.ann import (
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
 
 
+def trained_rows(dataset: Path, epochs: int, cache: Path | None, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The trained decoder rows (bias appended) and the held-out users' codes, from `cache` (an
+    .npz a previous run wrote with the same dataset and epochs) or by training."""
+    if cache is not None and cache.exists():
+        with np.load(cache) as saved:
+            return saved["vectors"], saved["codes"]
+    from recvae.ann import decoder_vectors
+
+    model, codes = trained_model(dataset, epochs, seed)
+    vectors = decoder_vectors(model)
+    if cache is not None:
+        np.savez(cache, vectors=vectors, codes=codes)
+    return vectors, codes
+
+
 def trained_model(dataset: Path, epochs: int, seed: int = 0):
     from recvae import RecVAEConfig, split_users, train_recvae
     from recvae.ann import user_codes
@@ -60,7 +76,9 @@ def time_queries(index, queries: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[IndexParams],
-            hnswlib_m: int | None) -> list[dict]:
+            hnswlib_m: int | None, threads: int = 1, build_threads: int = 1) -> list[dict]:
+    import faiss
+
     exact = np.stack([exact_top_k(vectors, q, np.zeros(0, np.int64), k)[0] for q in queries])
     started = time.perf_counter()
     for q in queries:
@@ -72,9 +90,12 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
     for params in configs:
         key = (params.kind, params.hnsw_m, params.ef_construction, params.nlist)
         if key not in built:  # one build per structure; the query knobs vary on it
+            faiss.omp_set_num_threads(build_threads)  # as the training run builds it
             started = time.perf_counter()
             built[key] = (build_index(vectors, params), time.perf_counter() - started)
+            faiss.omp_set_num_threads(threads)  # as a worker searches
         index, build = built[key]
+        params = params.resolved(len(vectors))
         set_search_params(index, params)
         _, labels = index.search(queries, k)
         p50, p99 = time_queries(index, queries, k)
@@ -121,17 +142,18 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
     parser.add_argument("--ef", default="64,128,256")
-    parser.add_argument("--nprobe", default="16,64")
+    parser.add_argument("--nprobe", default="128,256")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default: recvae.ann's 2*sqrt(n))")
     parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
     parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
     parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="search threads (a worker's)")
+    parser.add_argument("--build-threads", type=int, default=2, help="build threads (training's)")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path,
+                        help="keep the trained rows and codes here (.npz) for later runs")
     args = parser.parse_args()
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)  # build and search on the threads a worker has
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     load_before = os.getloadavg()
@@ -147,9 +169,7 @@ def main() -> None:
         users.data[:] = 1
         vectors, codes = decoder_vectors(model), user_codes(model, users)
     else:
-        from recvae.ann import decoder_vectors
-        model, codes = trained_model(args.dataset, args.epochs)
-        trained = decoder_vectors(model)
+        trained, codes = trained_rows(args.dataset, args.epochs, args.cache)
         if args.source == "trained":
             vectors = trained
         else:
@@ -164,12 +184,13 @@ def main() -> None:
             configs += [IndexParams("hnsw", hnsw_m=args.m, ef_construction=args.efc, ef_search=int(ef))
                         for ef in args.ef.split(",")]
         elif kind == "ivf":
-            configs += [IndexParams("ivf", nprobe=int(p)) for p in args.nprobe.split(",")]
+            configs += [IndexParams("ivf", nprobe=int(p), nlist=args.nlist) for p in args.nprobe.split(",")]
         else:
             configs.append(IndexParams(kind))
-    rows = compare(vectors, queries, 20, configs, args.hnswlib or None)
+    rows = compare(vectors, queries, 20, configs, args.hnswlib or None, args.threads, args.build_threads)
     report = {"source": args.source, "items": len(vectors), "dim": vectors.shape[1],
-              "queries": len(queries), "threads": args.threads, "load_before": load_before,
+              "queries": len(queries), "threads": args.threads, "build_threads": args.build_threads,
+              "load_before": load_before,
               "load_after": os.getloadavg(),
               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}))

@@ -1,7 +1,14 @@
 """RecVAE (Shenbin et al., WSDM 2020) in plain PyTorch + NumPy/SciPy, with data preparation,
 metrics, baselines, inference and safe artifacts. No Dagster, MongoDB or GCS needed."""
 
-from recvae.artifact import FORMAT_VERSION, Artifact, ArtifactError, dump_artifact, load_artifact
+from recvae.artifact import (
+    FORMAT_VERSION,
+    Artifact,
+    ArtifactError,
+    dump_artifact,
+    load_artifact,
+    load_artifact_file,
+)
 from recvae.baselines import EASE, Popularity, choose_ease_lambda
 from recvae.continual import WarmConfig, WarmReport, WarmResult, train_warm
 from recvae.data import (
@@ -60,6 +67,7 @@ __all__ = [
     "evaluate",
     "filter_min_counts",
     "load_artifact",
+    "load_artifact_file",
     "map_vocabulary",
     "ndcg_at_k",
     "recall_at_k",

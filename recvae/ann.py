@@ -3,7 +3,8 @@
 A repository's score is `w_i . z + b_i` (the decoder is one linear layer over the user's code
 `z`). With the bias appended to each decoder row and a 1 appended to `z`, the score is a plain
 inner product `[w_i, b_i] . [z, 1]`, so the top-k is a maximum-inner-product search over the
-decoder rows. Why faiss HNSW with inner product (and not IVF, flat or hnswlib): docs/serving.md,
+decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, IVF-Flat from
+there, both with inner product) and why: docs/serving.md ("How to choose the index type"),
 measured by benchmarks/ann_compare.py.
 
 The index is serialised with faiss's own format (`serialize_index`), never pickle; the bytes are
@@ -13,23 +14,30 @@ loads without it (training does not need it).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-INDEX_KINDS = ("hnsw", "ivf", "flat")
+INDEX_KINDS = ("auto", "hnsw", "ivf", "flat")
+# `auto`: HNSW answers fastest, but its build grows faster than linearly (112 s at 200,000
+# repositories, 503 s at 10^6 on the shared 2 cores); IVF-Flat builds 10^6 in 26 s
+IVF_MIN_ITEMS = 100_000
 # HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
 # recall/latency curve these come from)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
-# IVF: about 4*sqrt(n) lists, 16 probed; trained on at most 64 points per list
-IVF_NPROBE = 16
-IVF_TRAIN_PER_LIST = 64
+# IVF: about 2*sqrt(n) lists (2,000 at 10^6), 256 probed (recall@20 0.995 at 10^6); k-means on
+# 32 points per list, 10 iterations (training is most of the build)
+IVF_LISTS_PER_SQRT_N = 2
+IVF_NPROBE = 256
+IVF_TRAIN_PER_LIST = 32
+IVF_KMEANS_ITER = 10
 
 
 def _faiss() -> Any:
@@ -60,7 +68,7 @@ def query_vectors(z: np.ndarray | torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IndexParams:
-    kind: str = "hnsw"
+    kind: str = "auto"
     hnsw_m: int = HNSW_M
     ef_construction: int = HNSW_EF_CONSTRUCTION
     ef_search: int = HNSW_EF_SEARCH
@@ -72,6 +80,14 @@ class IndexParams:
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {self.kind!r}")
 
+    def resolved(self, n_items: int) -> IndexParams:
+        """These parameters with `auto` replaced by the kind for a catalog of `n_items`, and IVF's
+        number of lists filled in."""
+        kind = self.kind if self.kind != "auto" else "ivf" if n_items >= IVF_MIN_ITEMS else "hnsw"
+        nlist = (min(self.nlist or max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n_items))), n_items)
+                 if kind == "ivf" else self.nlist)
+        return replace(self, kind=kind, nlist=nlist)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe}
@@ -82,6 +98,7 @@ def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any
     faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
+    params = params.resolved(n)
     if params.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif params.kind == "hnsw":
@@ -89,10 +106,10 @@ def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
     else:
-        nlist = params.nlist or max(1, int(4 * np.sqrt(n)))
-        nlist = min(nlist, n)
+        nlist = params.nlist
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = IVF_KMEANS_ITER
         rng = np.random.default_rng(params.seed)
         sample = vectors[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
         index.train(sample)
@@ -108,8 +125,24 @@ def serialize(index: Any) -> bytes:
 def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
     """An index from `serialize`'s bytes, checked to hold `n_items` vectors of `dim` (+ bias)."""
     faiss = _faiss()
+    return _checked(lambda: faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8)), n_items, dim)
+
+
+def read_index_file(path: str | os.PathLike[str], *, n_items: int, dim: int) -> Any:
+    """`deserialize` of a local file, memory-mapped where faiss can (an IVF index's lists, a flat
+    or HNSW index's vectors): processes that map the same file share those pages."""
+    faiss = _faiss()
+    with open(path, "rb") as f:
+        ivf = f.read(2) == b"Iw"  # faiss's IVF type codes ("IwFl", ...): lists mapped with IO_FLAG_MMAP
+    # (IO_FLAG_MMAP_IFC maps flat and HNSW storage, but makes IVF's mmap fail: one or the other)
+    flags = (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
+    return _checked(lambda: faiss.read_index(os.fspath(path), flags), n_items, dim)
+
+
+def _checked(read: Callable[[], Any], n_items: int, dim: int) -> Any:
+    faiss = _faiss()
     try:
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = read()
     except Exception as exc:  # faiss raises RuntimeError on truncated or foreign bytes
         raise IndexLoadError(f"not a faiss index: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
     if index.ntotal != n_items or index.d != dim:
@@ -230,6 +263,7 @@ def build_for_model(model: torch.nn.Module, params: IndexParams = IndexParams())
     """The index of a trained model's decoder, serialised, with its build time."""
     started = time.perf_counter()
     vectors = decoder_vectors(model)
+    params = params.resolved(vectors.shape[0])  # the record names the kind built, not `auto`
     index = build_index(vectors, params)
     data = serialize(index)
     return BuiltIndex(data, params, vectors.shape[0], vectors.shape[1], time.perf_counter() - started)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from recvae.model import RecVAE, RecVAEConfig
 FORMAT_VERSION = 1
 FORMAT_NAME = "batchrec-recvae"
 _MODEL_PREFIX = "model."
+# a header longer than this is not ours (string item ids of 10^6 repositories take ~30 MB)
+_MAX_HEADER = 1 << 30
 
 
 class ArtifactError(ValueError):
@@ -46,7 +49,7 @@ def _digest(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.numpy().reshape(-1).view(np.uint8))  # the bytes in place: no copy of the weights
     return h.hexdigest()
 
 
@@ -104,12 +107,7 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return meta
 
 
-def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
-    """Parse and verify an artifact; raises ArtifactError for anything it cannot trust, and
-    CudaUnavailableError (before reading anything) for a CUDA `device` this process lacks."""
-    if device is not None:
-        device = str(resolve_device(device))
-    raw_meta = _read_metadata(bytes(data))
+def _parse_meta(raw_meta: dict[str, str]) -> dict[str, Any]:
     try:
         meta = json.loads(raw_meta["meta"])
     except json.JSONDecodeError as exc:
@@ -121,13 +119,48 @@ def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
             f"unsupported artifact format version {meta.get('format_version')!r} "
             f"(this library reads version {FORMAT_VERSION})"
         )
+    return meta
+
+
+def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
+    """Parse and verify an artifact; raises ArtifactError for anything it cannot trust, and
+    CudaUnavailableError (before reading anything) for a CUDA `device` this process lacks."""
+    if device is not None:
+        device = str(resolve_device(device))
+    raw_meta = _read_metadata(bytes(data))
+    meta = _parse_meta(raw_meta)
     try:
         tensors = safetensors.torch.load(bytes(data))
     except Exception as exc:  # safetensors raises its own error types for corrupt buffers
         raise ArtifactError(f"artifact tensors cannot be read (truncated or corrupt): {exc}") from exc
-    if _digest(meta, tensors) != raw_meta["sha256"]:
-        raise ArtifactError("artifact checksum mismatch: the file was modified or corrupted")
+    return _assemble(meta, raw_meta["sha256"], tensors, device)
 
+
+def load_artifact_file(path: str | os.PathLike[str], *, device: str | None = None) -> Artifact:
+    """`load_artifact` of a local file whose tensors stay memory-mapped: the weights are the page
+    cache's pages, shared by every process that maps the same file, and only the pages a process
+    reads are resident (the encoder's input rows of the users it serves). The mapping is private
+    (copy-on-write): a write changes that process's copy, never the file. Verified as
+    `load_artifact` verifies (the checksum over every tensor's bytes) before it is used."""
+    if device is not None:
+        device = str(resolve_device(device))
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        raw_meta = _read_metadata(head + f.read(min(size, _MAX_HEADER)))
+    meta = _parse_meta(raw_meta)
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="pt") as tensors_file:
+            tensors = {name: tensors_file.get_tensor(name) for name in tensors_file.keys()}  # noqa: SIM118 - not a dict
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ArtifactError(f"artifact tensors cannot be read (truncated or corrupt): {exc}") from exc
+    return _assemble(meta, raw_meta["sha256"], tensors, device)
+
+
+def _assemble(meta: dict[str, Any], digest: str, tensors: dict[str, torch.Tensor],
+              device: str | None) -> Artifact:
+    if _digest(meta, tensors) != digest:
+        raise ArtifactError("artifact checksum mismatch: the file was modified or corrupted")
     try:
         config = RecVAEConfig.from_dict(meta["config"])
         n_items = int(meta["n_items"])
@@ -138,9 +171,10 @@ def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
         else:
             raise ArtifactError(f"unknown item id dtype {meta['item_id_dtype']!r}")
         popularity = tensors["item_popularity"].numpy()
-        model = RecVAE(n_items, config)
+        with torch.device("meta"):  # no memory for weights that the artifact's tensors replace
+            model = RecVAE(n_items, config)
         state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)  # the tensors themselves, no copy
         recommender = Recommender(model, item_ids, popularity, device=device)
     except ArtifactError:
         raise

@@ -98,3 +98,48 @@ def test_recall_at_k_counts_overlap() -> None:
     exact = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
     approx = np.array([[1, 2, 9, 8], [6, 5, 7, 3]])
     assert ann.recall_at_k(approx, exact) == pytest.approx((2 + 2) / 6)
+
+
+def test_auto_kind_is_hnsw_below_the_ivf_size_and_ivf_from_it() -> None:
+    assert ann.IndexParams().kind == "auto"
+    assert ann.IndexParams().resolved(ann.IVF_MIN_ITEMS - 1).kind == "hnsw"
+    assert ann.IndexParams().resolved(ann.IVF_MIN_ITEMS).kind == "ivf"
+    assert ann.IndexParams("flat").resolved(10**7).kind == "flat"  # an explicit kind stays
+
+
+def test_ivf_probing_every_list_is_exact() -> None:
+    """IVF-Flat with about 2*sqrt(n) lists; with every list probed it is an exact search."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((4000, 9)).astype(np.float32)
+    index = ann.build_index(vectors, ann.IndexParams("ivf"))
+    assert ann.index_kind(index) == "ivf" and index.nlist == int(2 * np.sqrt(4000))
+    ann.set_search_params(index, ann.IndexParams("ivf", nprobe=index.nlist))
+    queries = rng.standard_normal((20, 9)).astype(np.float32)
+    _, found = index.search(queries, 10)
+    exact = np.stack([ann.exact_top_k(vectors, q, np.zeros(0, np.int64), 10)[0] for q in queries])
+    assert ann.recall_at_k(found, exact) == 1.0
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "flat"])
+def test_index_file_is_mapped_and_answers_as_its_bytes(kind: str, tmp_path) -> None:
+    """read_index_file maps the file (IVF's lists, HNSW's and flat's vectors), so workers that
+    read the same file share those pages; it answers as the deserialised bytes do."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 9)).astype(np.float32)
+    data = ann.serialize(ann.build_index(vectors, ann.IndexParams(kind)))
+    path = tmp_path / f"{kind}.faiss"
+    path.write_bytes(data)
+    mapped = ann.read_index_file(path, n_items=3000, dim=9)
+    assert str(path) in Path("/proc/self/maps").read_text()
+    in_memory = ann.deserialize(data, n_items=3000, dim=9)
+    for index in (mapped, in_memory):
+        ann.set_search_params(index, ann.IndexParams(kind))
+    queries = rng.standard_normal((5, 9)).astype(np.float32)
+    assert np.array_equal(mapped.search(queries, 10)[1], in_memory.search(queries, 10)[1])
+    with pytest.raises(ann.IndexLoadError):
+        ann.read_index_file(path, n_items=2999, dim=9)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ann.IndexLoadError):
+        ann.read_index_file(path, n_items=3000, dim=9)

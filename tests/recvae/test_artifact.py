@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from recvae import (
     RecVAEConfig,
     dump_artifact,
     load_artifact,
+    load_artifact_file,
 )
 
 CFG = RecVAEConfig(hidden_dim=16, latent_dim=4, epochs=3)
@@ -123,3 +125,40 @@ def test_artifact_is_plain_safetensors() -> None:
     names = set(safetensors.torch.load(_dump()))
     assert {"item_ids", "item_popularity", "model.decoder.weight"} <= names
     assert all(n.startswith("model.") or n in {"item_ids", "item_popularity"} for n in names)
+
+
+def _mapped_files() -> set[str]:
+    return {line.split(maxsplit=5)[5].strip() for line in Path("/proc/self/maps").read_text().splitlines()
+            if len(line.split(maxsplit=5)) == 6}
+
+
+def test_file_round_trip_maps_the_weights(tmp_path: Path) -> None:
+    """A file loads as its bytes do, and the weights are the file's mapped pages, not a copy."""
+    rec = _recommender(np.array([5, 3, 9, 1], dtype=np.int64))
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(dump_artifact(rec, config=CFG, metrics={"ndcg@100": 0.2}))
+    loaded = load_artifact_file(path).recommender
+    assert np.array_equal(loaded.item_ids, rec.item_ids)
+    a, sa = rec.recommend([[0, 2], []], k=2)
+    b, sb = loaded.recommend([[0, 2], []], k=2)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)
+    assert str(path) in _mapped_files()
+    weight = loaded.model.decoder.weight
+    start = weight.data_ptr()
+    spans = [line.split()[0].split("-") for line in Path("/proc/self/maps").read_text().splitlines()
+             if line.rstrip().endswith(str(path))]
+    assert any(int(lo, 16) <= start < int(hi, 16) for lo, hi in spans)
+
+
+def test_file_truncated_or_tampered_rejected(tmp_path: Path) -> None:
+    data = _dump()
+    path = tmp_path / "model.safetensors"
+    for cut in (0, 5, 100, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ArtifactError):
+            load_artifact_file(path)
+    tampered = bytearray(data)
+    tampered[-3] ^= 0xFF
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_artifact_file(path)

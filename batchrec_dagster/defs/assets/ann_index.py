@@ -34,6 +34,7 @@ def build_and_store(model: torch.nn.Module, artifact: StoredBlob, store: BlobSto
     n_items = int(model.decoder.weight.shape[0])
     if n_items < min_items:
         return None
+    params = params.resolved(n_items)  # `auto`: the kind for this catalog (recvae.ann.IVF_MIN_ITEMS)
     built = ann.build_for_model(model, params)
     recall = ann.measure_recall(model, built.data, held_out, k=recall_k, params=params)
     while (params.kind == "hnsw" and recall["recall"] is not None and recall["recall"] < min_recall

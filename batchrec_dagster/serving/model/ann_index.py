@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from batchrec_dagster.serving.model.local_copies import LocalCopies
 from batchrec_dagster.serving.model.scoring import BatchScorer
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobNotFoundError, BlobStore, read_verified
 from recvae import ann
@@ -104,7 +105,8 @@ def _reject(reason: str) -> str:
 
 
 def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: BlobStore,
-                  vectors: np.ndarray, options: AnnOptions) -> tuple[Any | None, str]:
+                  vectors: np.ndarray, options: AnnOptions, copies: LocalCopies | None = None
+                  ) -> tuple[Any | None, str]:
     """(the registry's index, "") when it is the recorded, matching one; else (None, why not)."""
     file_name = record.get("file_name")
     if not isinstance(file_name, str) or not file_name:
@@ -112,9 +114,13 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     if record.get("artifact_sha256") != entry.get("sha256"):
         return None, _reject(f"{file_name} was built for another artifact")
     try:
-        data = read_verified(store, file_name, size_bytes=record.get("size_bytes"),
-                             sha256=record.get("sha256"))
-        index = ann.deserialize(data, n_items=vectors.shape[0], dim=vectors.shape[1])
+        if copies is not None:  # mapped from the local copy all workers share
+            index = ann.read_index_file(copies.path(store, file_name, record, ".faiss"),
+                                        n_items=vectors.shape[0], dim=vectors.shape[1])
+        else:
+            data = read_verified(store, file_name, size_bytes=record.get("size_bytes"),
+                                 sha256=record.get("sha256"))
+            index = ann.deserialize(data, n_items=vectors.shape[0], dim=vectors.shape[1])
     except BlobNotFoundError:
         return None, _reject(f"{file_name} is missing")
     except (ArtifactMismatchError, ann.IndexLoadError, ValueError) as exc:
@@ -124,10 +130,13 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     problem = mismatched_vectors(index, vectors)
     if problem:
         return None, _reject(f"{file_name}: {problem}")
-    # at least the beam the recall was measured with at registration (defs/assets/ann_index.py)
-    recorded = record.get("ef_search")
-    beam = max(options.params.ef_search, recorded if isinstance(recorded, int) else 0)
-    ann.set_search_params(index, replace(options.params, ef_search=beam))
+    # at least the beam (HNSW) and lists (IVF) the recall was measured with at registration
+    # (defs/assets/ann_index.py)
+    recorded = {name: record.get(name) if isinstance(record.get(name), int) else 0
+                for name in ("ef_search", "nprobe")}
+    ann.set_search_params(index, replace(
+        options.params, ef_search=max(options.params.ef_search, recorded["ef_search"]),
+        nprobe=max(options.params.nprobe, recorded["nprobe"])))
     return index, ""
 
 
@@ -150,7 +159,8 @@ def mismatched_vectors(index: Any, vectors: np.ndarray) -> str:
 
 
 def attach_index(scorer: BatchScorer, entry: Mapping[str, Any], store: BlobStore,
-                 options: AnnOptions | None) -> tuple[BatchScorer | ApproxScorer, dict[str, Any]]:
+                 options: AnnOptions | None, copies: LocalCopies | None = None
+                 ) -> tuple[BatchScorer | ApproxScorer, dict[str, Any]]:
     """The scorer to serve with, and what `/model` says about its path."""
     n = scorer.n_items
     if options is None or n < options.min_items:
@@ -162,16 +172,19 @@ def attach_index(scorer: BatchScorer, entry: Mapping[str, Any], store: BlobStore
     faiss.omp_set_num_threads(options.threads)
     record = entry.get("ann_index") if isinstance(entry.get("ann_index"), Mapping) else None
     vectors = ann.decoder_vectors(scorer.model)
-    index, why = (_stored_index(record, entry, store, vectors, options) if record is not None
+    index, why = (_stored_index(record, entry, store, vectors, options, copies) if record is not None
                   else (None, _reject("the registry entry has no index")))
-    status: dict[str, Any] = {"path": "approximate", "kind": options.params.kind}
+    status: dict[str, Any] = {"path": "approximate"}
     if index is None:
         started = time.perf_counter()
         index = ann.build_index(vectors, options.params)
-        status.update(source="rebuilt", reason=why, build_seconds=round(time.perf_counter() - started, 3))
+        status.update(source="rebuilt", reason=why, kind=ann.index_kind(index),
+                      build_seconds=round(time.perf_counter() - started, 3))
     else:
         status.update(source="registry", file_name=record["file_name"], kind=ann.index_kind(index),
                       recall=record.get("recall"), recall_k=record.get("recall_k"))
         if ann.index_kind(index) == "hnsw":
             status["ef_search"] = int(index.hnsw.efSearch)
+        elif ann.index_kind(index) == "ivf":
+            status["nprobe"] = int(index.nprobe)
     return ApproxScorer(scorer, index), status

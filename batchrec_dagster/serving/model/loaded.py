@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,11 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from batchrec_dagster.serving.model.ann_index import AnnOptions, ApproxScorer, attach_index
+from batchrec_dagster.serving.model.local_copies import LocalCopies
 from batchrec_dagster.serving.model.names import item_names
 from batchrec_dagster.serving.model.scoring import BatchScorer
 from batchrec_dagster.storage.blobs import ArtifactMismatchError, BlobStore, read_verified
-from recvae import ArtifactError, Recommender, load_artifact
+from recvae import ArtifactError, Recommender, load_artifact, load_artifact_file
 
 log = logging.getLogger("batchrec.serving")
 
@@ -112,8 +114,12 @@ def _warm_up(scorer: BatchScorer | ApproxScorer) -> None:
             raise ArtifactRejected("model produces NaN or +inf scores on warm-up input")
 
 
-def _download(store: BlobStore, entry: Mapping[str, Any], file_name: str) -> bytes:
+def _download(store: BlobStore, entry: Mapping[str, Any], file_name: str,
+              copies: LocalCopies | None = None) -> bytes | Path:
+    """The verified bytes, or with `copies` the verified local file (local_copies.py)."""
     try:
+        if copies is not None:
+            return copies.path(store, file_name, entry, ".safetensors")
         return read_verified(store, file_name, size_bytes=entry.get("size_bytes"),
                              sha256=entry.get("sha256"))
     except (ArtifactMismatchError, ValueError) as exc:
@@ -145,25 +151,30 @@ def check_identity(entry: Mapping[str, Any], extra: Mapping[str, Any], file_name
 
 
 def load_model(entry: Mapping[str, Any], store: BlobStore, names_db: Database | None,
-               ann: AnnOptions | None = None) -> LoadedModel:
+               ann: AnnOptions | None = None, copies: LocalCopies | None = None) -> LoadedModel:
     """The registry entry's model, verified and warmed up (see the module docstring); with `ann`,
-    a large catalog is served from its index (ann_index.py), verified or rebuilt."""
+    a large catalog is served from its index (ann_index.py), verified or rebuilt; with `copies`,
+    the weights and the index are mapped from verified local files that all workers share."""
     started = time.perf_counter()
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name:
         raise ArtifactRejected("registry entry has no file_name")
-    data = _download(store, entry, file_name)
+    local = _download(store, entry, file_name, copies)
     try:
-        artifact = load_artifact(data, device="cpu")
+        artifact = (load_artifact_file(local, device="cpu") if isinstance(local, Path)
+                    else load_artifact(local, device="cpu"))
+        del local  # the bytes (without `copies`) are the model's tensors' copy now
     except ArtifactError as exc:
         raise ArtifactRejected(f"{file_name}: not a loadable artifact: {exc}") from exc
     check_identity(entry, artifact.extra, file_name)
     recommender = artifact.recommender
     try:
-        scorer, ann_status = attach_index(BatchScorer(recommender), entry, store, ann)
+        scorer, ann_status = attach_index(BatchScorer(recommender), entry, store, ann, copies)
         _warm_up(scorer)
     except Exception as exc:
         raise ArtifactRejected(f"{file_name}: warm-up failed: {type(exc).__name__}: {exc}") from exc
+    if copies is not None:
+        copies.prune()  # earlier models' copies (this one's were just touched)
     try:
         names, names_source = item_names(names_db, recommender.item_ids, artifact.extra)
     except Exception as exc:  # names are cosmetic: serve ids without them rather than fail

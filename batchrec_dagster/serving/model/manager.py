@@ -46,6 +46,7 @@ from batchrec_dagster.serving.model.loaded import (
     entry_key,
     load_model,
 )
+from batchrec_dagster.serving.model.local_copies import LocalCopies
 from batchrec_dagster.storage.blobs import BlobStore
 
 log = logging.getLogger("batchrec.serving")
@@ -112,8 +113,9 @@ class ModelManager:
                  load_challenger: bool = False, backoff: timedelta | None = None,
                  on_refresh: Callable[[ModelManager, RefreshResult], None] | None = None,
                  banned: Banned = banned_models,
-                 ann: AnnOptions | None = None):
+                 ann: AnnOptions | None = None, copies: LocalCopies | None = None):
         self.db = db
+        self.copies = copies  # where workers share verified local files (local_copies.py); None: in memory
         self.ann = ann  # approximate top-k for large catalogs (ann_index.py); None: always exact
         self.store = store
         self.policy = policy or SelectionPolicy()  # the settings' (runtime.build_app) in a server
@@ -357,7 +359,7 @@ class ModelManager:
     def _try_load(self, entry: Mapping[str, Any], now: datetime) -> LoadedModel | SwapError:
         key = entry_key(entry)
         try:
-            return load_model(entry, self.store, self._names_db, ann=self.ann)
+            return load_model(entry, self.store, self._names_db, ann=self.ann, copies=self.copies)
         except Exception as exc:  # whatever went wrong, remember it and try the next candidate
             message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             permanent = isinstance(exc, ArtifactRejected)

@@ -62,6 +62,7 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
     from batchrec_dagster.serving.api.app import WorkerInfo, create_app
     from batchrec_dagster.serving.api.metrics import ServingMetrics
     from batchrec_dagster.serving.model.ann_index import AnnOptions
+    from batchrec_dagster.serving.model.local_copies import LocalCopies
     from batchrec_dagster.serving.model.manager import ModelManager
 
     torch.set_num_threads(options.torch_threads)
@@ -76,7 +77,8 @@ def build_app(options: ServeOptions, worker_index: int = 0) -> ServingApp:
     policy = settings.selection_policy(options.max_age_hours)  # `serve --max-age-hours`, else the setting
     manager = ModelManager(db, blob_store_for(settings), policy=policy,
                            poll_seconds=options.poll_seconds, load_challenger=settings.serve_challenger,
-                           ann=AnnOptions.from_settings(settings, threads=options.torch_threads))
+                           ann=AnnOptions.from_settings(settings, threads=options.torch_threads),
+                           copies=LocalCopies(settings.serve_cache_dir))
     access = AccessPolicy(settings.api_key_hashes, settings.api_rate_limit, settings.api_rate_burst,
                           buckets_path=state / "ratelimit")
     return create_app(manager, db, inference=options.inference, max_batch=options.max_batch,
