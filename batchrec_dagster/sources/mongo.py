@@ -7,6 +7,7 @@ under BATCHREC_HOME, started on first use.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pymongo
 from pymongo.database import Database
@@ -14,10 +15,15 @@ from pymongo.database import Database
 from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.embedded_mongo import ensure_embedded_mongo
 
+SERVER_SELECTION_TIMEOUT_MS = 10_000
+
 
 def connect(uri: str, **kwargs: Any) -> pymongo.MongoClient:
-    """Every client in the project: timezone-aware datetimes (UTC), bounded server selection."""
-    kwargs.setdefault("serverSelectionTimeoutMS", 10_000)
+    """Every client in the project: timezone-aware datetimes (UTC), bounded server selection:
+    10 s, unless the URI sets `serverSelectionTimeoutMS` (pymongo lets a keyword override the URI,
+    which would silently drop the operator's choice)."""
+    if "serverselectiontimeoutms=" not in urlsplit(uri).query.lower():
+        kwargs.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
     return pymongo.MongoClient(uri, tz_aware=True, **kwargs)
 
 

@@ -12,13 +12,19 @@ import pytest
 from batchrec_dagster.settings import get_settings
 from tests.harness.servers import start_mongo, stop
 
+STOPPED_SERVER_TIMEOUT_MS = 3_000
+FAULTS_DATABASE = "faults"
+
 
 class OwnMongo:
     """An nx-27017 server of this test alone, which the test may stop and start again on the same data."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.uri, self.process = start_mongo(data_dir)
+        uri, self.process = start_mongo(data_dir)
+        # a client finds the server stopped after 3 s instead of the default 10 s: each step that
+        # needs it fails sooner, and no assertion depends on how long it took
+        self.uri = f"{uri}&serverSelectionTimeoutMS={STOPPED_SERVER_TIMEOUT_MS}"
 
     def stop(self) -> None:
         stop(self.process)
@@ -39,13 +45,32 @@ def own_mongo(tmp_path: Path) -> Iterator[OwnMongo]:
     server.stop()
 
 
+def set_fault_env(patch: pytest.MonkeyPatch, home: Path, server: OwnMongo) -> Path:
+    """The local deployment on `server` (database "faults") with `home` as BATCHREC_HOME."""
+    for name, value in {"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(home),
+                        "MONGODB_URI": server.uri, "MONGODB_DATABASE": FAULTS_DATABASE}.items():
+        patch.setenv(name, value)
+    patch.delenv("DAGSTER_HOME", raising=False)
+    get_settings.cache_clear()
+    return home
+
+
 @pytest.fixture
 def fault_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_mongo: OwnMongo) -> Path:
     """The local deployment on this test's own MongoDB server and its own BATCHREC_HOME."""
-    home = tmp_path / "home"
-    for name, value in {"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(home),
-                        "MONGODB_URI": own_mongo.uri, "MONGODB_DATABASE": "faults"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    get_settings.cache_clear()
-    return home
+    return set_fault_env(monkeypatch, tmp_path / "home", own_mongo)
+
+
+@pytest.fixture(scope="module")
+def module_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnMongo]:
+    """An nx-27017 server of this test module alone (stopped and checked gone at its end)."""
+    server = OwnMongo(tmp_path_factory.mktemp("module-mongo"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_fault_env(tmp_path_factory: pytest.TempPathFactory, module_mongo: OwnMongo) -> Iterator[Path]:
+    """fault_env for a whole module: its tests share the server and BATCHREC_HOME."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield set_fault_env(patch, tmp_path_factory.mktemp("fault-home") / "home", module_mongo)

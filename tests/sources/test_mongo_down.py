@@ -13,6 +13,7 @@ from batchrec_dagster.sources.demo_data import load_demo
 from batchrec_dagster.sources.mongo import connect
 from batchrec_dagster.storage.blobs import blob_store_for, read_verified
 from tests.harness.deployments import TINY_DEMO, tiny_run_config
+from tests.harness.faults import FAULTS_DATABASE
 
 # fault injection on real servers: run alone with `pytest -m faults`
 pytestmark = pytest.mark.faults
@@ -34,8 +35,8 @@ def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
     return [e.step_key for e in result.all_events if e.is_step_failure]
 
 
-def _verified_entries(uri: str) -> list[dict]:
-    db = connect(uri)["faults"]
+def _verified_entries(uri: str, database: str = FAULTS_DATABASE) -> list[dict]:
+    db = connect(uri)[database]
     entries = entries_for_partition(db, partition_window(KEY)[1])
     store = blob_store_for(get_settings())
     for entry in entries:  # every entry must point at the bytes it recorded
@@ -44,7 +45,7 @@ def _verified_entries(uri: str) -> list[dict]:
 
 
 def test_each_asset_with_mongodb_stopped(fault_env, own_mongo) -> None:
-    load_demo(connect(own_mongo.uri)["faults"], TINY_DEMO, end=partition_window(KEY)[1])
+    load_demo(connect(own_mongo.uri)[FAULTS_DATABASE], TINY_DEMO, end=partition_window(KEY)[1])
     with dg.instance_for_test() as instance:
         own_mongo.stop()
         result = _run(instance, READS_MONGO)
@@ -68,4 +69,4 @@ def test_each_asset_with_mongodb_stopped(fault_env, own_mongo) -> None:
 
         assert _run(instance, WRITES_MONGO).success
         entries = _verified_entries(own_mongo.uri)
-        assert len(entries) == 1 and connect(own_mongo.uri)["faults"][MODELS].count_documents({}) == 1
+        assert len(entries) == 1 and connect(own_mongo.uri)[FAULTS_DATABASE][MODELS].count_documents({}) == 1
