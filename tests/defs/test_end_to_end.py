@@ -1,9 +1,13 @@
 """End to end, the way a user drives it: dagster-webserver + dagster-daemon against the project.
 
-Everything goes through the webserver's GraphQL API, as Dagit sends it: stop the schedule, launch
-a partitioned run of all five assets, launch an asset backfill of three hours, start the new-stars
-sensor. The instance is a temporary DAGSTER_HOME holding the shipped dagster.yaml, MongoDB is the
-test's nx-27017 server, artifacts go to a temporary BATCHREC_HOME. Training is kept tiny by run
+Everything goes through the webserver's GraphQL API, as Dagit sends it: stop the schedule,
+Materialize all five assets of one partition on the asset graph, launch an asset backfill of three
+hours, launch a run of hourly_training_job that fails a check, start the new-stars sensor. The first
+run and the backfill's runs are Dagster's implicit asset job: the run queue gives each the training
+pool and the training tags that runs of hourly_training_job carry (issue 18; this replaces the
+stack test of test_asset_graph_runs.py, which started a stack of its own to launch the same two).
+The instance is a temporary DAGSTER_HOME holding the shipped dagster.yaml, MongoDB is the test's
+nx-27017 server, artifacts go to a temporary BATCHREC_HOME. Training is kept tiny by run
 config; the model-quality gate is lowered by run config too (it is tested on its own elsewhere),
 except in the run that must fail it.
 """
@@ -21,17 +25,19 @@ from batchrec_dagster.defs.automation.run_failures import RUN_FAILURES, run_part
 from batchrec_dagster.defs.automation.schedules import SCHEDULE_NAME
 from batchrec_dagster.defs.automation.sensors import NEW_STARS_SENSOR_NAME
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
-from batchrec_dagster.defs.jobs import ASSET_NAMES
+from batchrec_dagster.defs.jobs import ASSET_NAMES, hourly_training_job
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.registry.models import MODELS, entries_for_partition
 from batchrec_dagster.storage.blobs import LocalBlobStore
 from batchrec_dagster.storage.codec import decode
-from tests.harness.dagster_services import wait_for
+from batchrec_dagster.training.k8s_resources import K8S_CONFIG_TAG, TRAINING_POOL
+from tests.harness.dagster_services import IMPLICIT_JOB, DagsterServices, wait_for
 from tests.harness.dagster_stack import dagster_stack
 
 pytestmark = pytest.mark.slow
 
 BEATS_POPULARITY = "recvae_model_recvae_model_beats_popularity"
+TRAINING_TAGS = dict(hourly_training_job.tags)
 TINY = {"epochs": 3, "hidden_dim": 32, "latent_dim": 16, "batch_size": 128, "patience": None}
 
 
@@ -58,6 +64,14 @@ def hour_before(key: str, hours: int) -> str:
     return latest_closed_partition(start - timedelta(hours=hours - 1))[0]
 
 
+def assert_trains_like_the_hourly_job(dagster: DagsterServices, run_id: str) -> dict[str, str]:
+    """A run of the implicit asset job that trains: the training pool and the training tags."""
+    job, pools, tags = dagster.pools_and_tags(run_id)
+    assert (job, pools) == (IMPLICIT_JOB, [TRAINING_POOL])
+    assert {k: tags.get(k) for k in TRAINING_TAGS} == TRAINING_TAGS and K8S_CONFIG_TAG in TRAINING_TAGS
+    return tags
+
+
 @pytest.fixture
 def services(tmp_path: Path, mongo_server_uri: str):
     clock = Clock()
@@ -77,11 +91,12 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert dagster.instigator("schedule", SCHEDULE_NAME)["status"] == "RUNNING"
     assert dagster.stop_schedule(SCHEDULE_NAME) == "STOPPED"
 
-    # 1. "Materialize all" for one partition
-    run_id = dagster.launch_run("hourly_training_job", single_key, run_config())
+    # 1. "Materialize all" for one partition, on the asset graph: a run of the implicit asset job
+    run_id = dagster.materialize(list(ASSET_NAMES), single_key, run_config())
     run = dagster.wait_run(run_id, timeout_s=300)
     assert run["status"] == "SUCCESS", dagster.run_errors(run_id)
-    clock(f"launchRun {single_key}: {run['status']} in {run['endTime'] - run['startTime']:.1f}s")
+    assert_trains_like_the_hourly_job(dagster, run_id)
+    clock(f"Materialize {single_key}: {run['status']} in {run['endTime'] - run['startTime']:.1f}s")
     [first] = entries_for_partition(db, partition_window(single_key)[1])
     assert (first["run_id"], first["partition_key"]) == (run_id, single_key)
     assert store.exists(first["file_name"])
@@ -98,6 +113,9 @@ def test_dagit_workflow_materialize_backfill_checks_sensor(services) -> None:
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), \
         "\n".join(dagster.run_errors(r["runId"]) for r in runs)
     assert sorted(r["status"] for r in runs) == ["SUCCESS"] * 3
+    for backfill_run in runs:
+        tags = assert_trains_like_the_hourly_job(dagster, backfill_run["runId"])
+        assert tags.get("dagster/backfill") == backfill_id
     # backfill runs carry their partition as a one-partition range
     assert sorted(run_partition({t["key"]: t["value"] for t in r["tags"]}) for r in runs) == backfill_keys
     spans = sorted((r["startTime"], r["endTime"]) for r in runs)

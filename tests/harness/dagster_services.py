@@ -17,6 +17,7 @@ from tests.harness.servers import free_port
 
 LOCATION = "batchrec"
 REPOSITORY = "__repository__"
+IMPLICIT_JOB = "__ASSET_JOB"  # what Dagit runs for Materialize and asset backfills
 T = TypeVar("T")
 
 
@@ -168,6 +169,27 @@ class DagsterServices:
         if data["__typename"] != "LaunchRunSuccess":
             raise ServiceError(f"launchRun failed: {data}")
         return data["run"]["runId"]
+
+    def materialize(self, assets: list[str], partition_key: str, run_config: dict[str, Any]) -> str:
+        """Materialize on the asset graph: launchRun of Dagster's implicit asset job with a selection."""
+        data = self.graphql("""
+            mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+                __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }""",
+                            {"params": {
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
+                         "jobName": IMPLICIT_JOB, "assetSelection": [{"path": [a]} for a in assets]},
+            "runConfigData": run_config,
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition_key}]},
+        }})["launchRun"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise ServiceError(f"launchRun failed: {data}")
+        return data["run"]["runId"]
+
+    def pools_and_tags(self, run_id: str) -> tuple[str, list[str], dict[str, str]]:
+        """A run's job name, the pools its steps use, and its tags."""
+        run = self.graphql("""query R($id: ID!) { runOrError(runId: $id) { ... on Run {
+            jobName allPools tags { key value } } } }""", {"id": run_id})["runOrError"]
+        return run["jobName"], run["allPools"], {t["key"]: t["value"] for t in run["tags"]}
 
     def launch_backfill(self, assets: list[str], partition_keys: list[str],
                         run_config: dict[str, Any]) -> str:
