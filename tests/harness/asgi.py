@@ -13,4 +13,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     from starlette.testclient import TestClient
 
-__all__ = ["TestClient"]
+__all__ = ["TestClient", "in_process"]
+
+
+def in_process(app: object) -> TestClient:
+    """A client calling `app` in-process; use it as a context manager (the lifespan runs inside).
+    A server error is a 500 answer, as over HTTP, not an exception raised in the test."""
+    return TestClient(app, raise_server_exceptions=False)

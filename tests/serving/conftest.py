@@ -13,7 +13,7 @@ import pytest
 from batchrec_dagster.serving.api.app import ServingApp, create_app
 from batchrec_dagster.serving.model.manager import ModelManager
 from batchrec_dagster.storage.blobs import BlobStore
-from tests.harness.asgi import TestClient
+from tests.harness.asgi import in_process
 from tests.harness.serving import Clock, ServerThread, Serving, by_own_score
 
 
@@ -28,10 +28,9 @@ def _api(mongo_db: Any, gcs_store: BlobStore) -> tuple[ServingApp, ModelManager,
 @pytest.fixture
 def serving(mongo_db: Any, gcs_store: BlobStore) -> Iterator[Serving]:
     """The app called in-process (the ASGI app, its lifespan run as a server runs it): routes,
-    bodies, status codes and headers, without a socket. A server error is a 500 answer, as over
-    HTTP, not an exception in the test."""
+    bodies, status codes and headers, without a socket."""
     app, manager, clock = _api(mongo_db, gcs_store)
-    with TestClient(app, raise_server_exceptions=False) as http:
+    with in_process(app) as http:
         yield Serving(str(http.base_url), http, manager, mongo_db, gcs_store, clock)
 
 
