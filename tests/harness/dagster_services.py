@@ -157,27 +157,20 @@ class DagsterServices:
     # ------------------------------------------------------------------ what Dagit does
 
     def launch_run(self, job: str, partition_key: str, run_config: dict[str, Any]) -> str:
+        return self._launch({"jobName": job}, partition_key, run_config)
+
+    def materialize(self, assets: list[str], partition_key: str, run_config: dict[str, Any]) -> str:
+        """Materialize on the asset graph: launchRun of Dagster's implicit asset job with a selection."""
+        return self._launch({"jobName": IMPLICIT_JOB, "assetSelection": [{"path": [a]} for a in assets]},
+                            partition_key, run_config)
+
+    def _launch(self, selector: dict[str, Any], partition_key: str, run_config: dict[str, Any]) -> str:
         data = self.graphql("""
             mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
                 __typename ... on LaunchRunSuccess { run { runId } }
                 ... on PythonError { message stack } ... on RunConfigValidationInvalid { errors { message } }
                 ... on Error { message } } }""", {"params": {
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job},
-            "runConfigData": run_config,
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition_key}]},
-        }})["launchRun"]
-        if data["__typename"] != "LaunchRunSuccess":
-            raise ServiceError(f"launchRun failed: {data}")
-        return data["run"]["runId"]
-
-    def materialize(self, assets: list[str], partition_key: str, run_config: dict[str, Any]) -> str:
-        """Materialize on the asset graph: launchRun of Dagster's implicit asset job with a selection."""
-        data = self.graphql("""
-            mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-                __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }""",
-                            {"params": {
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
-                         "jobName": IMPLICIT_JOB, "assetSelection": [{"path": [a]} for a in assets]},
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, **selector},
             "runConfigData": run_config,
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition_key}]},
         }})["launchRun"]
