@@ -365,11 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.deployment:
             override_for_process(BATCHREC_DEPLOYMENT=args.deployment)
         get_settings()  # invalid settings: one clear message before anything starts
-        # these import modules that read the settings (the partitions): after the check above
+        # light imports (no Dagster, no PyTorch): a command that needs neither starts at once
         from pymongo.errors import ConnectionFailure
 
-        from batchrec_dagster.cli.materialize import MaterializeError
-        from batchrec_dagster.cli.recommend import RecommendError
+        from batchrec_dagster.cli.errors import MaterializeError, RecommendError
         from batchrec_dagster.registry.operator_actions import OperatorError
     except SettingsError as exc:
         return _fail(args.command, exc)

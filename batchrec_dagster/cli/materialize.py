@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from batchrec_dagster.cli.errors import MaterializeError
 from batchrec_dagster.defs.instance.process_identity import current_process_tags
 from batchrec_dagster.defs.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.defs.partitions import checked_partition_key, hourly_partitions, partition_window
@@ -20,10 +21,6 @@ from batchrec_dagster.registry.models import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings, override_for_process
 
 JOB_NAME = "hourly_training_job"
-
-
-class MaterializeError(RuntimeError):
-    """The run failed or registered nothing (printed without a traceback by the CLI)."""
 
 
 def _sets_a_pool_limit(instance_file: Path) -> bool:

@@ -12,15 +12,12 @@ from typing import Any
 
 from pymongo.database import Database
 
+from batchrec_dagster.cli.errors import RecommendError
 from batchrec_dagster.registry.champions import serving_order
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.sources.collections import repo_id_by_name, starred_repo_ids
 from batchrec_dagster.storage.blobs import BlobStore, read_verified
 from recvae import Artifact, load_artifact
-
-
-class RecommendError(RuntimeError):
-    """No usable model, or an unknown user or repository (printed without a traceback)."""
 
 
 @dataclass

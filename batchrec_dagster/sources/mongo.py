@@ -10,15 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pymongo
 
 from batchrec_dagster.sources.embedded_mongo import ensure_embedded_mongo
 
+SERVER_SELECTION_TIMEOUT_MS = 10_000
+
 
 def connect(uri: str, **kwargs: Any) -> pymongo.MongoClient:
-    """Every client in the project: timezone-aware datetimes (UTC), bounded server selection."""
-    kwargs.setdefault("serverSelectionTimeoutMS", 10_000)
+    """Every client in the project: timezone-aware datetimes (UTC), bounded server selection:
+    10 s, unless the URI sets `serverSelectionTimeoutMS` (pymongo lets a keyword override the URI,
+    which would silently drop the operator's choice)."""
+    if "serverselectiontimeoutms=" not in urlsplit(uri).query.lower():
+        kwargs.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
     return pymongo.MongoClient(uri, tz_aware=True, **kwargs)
 
 

@@ -110,8 +110,10 @@ def test_a_failed_run_ends_with_what_failed_and_why(tmp_path, mongo_server_uri):
 
 
 def test_unreachable_mongodb_is_one_line(tmp_path):
-    # nothing listens on port 1: the connection is refused (server selection gives up after 10 s)
-    done = _batchrec(["registry"], _env(tmp_path, "mongodb://127.0.0.1:1"), capture_output=True)
+    # nothing listens on port 1: the connection is refused (server selection gives up after the
+    # 2 s that the URI asks for, instead of the default 10 s)
+    done = _batchrec(["registry"], _env(tmp_path, "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=2000"),
+                     capture_output=True)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0].startswith("batchrec registry: cannot reach MongoDB: 127.0.0.1:1"), lines[0]

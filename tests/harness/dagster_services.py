@@ -18,6 +18,7 @@ from tests.harness.servers import free_port
 
 LOCATION = "batchrec"
 REPOSITORY = "__repository__"
+IMPLICIT_JOB = "__ASSET_JOB"  # what Dagit runs for Materialize and asset backfills
 T = TypeVar("T")
 
 
@@ -149,18 +150,32 @@ class DagsterServices:
     # ------------------------------------------------------------------ what Dagit does
 
     def launch_run(self, job: str, partition_key: str, run_config: dict[str, Any]) -> str:
+        return self._launch({"jobName": job}, partition_key, run_config)
+
+    def materialize(self, assets: list[str], partition_key: str, run_config: dict[str, Any]) -> str:
+        """Materialize on the asset graph: launchRun of Dagster's implicit asset job with a selection."""
+        return self._launch({"jobName": IMPLICIT_JOB, "assetSelection": [{"path": [a]} for a in assets]},
+                            partition_key, run_config)
+
+    def _launch(self, selector: dict[str, Any], partition_key: str, run_config: dict[str, Any]) -> str:
         data = self.graphql("""
             mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
                 __typename ... on LaunchRunSuccess { run { runId } }
                 ... on PythonError { message stack } ... on RunConfigValidationInvalid { errors { message } }
                 ... on Error { message } } }""", {"params": {
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job},
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, **selector},
             "runConfigData": run_config,
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition_key}]},
         }})["launchRun"]
         if data["__typename"] != "LaunchRunSuccess":
             raise ServiceError(f"launchRun failed: {data}")
         return data["run"]["runId"]
+
+    def pools_and_tags(self, run_id: str) -> tuple[str, list[str], dict[str, str]]:
+        """A run's job name, the pools its steps use, and its tags."""
+        run = self.graphql("""query R($id: ID!) { runOrError(runId: $id) { ... on Run {
+            jobName allPools tags { key value } } } }""", {"id": run_id})["runOrError"]
+        return run["jobName"], run["allPools"], {t["key"]: t["value"] for t in run["tags"]}
 
     def launch_backfill(self, assets: list[str], partition_keys: list[str],
                         run_config: dict[str, Any]) -> str:

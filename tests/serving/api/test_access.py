@@ -17,8 +17,9 @@ from batchrec_dagster.serving.api.access import AccessPolicy, TokenBuckets, chec
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.model.manager import ModelManager
 from batchrec_dagster.settings import PROJECT_ROOT, SettingsError, load_settings
+from tests.harness.asgi import in_process
 from tests.harness.servers import free_port
-from tests.harness.serving import ServerThread, publish
+from tests.harness.serving import publish
 
 EXTENSION = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
 WEB = "https://recs.example.org"
@@ -40,7 +41,7 @@ def guarded(mongo_db, gcs_store, tmp_path: Path) -> Iterator[httpx.Client]:
     access = AccessPolicy(settings.api_key_hashes, settings.api_rate_limit, settings.api_rate_burst,
                           buckets_path=tmp_path / "buckets")
     app = create_app(manager, mongo_db, access=access, cors_origins=settings.cors_origin_list)
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with in_process(app) as http:
         yield http
 
 

@@ -247,12 +247,12 @@ def _watch_until_closed(sockets: dict[str, socket.socket], deadline_s: float,
     return {name: (closed[name], received[name]) for name in sockets}
 
 
-def test_idle_and_slow_connections_are_closed(serving) -> None:
+def test_idle_and_slow_connections_are_closed(served) -> None:
     """D12: a connection that sends nothing, one that sends its headers a byte at a time (slow
     loris) and one that stops in the middle of its body were held forever, with no key needed.
     Each is closed within the header or body timeout (the slow ones with a 408), over real
     sockets against the server as `batchrec serve` configures it."""
-    port = int(serving.url.rsplit(":", 1)[1])
+    port = int(served.url.rsplit(":", 1)[1])
     sockets = {name: socket.create_connection(("127.0.0.1", port)) for name in
                ("idle", "slow headers", "stalled body", "idle after a response")}
     try:
@@ -273,7 +273,7 @@ def test_idle_and_slow_connections_are_closed(serving) -> None:
     assert result["stalled body"][0] <= BODY_IDLE_S + 3
     assert result["stalled body"][1].startswith(b"HTTP/1.1 408 ")
     assert result["idle after a response"][1].startswith(b"HTTP/1.1 200 ")
-    assert serving.http.get("/healthz").status_code == 200  # the server itself is fine
+    assert served.http.get("/healthz").status_code == 200  # the server itself is fine
 
 
 def test_a_body_that_trickles_past_its_deadline_is_cut(serving) -> None:

@@ -18,6 +18,7 @@ from batchrec_dagster.registry.champions import decide_and_record
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.model.manager import ModelManager
+from tests.harness.asgi import in_process
 from tests.harness.serving import ServerThread, build_artifact, publish, tamper
 
 POLICY = SelectionPolicy()  # the defaults: 24 h maximum age, ties within 1e-4
@@ -37,8 +38,7 @@ def evaluate(db: Any, scores: dict[str, float], data_end: Any, hours_after: int 
 @pytest.fixture
 def registry(mongo_db, gcs_store) -> Iterator[tuple[Any, ModelManager, httpx.Client]]:
     manager = ModelManager(mongo_db, gcs_store, poll_seconds=None, load_challenger=True)
-    with ServerThread(create_app(manager, mongo_db)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+    with in_process(create_app(manager, mongo_db)) as http:
         yield mongo_db, manager, http
 
 

@@ -163,7 +163,8 @@ def test_a_loaded_server_falls_back_only_to_models_ranked_above_its_own(serving:
     assert "sha256" in status["last_swap_error"]["message"]
 
 
-def test_requests_in_flight_during_swaps_never_fail(serving: Serving) -> None:
+def test_requests_in_flight_during_swaps_never_fail(served: Serving) -> None:
+    serving = served  # four clients over real connections while the model swaps under them
     models = [serving.publish(score=0.1, seed=0)]
     serving.manager.refresh_now()
     errors: list[str] = []
