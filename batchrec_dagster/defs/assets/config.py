@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import dagster as dg
 from pydantic import Field, field_validator
 
+from batchrec_dagster.registry.defaults import MAX_MODEL_AGE_HOURS
 from batchrec_dagster.sources.partition_reads import LAYOUTS
 from recvae import RecVAEConfig, WarmConfig
 from recvae.ann import INDEX_KINDS, IndexParams
@@ -159,7 +160,8 @@ class TrainingConfig(dg.Config):
         default=WARM_TRAINING["min_vocabulary_overlap"], gt=0, le=1,
         description="Share of this hour's repositories the starting model must know.")
     warm_max_age_hours: float = Field(
-        default=24.0, gt=0,
+        # the registry's freshness: a model too old to serve is too old to continue
+        default=MAX_MODEL_AGE_HOURS, gt=0,
         description="Start only from models whose data ends at most this long before the hour's end.")
     # -- the approximate top-k index (defs/assets/ann_index.py, docs/serving.md)
     ann_min_items: int | None = Field(default=None, ge=1,
