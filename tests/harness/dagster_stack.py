@@ -17,6 +17,7 @@ from batchrec_dagster.settings import PROJECT_ROOT
 from batchrec_dagster.sources.demo_data import DemoSpec, generate_demo, write_source
 from batchrec_dagster.sources.mongo import connect
 from tests.harness.dagster_services import DagsterServices
+from tests.harness.deployments import distant_full_run_hour
 
 # stars spread over the last 12 hours: every hour sees a longer prefix than the one before
 DEMO = DemoSpec(users=300, repos=120, days=0.5)
@@ -59,6 +60,7 @@ def dagster_stack(tmp_path: Path, mongo_server_uri: str, *, env: dict[str, str] 
         "BATCHREC_EVALUATION_MINUTE_OFFSET": str(far_minute),
         "BATCHREC_SENSOR_INTERVAL_SECONDS": "5",
         "BATCHREC_NEW_STARS_THRESHOLD": "50",
+        "BATCHREC_FULL_RUN_HOUR": distant_full_run_hour(),
         **(env or {}),
     }
     services = DagsterServices(tmp_path, full_env, workspace=workspace)

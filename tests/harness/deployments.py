@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from batchrec_dagster.settings import Settings, get_settings, load_settings
+from batchrec_dagster.settings import PARTITION_TIMEZONE, Settings, get_settings, load_settings
 from batchrec_dagster.sources.demo_data import DemoSpec
 
 # Small enough to train in seconds on 2 shared cores, structured enough that RecVAE beats popularity.
@@ -18,6 +20,14 @@ TINY_DEMO = DemoSpec(users=300, repos=300, topics=8, mean_stars_per_user=15, day
 TINY_TRAINING: dict[str, Any] = {"epochs": 6, "hidden_dim": 128, "latent_dim": 32, "batch_size": 100,
                                  "learning_rate": 2e-3, "time_budget_s": 60.0, "patience": None}
 TINY_SPLIT: dict[str, Any] = {"validation_users": 60}
+
+
+def distant_full_run_hour() -> str:
+    """A BATCHREC_FULL_RUN_HOUR twelve hours from the current KST hour. The tests materialize the
+    last few closed hours; when one of them is the daily full run, its read and training are full
+    whatever the test set up, so a test that expects "no snapshot" or a warm hour would fail at one
+    time of day (it did: test_demo_then_registry_and_recommend between 20:00 and 21:00 UTC)."""
+    return str((datetime.now(UTC).astimezone(ZoneInfo(PARTITION_TIMEZONE)).hour + 12) % 24)
 
 
 def tiny_run_config(**training: Any) -> dict[str, Any]:
@@ -31,7 +41,8 @@ def tiny_run_config(**training: Any) -> dict[str, Any]:
 def local_variables(tmp_path: Path, mongo_server_uri: str, mongo_db: Any) -> dict[str, str]:
     """The local deployment with BATCHREC_HOME in tmp_path and the test MongoDB/database."""
     return {"BATCHREC_DEPLOYMENT": "local", "BATCHREC_HOME": str(tmp_path / "home"),
-            "MONGODB_URI": mongo_server_uri, "MONGODB_DATABASE": mongo_db.name}
+            "MONGODB_URI": mongo_server_uri, "MONGODB_DATABASE": mongo_db.name,
+            "BATCHREC_FULL_RUN_HOUR": distant_full_run_hour()}
 
 
 @pytest.fixture
