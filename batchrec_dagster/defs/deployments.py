@@ -4,7 +4,8 @@
 Resource keys (the assets, checks and sensors rely on them):
 - "mongo": MongoResource (MONGODB_URI, or the embedded server when it is unset in `local`).
 - "artifact_store": write-once model artifacts; a local folder or a GCS bucket.
-- "io_manager": the typed (npz + JSON) store of the first four assets; local folder or GCS.
+- "io_manager": the typed (npz + JSON) store of the first four assets (TypedIOManager), in a
+  store of the artifact store type with a folder of its own (ASSETS_FOLDER): local folder or GCS.
 - "registry_io_manager": `model_registry_entry` documents in MongoDB.
 - "run_defaults": the settings that run config falls back to (RunDefaults).
 """
@@ -16,7 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster_gcp import GCSResource
 
-from batchrec_dagster.defs.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
+from batchrec_dagster.defs.io_managers import MongoRegistryIOManager, TypedIOManager
 from batchrec_dagster.defs.resources import (
     ArtifactStoreResource,
     GCSArtifactStore,
@@ -51,14 +52,14 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         bucket = _secret(settings, "GCS_BUCKET", artifacts.root)
         artifact_store: ArtifactStoreResource = GCSArtifactStore(gcs=gcs, bucket=bucket,
                                                                  prefix=artifacts.prefix)
-        io_manager: dg.ConfigurableIOManager = GCSTypedIOManager(gcs=gcs, bucket=bucket, prefix=values.prefix)
+        value_store: ArtifactStoreResource = GCSArtifactStore(gcs=gcs, bucket=bucket, prefix=values.prefix)
     else:
         artifact_store = LocalArtifactStore(root=artifacts.root)
-        io_manager = LocalTypedIOManager(base_dir=values.root)
+        value_store = LocalArtifactStore(root=values.root)
     return {
         "mongo": mongo,
         "artifact_store": artifact_store,
-        "io_manager": io_manager,
+        "io_manager": TypedIOManager(store=value_store),
         "registry_io_manager": MongoRegistryIOManager(mongo=mongo),
         "run_defaults": RunDefaults.from_settings(settings),
     }

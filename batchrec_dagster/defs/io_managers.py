@@ -1,8 +1,9 @@
 """IO managers: typed asset values in a local folder or a GCS bucket, registry entries in MongoDB.
 
 The first four assets are stored with storage/codec.py (npz + JSON, no pickle) at
-`<prefix>/<asset key>/<partition key>/<run id>.npz`. `LocalTypedIOManager` and `GCSTypedIOManager`
-differ only in their BlobStore (storage/blobs.py: where the bytes go, written atomically), so a local
+`<prefix>/<asset key>/<partition key>/<run id>.npz`. `TypedIOManager` writes them into the BlobStore
+of its `store` (storage/blobs.py: where the bytes go, written atomically), the same store resource
+type that holds the model artifacts (defs/resources.py: a local folder or a GCS bucket), so a local
 run and a prod run store the same files.
 
 Paths are per run, so that two runs of one hour at the same time never read each other's values
@@ -19,15 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from dagster_gcp import GCSResource
-from pydantic import PrivateAttr
 
 from batchrec_dagster.defs.assets.metadata import location_metadata
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.defs.resources import MongoResource
+from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.storage import codec
-from batchrec_dagster.storage.blobs import BlobNotFoundError, BlobStore, GCSBlobStore, LocalBlobStore
+from batchrec_dagster.storage.blobs import BlobNotFoundError, BlobStore
 
 
 class StoredValueNotFoundError(FileNotFoundError):
@@ -93,13 +92,15 @@ def _partition_keys(context: dg.InputContext) -> list[str]:
     return keys
 
 
-class _TypedIOManager(dg.ConfigurableIOManager):
-    """Shared logic; a subclass names its backend's BlobStore (storage/blobs.py), which writes
-    (atomically, in a local folder), reads and names the objects."""
+class TypedIOManager(dg.ConfigurableIOManager):
+    """Asset values in the BlobStore of `store`: LocalArtifactStore(root=<folder>) locally,
+    GCSArtifactStore(bucket=..., prefix=...) in prod (defs/deployments.py names the folder)."""
+
+    store: ArtifactStoreResource
 
     def blob_store(self) -> BlobStore:
         """The stored values as a BlobStore (names are the relative paths); retention reads it too."""
-        raise NotImplementedError
+        return self.store.get_store()
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -138,30 +139,6 @@ class _TypedIOManager(dg.ConfigurableIOManager):
         except BlobNotFoundError as exc:
             raise StoredValueNotFoundError(f"{exc}: materialize that partition first") from exc
         return codec.decode(data)
-
-
-class LocalTypedIOManager(_TypedIOManager):
-    """Asset values under a local folder (the local deployment's twin of GCSTypedIOManager)."""
-
-    base_dir: str
-
-    def blob_store(self) -> BlobStore:
-        return LocalBlobStore(self.base_dir)
-
-
-class GCSTypedIOManager(_TypedIOManager):
-    """Asset values in a GCS bucket through dagster-gcp's GCSResource client."""
-
-    gcs: GCSResource
-    bucket: str
-    prefix: str = "batchrec/assets"
-
-    _client: Any = PrivateAttr(default=None)
-
-    def blob_store(self) -> BlobStore:
-        if self._client is None:
-            self._client = self.gcs.get_client()
-        return GCSBlobStore(self._client, self.bucket, prefix=self.prefix)
 
 
 class MongoRegistryIOManager(dg.ConfigurableIOManager):

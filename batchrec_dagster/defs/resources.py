@@ -1,14 +1,15 @@
 """The Dagster resources of batchrec (defs/deployments.py builds them from the deployment table).
 
 - MongoResource: a database handle on MONGODB_URI, or on the embedded server in `local`.
-- ArtifactStoreResource: write-once model artifacts in a local folder or a GCS bucket.
+- ArtifactStoreResource: a BlobStore in a local folder or a GCS bucket: the write-once model
+  artifacts, and (nested in defs/io_managers.py's TypedIOManager) the stored asset values.
 - RunDefaults: the settings that are defaults of run config, for the assets, checks and ops, and
   the registry's selection policy.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 import pymongo
@@ -51,7 +52,8 @@ class MongoResource(dg.ConfigurableResource):
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
-    """Where `recvae_model` writes artifacts; `get_store()` yields a write-once BlobStore."""
+    """A folder of blobs; `get_store()` yields it as a BlobStore. Where `recvae_model` writes its
+    artifacts (with `put_new`: write-once), and, as TypedIOManager's `store`, where asset values go."""
 
     def get_store(self) -> BlobStore:
         raise NotImplementedError
@@ -69,8 +71,13 @@ class GCSArtifactStore(ArtifactStoreResource):
     bucket: str
     prefix: str = "batchrec/models"
 
+    # one client for the resource's life: the IO manager asks for the store at every load and store
+    _client: Any = PrivateAttr(default=None)
+
     def get_store(self) -> BlobStore:
-        return GCSBlobStore(self.gcs.get_client(), self.bucket, prefix=self.prefix)
+        if self._client is None:
+            self._client = self.gcs.get_client()
+        return GCSBlobStore(self._client, self.bucket, prefix=self.prefix)
 
 
 ConfigT = TypeVar("ConfigT", bound=dg.Config)

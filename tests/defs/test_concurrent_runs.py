@@ -24,8 +24,9 @@ import pytest
 
 from batchrec_dagster.cli.materialize import JOB_NAME
 from batchrec_dagster.defs.definitions import build_definitions
-from batchrec_dagster.defs.io_managers import LocalTypedIOManager
+from batchrec_dagster.defs.io_managers import TypedIOManager
 from batchrec_dagster.defs.partitions import partition_window
+from batchrec_dagster.defs.resources import LocalArtifactStore
 from batchrec_dagster.registry.models import entries_for_partition
 from batchrec_dagster.settings import PROJECT_ROOT, Settings
 from batchrec_dagster.storage.blobs import LocalBlobStore, sha256_hex
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.slow
 AFTER_MODEL_STORED: list[Callable[[], None]] = []
 
 
-class HookedIOManager(LocalTypedIOManager):
+class HookedIOManager(TypedIOManager):
     """The local deployment's IO manager; runs (once) what AFTER_MODEL_STORED holds right after
     storing recvae_model, before the run's checks and registration load it."""
 
@@ -71,7 +72,7 @@ def test_two_runs_of_one_hour_register_their_own_artifacts(local_env: Path, loca
     with dg.DagsterInstance.get() as instance:
         first = defs.resolve_job_def(JOB_NAME).execute_in_process(
             partition_key=KEY, run_config=run_config, instance=instance,
-            resources={"io_manager": HookedIOManager(base_dir=assets_dir)})
+            resources={"io_manager": HookedIOManager(store=LocalArtifactStore(root=assets_dir))})
         [done] = second
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         second_id = re.search(r"run (\S+) succeeded", done.stdout).group(1)

@@ -4,7 +4,7 @@ import pytest
 from batchrec_dagster.defs.assets.config import SourceConfig, TrainingConfig
 from batchrec_dagster.defs.definitions import build_definitions
 from batchrec_dagster.defs.deployments import build_resources
-from batchrec_dagster.defs.io_managers import GCSTypedIOManager, LocalTypedIOManager, MongoRegistryIOManager
+from batchrec_dagster.defs.io_managers import MongoRegistryIOManager, TypedIOManager
 from batchrec_dagster.defs.jobs import ASSET_NAMES
 from batchrec_dagster.defs.partitions import hourly_partitions
 from batchrec_dagster.defs.resources import GCSArtifactStore, LocalArtifactStore, RunDefaults
@@ -17,22 +17,30 @@ KEYS = {"mongo", "artifact_store", "io_manager", "registry_io_manager", "run_def
 def test_local_resources_need_no_cloud(local_settings: Settings):
     resources = build_resources(local_settings)
     assert set(resources) == KEYS
-    assert isinstance(resources["io_manager"], LocalTypedIOManager)
+    assert isinstance(resources["io_manager"], TypedIOManager)
     assert isinstance(resources["artifact_store"], LocalArtifactStore)
     assert isinstance(resources["registry_io_manager"], MongoRegistryIOManager)
     assert resources["artifact_store"].root == str(local_settings.home / "storage" / "models")
+    # the asset values' store: the same resource type, in the folder the values have always had
+    values = resources["io_manager"].store
+    assert isinstance(values, LocalArtifactStore)
+    assert values.root == str(local_settings.home / "storage" / "assets")
 
 
 def test_prod_resources_read_secrets_from_the_environment(prod_env: str):
     """The code location's settings come from the environment: secrets and deployment values stay
     references to it (dg.EnvVar) until a run starts, never values in run config or the UI."""
     resources = build_resources(get_settings())
-    assert isinstance(resources["io_manager"], GCSTypedIOManager)
+    assert isinstance(resources["io_manager"], TypedIOManager)
     assert isinstance(resources["artifact_store"], GCSArtifactStore)
     assert isinstance(resources["mongo"].uri, dg.EnvVar)
     assert resources["mongo"].uri.env_var_name == "MONGODB_URI"
-    assert isinstance(resources["artifact_store"].bucket, dg.EnvVar)
-    assert resources["artifact_store"].bucket.get_value() == prod_env
+    values = resources["io_manager"].store
+    assert isinstance(values, GCSArtifactStore)
+    for store in (resources["artifact_store"], values):
+        assert isinstance(store.bucket, dg.EnvVar)
+        assert store.bucket.get_value() == prod_env
+        assert isinstance(store.gcs.project, dg.EnvVar)
 
 
 def test_prod_resources_from_a_settings_object_carry_its_values(prod_settings: Settings,
@@ -40,6 +48,8 @@ def test_prod_resources_from_a_settings_object_carry_its_values(prod_settings: S
     resources = build_resources(prod_settings)
     assert resources["mongo"].uri == prod_settings.mongodb_uri
     assert resources["artifact_store"].bucket == prod_settings.gcs_bucket
+    values = resources["io_manager"].store
+    assert (values.bucket, values.prefix) == (prod_settings.gcs_bucket, f"{prod_settings.gcs_prefix}/assets")
     assert resources["mongo"].embedded_data_dir is None  # prod never starts the embedded server
     with pytest.raises(SettingsError, match="GCS_BUCKET"):
         load_settings({k: v for k, v in prod_variables.items() if k != "GCS_BUCKET"})

@@ -13,8 +13,8 @@ from dagster_gcp import GCSResource
 
 from batchrec_dagster.defs.automation.retention_job import artifact_retention_job
 from batchrec_dagster.defs.definitions import build_definitions
-from batchrec_dagster.defs.io_managers import GCSTypedIOManager, LocalTypedIOManager
-from batchrec_dagster.defs.resources import LocalArtifactStore, MongoResource, RunDefaults
+from batchrec_dagster.defs.io_managers import TypedIOManager
+from batchrec_dagster.defs.resources import GCSArtifactStore, LocalArtifactStore, MongoResource, RunDefaults
 from batchrec_dagster.registry.models import MODELS, referenced_files
 from batchrec_dagster.registry.retention import apply_retention, needed_values, plan_retention
 from batchrec_dagster.settings import Settings, load_settings
@@ -91,7 +91,7 @@ def test_the_job_deletes_old_orphans(tmp_path, mongo_server_uri, mongo_db) -> No
     mongo_db[MODELS].insert_one({"file_name": kept.name})
     resources = {"mongo": MongoResource(uri=mongo_server_uri, database=mongo_db.name),
                  "artifact_store": LocalArtifactStore(root=str(root)),
-                 "io_manager": LocalTypedIOManager(base_dir=str(tmp_path / "assets")),
+                 "io_manager": TypedIOManager(store=LocalArtifactStore(root=str(tmp_path / "assets"))),
                  "run_defaults": RunDefaults.from_settings(load_settings({}))}
     result = artifact_retention_job.execute_in_process(run_config=_config(dry_run=False), resources=resources)
     assert result.success and _report(result)["orphans"] == 1
@@ -171,7 +171,8 @@ def test_gcs_asset_values_are_listed_and_deleted_by_their_relative_names(prod_en
     """The prod twin of the above: the GCS IO manager's values as a blob store (relative names)."""
     for name in ("raw_repositories/2026-03-01-20:00/r1.npz", "raw_repositories/2026-03-01-21:00/r2.npz"):
         gcs_client.bucket(prod_env).blob(f"p/assets/{name}").upload_from_string(b"v")
-    manager = GCSTypedIOManager(gcs=GCSResource(project="batchrec-test"), bucket=prod_env, prefix="p/assets")
+    manager = TypedIOManager(store=GCSArtifactStore(gcs=GCSResource(project="batchrec-test"), bucket=prod_env,
+                                                    prefix="p/assets"))
     store = manager.blob_store()
     listed = list(store.list_blobs())
     later = max(b.updated for b in listed) + timedelta(hours=80)

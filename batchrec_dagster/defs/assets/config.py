@@ -8,7 +8,7 @@ settings at import.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -19,12 +19,22 @@ from recvae import RecVAEConfig, WarmConfig
 from recvae.ann import INDEX_KINDS, IndexParams
 
 
-def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    """`value` if it is unset or one of `allowed` (a Literal would not make a Dagster config type
-    when it may also be None)."""
-    if value is not None and value not in allowed:
-        raise ValueError(f"{field} {value!r} is not one of {', '.join(allowed)}")
-    return value
+def _one_of(field: str, allowed: tuple[str, ...]) -> Any:
+    """A validator of `field`: its value is unset or one of `allowed` (a Literal would not make a
+    Dagster config type when it may also be None)."""
+    def check(cls: type, value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise ValueError(f"{field} {value!r} is not one of {', '.join(allowed)}")
+        return value
+    return field_validator(field)(classmethod(check))
+
+
+AutoOrFull = Literal["auto", "full"]
+
+
+def _auto_or_full(auto: str, full: str) -> Any:
+    """A field that is "auto" unless a run asks for "full", described as '"auto": AUTO; "full": FULL.'"""
+    return Field(default="auto", description=f'"auto": {auto}; "full": {full}.')
 
 
 class SourceConfig(dg.Config):
@@ -38,16 +48,12 @@ class SourceConfig(dg.Config):
                     'star_user_list inside each repository, no per-star time). Default: '
                     'BATCHREC_SOURCE_LAYOUT (settings, "stars" unless set).')
     batch_size: int = Field(default=5000, ge=1, description="Cursor batch size.")
-    read: Literal["auto", "full"] = Field(
-        default="auto",
-        description='"auto": only the hour\'s stars, merged into the previous hour\'s snapshot, when '
-                    'that snapshot exists and was read from the same source (a full read otherwise and '
-                    'at BATCHREC_FULL_RUN_HOUR); "full": every star before the hour\'s end.')
+    read: AutoOrFull = _auto_or_full(
+        auto="only the hour's stars, merged into the previous hour's snapshot, when that snapshot exists "
+             "and was read from the same source (a full read otherwise and at BATCHREC_FULL_RUN_HOUR)",
+        full="every star before the hour's end")
 
-    @field_validator("layout")
-    @classmethod
-    def _known_layout(cls, value: str | None) -> str | None:
-        return _one_of("layout", value, LAYOUTS)
+    _known_layout = _one_of("layout", LAYOUTS)
 
 
 class MatrixFilterConfig(dg.Config):
@@ -137,11 +143,9 @@ class TrainingConfig(dg.Config):
                                            'when available.')
     preview_k: int = Field(default=10, ge=1, description="Rows of the top-k preview in the metadata.")
     # -- warm hourly runs (batchrec_dagster.training.start)
-    mode: Literal["auto", "full"] = Field(
-        default="auto",
-        description='"auto": continue the newest compatible registered model for a few epochs (warm), '
-                    'except at BATCHREC_FULL_RUN_HOUR or when no model is compatible; "full": train '
-                    'from scratch.')
+    mode: AutoOrFull = _auto_or_full(
+        auto="continue the newest compatible registered model for a few epochs (warm), except at "
+             "BATCHREC_FULL_RUN_HOUR or when no model is compatible", full="train from scratch")
     warm_epochs: int = Field(default=WARM_TRAINING["epochs"], ge=1,
                              description="Epochs of a warm run, at most.")
     warm_patience: int | None = Field(
@@ -186,10 +190,7 @@ class TrainingConfig(dg.Config):
                                    description="IVF lists searched per query when the recall is measured. "
                                                "Default: BATCHREC_ANN_NPROBE.")
 
-    @field_validator("ann_index")
-    @classmethod
-    def _known_index(cls, value: str | None) -> str | None:
-        return _one_of("ann_index", value, INDEX_KINDS)
+    _known_index = _one_of("ann_index", INDEX_KINDS)
 
     def index_params(self) -> IndexParams:
         return IndexParams(kind=self.ann_index, ef_search=self.ann_ef_search, nprobe=self.ann_nprobe)

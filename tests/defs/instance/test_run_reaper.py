@@ -30,6 +30,7 @@ from batchrec_dagster.defs.instance.process_identity import (
 from batchrec_dagster.defs.instance.run_reaper import REAPER_NAME, reap_dead_runs, worker_gone
 from batchrec_dagster.defs.instance.workarounds import GRPC_INFO_TAG, WORKER_STARTED
 from batchrec_dagster.settings import SettingsError, load_settings
+from tests.harness.noop_job import noop_job
 
 STARTED = dg.DagsterRunStatus.STARTED
 
@@ -80,19 +81,9 @@ def test_interval_comes_from_the_settings() -> None:
         load_settings({"BATCHREC_RUN_REAPER_INTERVAL_SECONDS": "1"})
 
 
-@dg.op
-def noop() -> None:
-    return None
-
-
-@dg.job
-def some_job() -> None:
-    noop()
-
-
 def started_run(instance: dg.DagsterInstance, tags: dict[str, str], worker_pid: int | None = None,
                 status: dg.DagsterRunStatus = STARTED) -> str:
-    run = instance.create_run_for_job(some_job, status=status, tags=tags)
+    run = instance.create_run_for_job(noop_job, status=status, tags=tags)
     if worker_pid is not None:
         # what a run worker logs first (test_workarounds.py checks the text against Dagster's)
         instance.report_engine_event(WORKER_STARTED.format(pid=worker_pid), run)

@@ -28,18 +28,8 @@ from batchrec_dagster.defs.instance.workarounds import (
 )
 from batchrec_dagster.localstack.process_groups import wait_all_gone
 from batchrec_dagster.localstack.processes import stop_process
+from tests.harness import noop_job
 
-JOB_MODULE = '''
-import dagster as dg
-
-@dg.op
-def noop() -> None:
-    return None
-
-@dg.job
-def noop_job() -> None:
-    noop()
-'''
 # Dagster's synchronous run coordinator (not exported by `dagster`), so that `dagster job launch`
 # hands the run to DefaultRunLauncher at once, as the daemon does for a dequeued run
 INSTANCE = """
@@ -57,9 +47,8 @@ def test_default_run_launcher_tags_the_run_and_its_worker_logs_its_pid(tmp_path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE)
-    (tmp_path / "noop_job.py").write_text(JOB_MODULE)
     dagster = str(Path(sys.executable).with_name("dagster"))
-    launch = subprocess.run([dagster, "job", "launch", "-f", "noop_job.py", "-j", "noop_job"],
+    launch = subprocess.run([dagster, "job", "launch", "-f", noop_job.__file__, "-j", "noop_job"],
                             cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(home)},
                             capture_output=True, text=True, timeout=180)
     code_servers = [int(pid) for pid in re.findall(r"Started Dagster code server .* in process (\d+)",
