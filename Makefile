@@ -17,8 +17,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/batchrec demo
 
+# Parallel workers (pytest-xdist), one test module per worker at a time, in collection order
+# (tests/conftest.py starts the long Dagster-stack modules first); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 4
+
 test: install
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -29,6 +29,27 @@ SHARED_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datase
 # fixtures of the harness, shared by every folder of the mirror
 pytest_plugins = ["tests.harness.deployments", "tests.harness.faults", "tests.harness.postgres"]
 
+# The modules that drive a real dagster-webserver + daemon spend most of their time waiting on
+# Dagster's fixed intervals (docs/testing.md). `make test` runs the suite on parallel workers,
+# one module per worker at a time (pytest-xdist, --dist loadfile, in collection order), so these
+# start first, longest first, and the other workers fill the waits with the rest of the suite.
+STARTED_FIRST = (
+    "tests/defs/test_end_to_end.py",
+    "tests/defs/instance/test_stale_runs.py",
+    "tests/defs/instance/test_training_pool.py",
+    "tests/defs/test_asset_graph_runs.py",
+    "tests/localstack/test_prod_stack.py",
+    "tests/localstack/test_dev_server.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return STARTED_FIRST.index(path) if path in STARTED_FIRST else len(STARTED_FIRST)
+
+    items.sort(key=rank)  # stable: every other module keeps its order
+
 
 @pytest.fixture(autouse=True)
 def signal_dispositions() -> Iterator[None]:

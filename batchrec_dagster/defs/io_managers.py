@@ -27,10 +27,7 @@ from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource
 from batchrec_dagster.registry.models import MODELS, ensure_indexes, entries_for_partition, register_model
 from batchrec_dagster.storage import codec
 from batchrec_dagster.storage.blobs import BlobNotFoundError, BlobStore
-
-
-class StoredValueNotFoundError(FileNotFoundError):
-    """An asset partition was never materialized into this storage."""
+from batchrec_dagster.storage.values import StoredValueNotFoundError
 
 
 def _relative_path(asset_key: dg.AssetKey, partition_key: str | None, run_id: str) -> str:

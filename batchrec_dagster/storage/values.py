@@ -13,6 +13,10 @@ import scipy.sparse as sp
 from batchrec_dagster.registry.defaults import MODEL_KIND
 
 
+class StoredValueNotFoundError(FileNotFoundError):
+    """An asset partition was never materialized into this storage."""
+
+
 @dataclass
 class RawRepositories:
     """The catalogue and the star events of one partition, as columnar arrays."""

@@ -10,14 +10,13 @@ import numpy as np
 from batchrec_dagster.defs.assets.common import hourly_asset
 from batchrec_dagster.defs.assets.config import SourceConfig
 from batchrec_dagster.defs.assets.metadata import md_table, prefixed_counts, window_metadata
-from batchrec_dagster.defs.io_managers import StoredValueNotFoundError
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
 from batchrec_dagster.defs.resources import MongoResource, RunDefaults
 from batchrec_dagster.sources.collections import ensure_source_indexes
 from batchrec_dagster.sources.partition_reads import read_hour, read_raw_repositories
 from batchrec_dagster.sources.snapshot import plan_read, source_fingerprint
 from batchrec_dagster.storage.codec import CodecError
-from batchrec_dagster.storage.values import RawRepositories
+from batchrec_dagster.storage.values import RawRepositories, StoredValueNotFoundError
 
 EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository): there are no per-star "
                  "times, so this partition read the CURRENT state of the collection, not the state at "
