@@ -19,7 +19,7 @@ clone="$(mktemp -d "$parent/suite_XXXXXX")"
 git clone -q "$repo" "$clone" && git -C "$clone" checkout -q "$commit"
 cd "$clone"
 install_start=$(date +%s)
-make -s install >/dev/null
+make -s install > install.log 2>&1 || { echo "install failed: $clone/install.log"; exit 1; }
 install_s=$(( $(date +%s) - install_start ))
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
