@@ -4,8 +4,8 @@ A repository's score is `w_i . z + b_i` (the decoder is one linear layer over th
 `z`). With the bias appended to each decoder row and a 1 appended to `z`, the score is a plain
 inner product `[w_i, b_i] . [z, 1]`, so the top-k is a maximum-inner-product search over the
 decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, from there IVF
-with 4-bit PQ fast-scan codes and exact re-ranking, all with inner product) and why: docs/serving.md ("How to choose the index type"),
-measured by benchmarks/ann_compare.py.
+with 4-bit PQ fast-scan codes and exact re-ranking, `ivfpq`; all with inner product) and why:
+docs/serving.md ("How to choose the index type"), measured by benchmarks/ann_compare.py.
 
 The index is serialised with faiss's own format (`serialize_index`), never pickle; the bytes are
 stored and checksummed like the artifact. Import of faiss is deferred so that `recvae` itself
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,24 +25,31 @@ import torch
 
 INDEX_KINDS = ("auto", "hnsw", "ivf", "ivfpq", "flat")
 # `auto`: HNSW answers fastest, but its build grows faster than linearly (112 s at 200,000
-# repositories, 503 s at 10^6 on the shared 2 cores); IVF-Flat builds 10^6 in 26 s
+# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in about 20 s and answers
+# a query in about 1 ms (IVF-Flat, which reads every probed row whole: 14-16 ms)
 IVF_MIN_ITEMS = 100_000
 # HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
 # recall/latency curve these come from)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
-# IVF (`ivf`: IVF-Flat, `ivfpq`: fast-scan codes, below): about 2*sqrt(n) lists (2,000 at 10^6), 256 probed (recall@20 0.995 at 10^6); k-means on
-# 32 points per list, 10 iterations (training is most of the build)
+# IVF (`ivf`: IVF-Flat; `ivfpq`: fast-scan codes, below): about 2*sqrt(n) lists (2,000 at 10^6),
+# 256 probed (recall@20 0.995 at 10^6); k-means on 32 points per list, 10 iterations
 IVF_LISTS_PER_SQRT_N = 2
 IVF_NPROBE = 256
 IVF_TRAIN_PER_LIST = 32
 IVF_KMEANS_ITER = 10
-# ivfpq: each list holds 4-bit product-quantizer codes of at most IVFPQ_SUB_DIMS dimensions per
-# sub-quantizer (201 = 67 x 3: 34 bytes a row), scanned with SIMD lookups (faiss fast-scan); the
-# best IVFPQ_REFINE * k candidates are re-ranked with exact inner products over the rows
-IVFPQ_SUB_DIMS = 3
-IVFPQ_REFINE = 4
+# ivfpq: each list holds 4-bit product-quantizer codes of IVFPQ_SUB_DIMS dimension(s) per
+# sub-quantizer (201 dimensions: 101 bytes a row), scanned with SIMD lookups (faiss fast-scan); the
+# best IVFPQ_REFINE * k candidates are re-ranked with exact inner products over the rows. Codes of
+# 3 dimensions (34 bytes) scan faster but rank worse: they need 64 * k candidates for 0.989 at
+# 10^6, one dimension needs 8 * k for 0.995 (docs/serving.md)
+IVFPQ_SUB_DIMS = 1
+IVFPQ_REFINE = 8
+# ivfpq: users with at most this many own items are searched in one call per batch, each asking
+# for more results and dropping its own afterwards (per-user selector searches cost about twice
+# as much per user: benchmarks/ann_compare.py's `batch16_excluding_ms_per_query`)
+OVERFETCH_MAX_OWN = 200
 
 
 def _faiss() -> Any:
@@ -218,7 +225,8 @@ def _excluding(index: Any, own: np.ndarray) -> tuple[Any, Any]:
     if isinstance(index, faiss.IndexRefine):  # the base index's search skips them: the re-ranking
         # sees only its candidates
         base, kept = _excluding(faiss.downcast_index(index.base_index), own)
-        return faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base), (base, kept)
+        params = faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base)
+        return params, (base, kept)
     return faiss.SearchParameters(sel=selector), selector
 
 
@@ -245,7 +253,13 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
     plain = [row for row in range(size) if not len(own[row])]
     if plain:  # no items to exclude: one batched search
         out_val[plain], out_idx[plain] = index.search(queries[plain], k)
-    for row in (r for r in range(size) if len(own[r])):
+    excluding = [row for row in range(size) if len(own[row])]
+    if isinstance(index, _faiss().IndexRefine):
+        shared = [row for row in excluding if len(own[row]) <= OVERFETCH_MAX_OWN]
+        excluding = [row for row in excluding if len(own[row]) > OVERFETCH_MAX_OWN]
+        for row, found, values in _overfetched(index, queries, own, shared, k):
+            out_idx[row, :len(found)], out_val[row, :len(values)] = found, values
+    for row in excluding:
         mine = np.asarray(own[row], dtype=np.int64)
         params, _selector = _excluding(index, mine)
         values, found = index.search(queries[row:row + 1], k, params=params)
@@ -258,6 +272,28 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
         out_val[row, :len(values[:k])] = values[:k]
     out_val[out_idx < 0] = -np.inf
     return out_idx, out_val
+
+
+def _overfetched(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], rows: list[int], k: int
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(row, top-k items, scores) of `rows` from one search of a refine index that asks each row
+    for `k + w` results, `w` the most own items among the rows, and drops the row's own items
+    afterwards. The base search returns `refine * k + w` candidates, so every row keeps at least
+    the `refine * k` candidates that are not its own (as a selector search gives it) to re-rank."""
+    if not rows:
+        return
+    faiss = _faiss()
+    widest = max(len(own[row]) for row in rows)
+    wide = min(k + widest, index.ntotal)
+    ivf = faiss.try_extract_index_ivf(index)
+    base = faiss.SearchParametersIVF(nprobe=ivf.nprobe) if ivf is not None else None
+    # faiss takes int(wide * k_factor) candidates: the half keeps the rounding from losing one
+    params = faiss.IndexRefineSearchParameters(
+        k_factor=(k * index.k_factor + widest + 0.5) / wide, base_index_params=base)
+    values, found = index.search(queries[rows], wide, params=params)
+    for at, row in enumerate(rows):
+        keep = (found[at] >= 0) & ~np.isin(found[at], own[row])
+        yield row, found[at][keep][:k], values[at][keep][:k]
 
 
 def exact_top_k(vectors: np.ndarray, query: np.ndarray, own: np.ndarray, k: int

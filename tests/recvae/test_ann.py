@@ -62,10 +62,15 @@ def test_k_results_even_when_the_index_finds_too_few(rec: Recommender) -> None:
     assert np.array_equal(idx, expected_idx)  # every short row was answered exactly
 
 
-def test_ivfpq_probing_every_list_and_reranking_every_candidate_is_exact(rec: Recommender) -> None:
+@pytest.mark.parametrize("overfetch_max_own", [ann.OVERFETCH_MAX_OWN, 10, 0])
+def test_ivfpq_probing_every_list_and_reranking_every_candidate_is_exact(
+        rec: Recommender, overfetch_max_own: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """IVF with 4-bit PQ fast-scan codes and exact re-ranking: with every list probed and every
-    item a candidate, the re-ranked top-k is the exact one; the own items are skipped inside the
-    base index's search (the selector travels in the refine index's base parameters)."""
+    item a candidate, the re-ranked top-k is the exact one. Own items are dropped from a batch's
+    over-fetched results (users with at most OVERFETCH_MAX_OWN of them), or skipped inside the
+    base index's search (the selector travels in the refine index's base parameters): 10 splits
+    the users between the two ways, 0 sends them all through the selector."""
+    monkeypatch.setattr(ann, "OVERFETCH_MAX_OWN", overfetch_max_own)
     n = rec.n_items
     params = ann.IndexParams("ivfpq", nlist=8, nprobe=8, refine=n)
     index = ann.build_index(ann.decoder_vectors(rec.model), params)
@@ -99,7 +104,9 @@ def faiss_ivf(index):
     return faiss.extract_index_ivf(index)
 
 
-def test_pq_subquantizers_split_the_dimension_evenly() -> None:
+def test_pq_subquantizers_split_the_dimension_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ann.pq_subquantizers(201) == 201 // ann.IVFPQ_SUB_DIMS
+    monkeypatch.setattr(ann, "IVFPQ_SUB_DIMS", 3)
     assert ann.pq_subquantizers(201) == 67  # RecVAE's latent 200 + bias: 3 dimensions each
     assert ann.pq_subquantizers(9) == 3
     assert ann.pq_subquantizers(202) == 101  # 202 = 2 x 101: no part of 3 fits, parts of 2
