@@ -178,10 +178,10 @@ def main() -> None:
     parser.add_argument("--source", choices=("fitted", "untrained", "trained"), default="fitted")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq")
     parser.add_argument("--ef", default="64,128,256")
     parser.add_argument("--nprobe", default="128,256")
-    parser.add_argument("--refine", default="4", help="ivfpq: candidates re-ranked per result")
+    parser.add_argument("--refine", default="8", help="ivfpq: candidates re-ranked per result")
     parser.add_argument("--pq-sub-dims", type=int, help="ivfpq: dimensions per 4-bit sub-quantizer "
                         "(default recvae.ann.IVFPQ_SUB_DIMS)")
     parser.add_argument("--nlist", type=int, help="IVF lists (default: recvae.ann's 2*sqrt(n))")

@@ -74,7 +74,8 @@ TARGET_OVERHEAD = 2.0
 
 # -- artifacts and registry ------------------------------------------------------------------------
 
-def make_artifact(n_items: int, seed: int, trained_rows: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+def make_artifact(n_items: int, seed: int, trained_rows: np.ndarray | None = None
+                  ) -> tuple[bytes, np.ndarray]:
     """A RecVAE artifact of `n_items` repositories, untrained; with `trained_rows` (a trained
     model's decoder rows, bias last) its decoder rows are drawn from their Gaussian, as
     ann_compare.py's `fitted` source draws them, so that an index's recall is a trained model's."""
@@ -111,7 +112,8 @@ def register(db: Any, store: LocalBlobStore, data: bytes, score: float) -> dict[
 
 
 def register_index(db: Any, store: LocalBlobStore, recommender: Any, entry: dict[str, Any],
-                   inputs: list[list[int]], threads: int, codes: np.ndarray | None = None) -> dict[str, Any]:
+                   inputs: list[list[int]], threads: int, codes: np.ndarray | None = None
+                   ) -> dict[str, Any]:
     """Build the model's top-k index as recvae_model does (`auto`: the kind recvae.ann picks for
     the catalog, `threads` threads), store it next to the artifact, measure its recall@20 against
     exact and name it in the registry entry, so that the server loads it instead of building its
@@ -142,7 +144,7 @@ def register_index(db: Any, store: LocalBlobStore, recommender: Any, entry: dict
               "recall": recall["recall"], "recall_k": K, "recall_users": recall["users"],
               "build_threads": threads}
     db["models"].update_one({"_id": entry["_id"]}, {"$set": {"ann_index": record}})
-    print(f"  index: {record['kind']} {params.to_dict()} built in {record['build_seconds']}s ({threads} thread(s)), "
+    print(f"  index: {params.to_dict()} built in {record['build_seconds']}s ({threads} thread(s)), "
           f"{record['size_bytes'] / 2**20:.0f} MiB, recall@{K} {record['recall']:.4f}", flush=True)
     return record
 
@@ -534,13 +536,14 @@ def markdown(results: dict[str, Any]) -> str:
                      "users' codes." if fitted else
                      "Recall@20 against exact on 200 of the benchmark's users (50 random repositories "
                      "each, untrained weights).") + " RSS per serving process after the row.", "",
-                  "| items | path | index | clients | req/s | p50 ms | p99 ms | errors | recall@20 | index build s "
-                  "| index MiB | RSS MiB per worker | load avg |",
+                  "| items | path | index | clients | req/s | p50 ms | p99 ms | errors | recall@20 "
+                  "| index build s | index MiB | RSS MiB per worker | load avg |",
                   "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in results["runs"]:
             if "path" in r:
                 lines.append(
-                    f"| {r['items']:,} | {r['path']} | {r.get('index_kind', '-')} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+                    f"| {r['items']:,} | {r['path']} | {r.get('index_kind', '-')} | {r['clients']} "
+                    f"| {r['rps']:,.0f} | {r['p50_ms']:.2f} "
                     f"| {r['p99_ms']:.2f} | {r['errors']} | {r['recall@20']:.4f} "
                     f"| {r.get('index_build_s', '-')} | {r.get('index_mb', '-')} "
                     f"| {', '.join(str(x) for x in r['rss_mb'])} | {r['load_avg']} |")
