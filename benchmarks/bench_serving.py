@@ -371,11 +371,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                             poll_seconds=1.0, log=work / "server.log", workers=workers)
                             try:
                                 server.wait_for_model(str(entry["_id"]), timeout_s=900)
+                                # which path serves, and for the index: from the registry or rebuilt
+                                top_k = server.get("/model")[1]["model"].get("top_k")
+                                print(f"  /model top_k: {top_k}", flush=True)
                                 asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
                                 for clients in args.clients:
                                     row = measure(args, server, floor, inputs, clients, work)
                                     row.update(items=n_items, threads=threads, inference=inference,
-                                               workers=workers, path=path, rss_mb=rss_mb(server),
+                                               workers=workers, path=path, rss_mb=rss_mb(server), top_k=top_k,
                                                **({"recall@20": index["recall"],
                                                    "index_kind": index["kind"],
                                                    "index_build_s": index["build_seconds"],
