@@ -15,6 +15,7 @@ loads without it (training does not need it).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -141,7 +142,13 @@ def pq_subquantizers(dim: int) -> int:
 
 
 def serialize(index: Any) -> bytes:
-    return _faiss().serialize_index(index).tobytes()
+    """faiss's own format: written to a file and read back, which at 200,000 `ivfpq` rows (176 MiB)
+    took 0.2-0.7 s against 1.7-2.9 s for `serialize_index` into memory (and `.tobytes()`)."""
+    with tempfile.TemporaryDirectory(prefix="batchrec-index-") as folder:
+        path = os.path.join(folder, "index.faiss")
+        _faiss().write_index(index, path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
