@@ -7,7 +7,7 @@ decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, 
 with 4-bit PQ fast-scan codes and exact re-ranking, `ivfpq`; all with inner product) and why:
 docs/serving.md ("How to choose the index type"), measured by benchmarks/ann_compare.py.
 
-The index is serialised with faiss's own format (`serialize_index`), never pickle; the bytes are
+The index is serialised with faiss's own format (`write_index`), never pickle; the bytes are
 stored and checksummed like the artifact. Import of faiss is deferred so that `recvae` itself
 loads without it (training does not need it).
 """
@@ -26,8 +26,8 @@ import torch
 
 INDEX_KINDS = ("auto", "hnsw", "ivf", "ivfpq", "flat")
 # `auto`: HNSW answers fastest, but its build grows faster than linearly (112 s at 200,000
-# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in about 20 s and answers
-# a query in about 1 ms (IVF-Flat, which reads every probed row whole: 14-16 ms)
+# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in 19-43 s (load 2-6) and
+# answers a query in about 1 ms (IVF-Flat, which reads every probed row whole: 14-16 ms)
 IVF_MIN_ITEMS = 100_000
 # HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
 # recall/latency curve these come from)
@@ -85,7 +85,7 @@ class IndexParams:
     hnsw_m: int = HNSW_M
     ef_construction: int = HNSW_EF_CONSTRUCTION
     ef_search: int = HNSW_EF_SEARCH
-    nlist: int | None = None  # IVF: None = 4 * sqrt(n_items)
+    nlist: int | None = None  # IVF: None = IVF_LISTS_PER_SQRT_N * sqrt(n_items)
     nprobe: int = IVF_NPROBE
     refine: int = IVFPQ_REFINE  # ivfpq: candidates re-ranked exactly, per result
     seed: int = 0
@@ -159,8 +159,9 @@ def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
 
 def read_index_file(path: str | os.PathLike[str], *, n_items: int, dim: int) -> Any:
     """`deserialize` of a local file, memory-mapped where faiss can (an IVF index's lists, a flat
-    or HNSW index's vectors, an `ivfpq` index's re-ranking rows; its fast-scan lists, 4% of the
-    file, are read into memory): processes that map the same file share those pages."""
+    or HNSW index's vectors, an `ivfpq` index's re-ranking rows; its fast-scan lists are copied
+    into memory: 25 MiB of a 176 MiB file at 200,000 rows): processes that map the same file share
+    those pages."""
     faiss = _faiss()
     with open(path, "rb") as f:
         ivf = f.read(2) == b"Iw"  # faiss's IVF type codes ("IwFl", ...): lists mapped with IO_FLAG_MMAP
