@@ -26,7 +26,7 @@ import torch
 
 INDEX_KINDS = ("auto", "hnsw", "ivf", "ivfpq", "flat")
 # `auto`: HNSW answers fastest, but its build grows faster than linearly (112 s at 200,000
-# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in 19-43 s (load 2-6) and
+# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in 19-49 s (load 2-7) and
 # answers a query in about 1 ms (IVF-Flat, which reads every probed row whole: 14-16 ms)
 IVF_MIN_ITEMS = 100_000
 # HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
