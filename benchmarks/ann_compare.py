@@ -1,5 +1,7 @@
 """Which maximum-inner-product index serves RecVAE's decoder: build time, recall@20 against exact,
-query latency (1 thread, one user per query, as a worker answers) and size.
+query latency (1 thread, as a worker answers: one user per search, a batch of BATCH users in one
+search, and the server's path, `search_excluding` of a batch with EXCLUDED random own items per
+user) and size.
 
 Decoder rows come from two sources, stated in the output:
 - `trained`: RecVAE trained a few epochs on github-stars-tiny (../shared), its own decoder rows;
@@ -25,17 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recvae import ann
 from recvae.ann import (
     IndexParams,
     build_index,
     exact_top_k,
     query_vectors,
     recall_at_k,
+    search_excluding,
     serialize,
     set_search_params,
 )
 
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "github-stars-tiny"
+BATCH = 16  # the server answers concurrent requests in one micro-batch (16 connections)
+EXCLUDED = 50  # own repositories per user, as bench_serving.py's requests star
 
 
 def trained_rows(dataset: Path, epochs: int, cache: Path | None, seed: int = 0
@@ -52,6 +58,22 @@ def trained_rows(dataset: Path, epochs: int, cache: Path | None, seed: int = 0
     if cache is not None:
         np.savez(cache, vectors=vectors, codes=codes)
     return vectors, codes
+
+
+def fitted_rows(trained: np.ndarray, n_items: int, seed: int = 0) -> np.ndarray:
+    """`n_items` decoder rows (bias last) drawn from a Gaussian with the trained rows' mean and
+    covariance: a large catalog with the geometry of a trained one (the `fitted` source)."""
+    rng = np.random.default_rng(seed)
+    mean, cov = trained.mean(0), np.cov(trained, rowvar=False)
+    return rng.multivariate_normal(mean, cov, size=n_items, method="cholesky").astype(np.float32)
+
+
+def recall_on_codes(index, vectors: np.ndarray, codes: np.ndarray, k: int) -> float:
+    """recall@k of `index` (its search knobs as set) against exact, for users' codes z."""
+    queries = query_vectors(codes)
+    none = np.zeros(0, np.int64)
+    exact = np.stack([exact_top_k(vectors, q, none, k)[0] for q in queries])
+    return recall_at_k(index.search(queries, k)[1], exact)
 
 
 def trained_model(dataset: Path, epochs: int, seed: int = 0):
@@ -75,6 +97,14 @@ def time_queries(index, queries: np.ndarray, k: int) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
+def time_batches(search, queries: np.ndarray) -> float:
+    """Mean ms per query of `search(batch)` over consecutive batches of BATCH queries."""
+    started = time.perf_counter()
+    for at in range(0, len(queries), BATCH):
+        search(queries[at:at + BATCH])
+    return (time.perf_counter() - started) / len(queries) * 1e3
+
+
 def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[IndexParams],
             hnswlib_m: int | None, threads: int = 1, build_threads: int = 1) -> list[dict]:
     import faiss
@@ -87,6 +117,8 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
     rows = [{"library": "numpy exact", "kind": "exact", "build_s": 0.0, "recall@20": 1.0,
              "p50_ms": exact_ms, "p99_ms": None, "size_mb": vectors.nbytes / 2**20}]
     built: dict[tuple, tuple[object, float]] = {}
+    own = [np.random.default_rng(row).choice(len(vectors), min(EXCLUDED, len(vectors) // 2), replace=False)
+           for row in range(len(queries))]
     for params in configs:
         key = (params.kind, params.hnsw_m, params.ef_construction, params.nlist)
         if key not in built:  # one build per structure; the query knobs vary on it
@@ -99,11 +131,17 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
         set_search_params(index, params)
         _, labels = index.search(queries, k)
         p50, p99 = time_queries(index, queries, k)
+        batch_ms = time_batches(lambda batch, index=index: index.search(batch, k), queries)
+        excluding_ms = time_batches(
+            lambda batch, index=index: search_excluding(index, batch, own[:len(batch)], k), queries)
         knob = (f"M={params.hnsw_m} efC={params.ef_construction} efS={params.ef_search}"
-                if params.kind == "hnsw" else f"nlist={index.nlist} nprobe={params.nprobe}"
-                if params.kind == "ivf" else "")
+                if params.kind == "hnsw" else f"nlist={params.nlist} nprobe={params.nprobe}"
+                + (f" refine={params.refine}" if params.kind == "ivfpq" else "")
+                if params.kind in ("ivf", "ivfpq") else "")
         rows.append({"library": "faiss-cpu", "kind": params.kind, "params": knob, "build_s": build,
                      "recall@20": recall_at_k(labels, exact), "p50_ms": p50, "p99_ms": p99,
+                     f"batch{BATCH}_ms_per_query": batch_ms,
+                     f"batch{BATCH}_excluding_ms_per_query": excluding_ms,
                      "size_mb": len(serialize(index)) / 2**20})
         print(rows[-1], flush=True)
     if hnswlib_m:
@@ -140,9 +178,12 @@ def main() -> None:
     parser.add_argument("--source", choices=("fitted", "untrained", "trained"), default="fitted")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq")
     parser.add_argument("--ef", default="64,128,256")
     parser.add_argument("--nprobe", default="128,256")
+    parser.add_argument("--refine", default="8", help="ivfpq: candidates re-ranked per result")
+    parser.add_argument("--pq-sub-dims", type=int, help="ivfpq: dimensions per 4-bit sub-quantizer "
+                        "(default recvae.ann.IVFPQ_SUB_DIMS)")
     parser.add_argument("--nlist", type=int, help="IVF lists (default: recvae.ann's 2*sqrt(n))")
     parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
     parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
@@ -155,7 +196,8 @@ def main() -> None:
                         help="keep the trained rows and codes here (.npz) for later runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
+    if args.pq_sub_dims:
+        ann.IVFPQ_SUB_DIMS = args.pq_sub_dims
     load_before = os.getloadavg()
     if args.source == "untrained":
         import scipy.sparse as sp
@@ -173,9 +215,7 @@ def main() -> None:
         if args.source == "trained":
             vectors = trained
         else:
-            mean, cov = trained.mean(0), np.cov(trained, rowvar=False)
-            vectors = rng.multivariate_normal(mean, cov, size=args.items, method="cholesky")
-            vectors = vectors.astype(np.float32)
+            vectors = fitted_rows(trained, args.items)
         codes = codes[:args.queries]
     queries = query_vectors(codes)
     configs: list[IndexParams] = []
@@ -183,8 +223,10 @@ def main() -> None:
         if kind == "hnsw":
             configs += [IndexParams("hnsw", hnsw_m=args.m, ef_construction=args.efc, ef_search=int(ef))
                         for ef in args.ef.split(",")]
-        elif kind == "ivf":
-            configs += [IndexParams("ivf", nprobe=int(p), nlist=args.nlist) for p in args.nprobe.split(",")]
+        elif kind in ("ivf", "ivfpq"):
+            configs += [IndexParams(kind, nprobe=int(p), nlist=args.nlist, refine=int(r))
+                        for p in args.nprobe.split(",")
+                        for r in (args.refine.split(",") if kind == "ivfpq" else [IndexParams().refine])]
         else:
             configs.append(IndexParams(kind))
     rows = compare(vectors, queries, 20, configs, args.hnswlib or None, args.threads, args.build_threads)

@@ -46,6 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ann_compare import DATASET, fitted_rows, recall_on_codes, trained_rows  # noqa: E402
 from serving_load import (  # noqa: E402
     GENERATORS,
     HOST,
@@ -73,14 +74,25 @@ TARGET_OVERHEAD = 2.0
 
 # -- artifacts and registry ------------------------------------------------------------------------
 
-def make_artifact(n_items: int, seed: int) -> tuple[bytes, np.ndarray]:
+def make_artifact(n_items: int, seed: int, trained_rows: np.ndarray | None = None
+                  ) -> tuple[bytes, np.ndarray]:
+    """A RecVAE artifact of `n_items` repositories, untrained; with `trained_rows` (a trained
+    model's decoder rows, bias last) its decoder rows are drawn from their Gaussian, as
+    ann_compare.py's `fitted` source draws them, so that an index's recall is a trained model's."""
+    import torch
+
     from recvae import Recommender, RecVAE, RecVAEConfig, dump_artifact
 
     rng = np.random.default_rng(seed)
     item_ids = np.sort(rng.choice(10**8, size=n_items, replace=False)).astype(np.int64)
     config = RecVAEConfig(seed=seed)
-    recommender = Recommender(RecVAE(n_items, config), item_ids,
-                              rng.zipf(1.5, n_items).clip(max=10**6).astype(np.float32))
+    model = RecVAE(n_items, config)
+    if trained_rows is not None:
+        rows = torch.from_numpy(fitted_rows(trained_rows, n_items, seed))
+        with torch.no_grad():
+            model.decoder.weight.copy_(rows[:, :-1])
+            model.decoder.bias.copy_(rows[:, -1])
+    recommender = Recommender(model, item_ids, rng.zipf(1.5, n_items).clip(max=10**6).astype(np.float32))
     names = [f"owner{i % 997}/repo-{i}" for i in item_ids.tolist()]
     data = dump_artifact(recommender, config=config, metrics={"ndcg@100": 0.0},
                          extra={"item_names": names})
@@ -100,29 +112,39 @@ def register(db: Any, store: LocalBlobStore, data: bytes, score: float) -> dict[
 
 
 def register_index(db: Any, store: LocalBlobStore, recommender: Any, entry: dict[str, Any],
-                   inputs: list[list[int]], threads: int) -> dict[str, Any]:
-    """Build the model's top-k index as recvae_model does (faiss HNSW, `threads` threads), store it
-    next to the artifact, measure its recall@20 against exact on the benchmark's users (random
-    sets of 50 repositories on untrained weights: the method, stated in the report) and name it
-    in the registry entry, so that the server loads it instead of building its own."""
+                   inputs: list[list[int]], threads: int, codes: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """Build the model's top-k index as recvae_model does (`auto`: the kind recvae.ann picks for
+    the catalog, `threads` threads), store it next to the artifact, measure its recall@20 against
+    exact and name it in the registry entry, so that the server loads it instead of building its
+    own. Recall: on `codes` (held-out users of the trained model the `fitted` weights come from)
+    when given, else on the benchmark's users (random sets of 50 repositories through the
+    untrained encoder); the method is stated in the report."""
     import faiss
 
     from recvae import ann
     from recvae.inference import lists_to_csr
 
     faiss.omp_set_num_threads(threads)  # `recommender`: the floor's copy (one copy at 10^6 items)
-    params = ann.IndexParams("hnsw")
+    params = ann.IndexParams("auto").resolved(recommender.n_items)
     built = ann.build_for_model(recommender.model, params)
-    fold_in = lists_to_csr([recommender.index_of(np.asarray(u)).tolist() for u in inputs[:200]],
-                           recommender.n_items)
-    recall = ann.measure_recall(recommender.model, built.data, fold_in, k=K, params=params)
+    if codes is not None:
+        index = ann.deserialize(built.data, n_items=built.n_items, dim=built.dim)
+        ann.set_search_params(index, params)
+        faiss.omp_set_num_threads(1)  # the exact reference is numpy's
+        recall = {"recall": recall_on_codes(index, ann.decoder_vectors(recommender.model), codes, K),
+                  "users": len(codes)}
+    else:
+        fold_in = lists_to_csr([recommender.index_of(np.asarray(u)).tolist() for u in inputs[:200]],
+                               recommender.n_items)
+        recall = ann.measure_recall(recommender.model, built.data, fold_in, k=K, params=params)
     blob = store.put_new(f"{entry['file_name']}.faiss", built.data)
     record = {**built.to_dict(), "file_name": blob.name, "sha256": blob.sha256,
               "size_bytes": blob.size_bytes, "artifact_sha256": entry["sha256"],
               "recall": recall["recall"], "recall_k": K, "recall_users": recall["users"],
               "build_threads": threads}
     db["models"].update_one({"_id": entry["_id"]}, {"$set": {"ann_index": record}})
-    print(f"  index: {record['kind']} built in {record['build_seconds']}s ({threads} thread(s)), "
+    print(f"  index: {params.to_dict()} built in {record['build_seconds']}s ({threads} thread(s)), "
           f"{record['size_bytes'] / 2**20:.0f} MiB, recall@{K} {record['recall']:.4f}", flush=True)
     return record
 
@@ -324,9 +346,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": [], "swap": None, "drain": None,
     }
     score = 0.0
+    rows, codes = (trained_rows(args.dataset, args.epochs, args.cache) if args.weights == "fitted"
+                   else (None, None))
+    results["settings"]["weights"] = args.weights
     try:
         for n_items in args.items:
-            data, item_ids = make_artifact(n_items, seed=n_items)
+            data, item_ids = make_artifact(n_items, seed=n_items, trained_rows=rows)
             inputs = make_inputs(item_ids, 400, seed=1)
             for threads in args.threads:
                 floor = Floor(data, inputs, threads)
@@ -338,7 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             score += 1.0
                             entry = register(db, store, data, score)
                             index = (register_index(db, store, floor.recommender, entry, inputs,
-                                                    args.build_threads)
+                                                    args.build_threads, codes)
                                      if path == "approximate" else None)
                             # the switch-over (BATCHREC_ANN_MIN_ITEMS) decides the path per model
                             path_env = {**env, "BATCHREC_ANN_MIN_ITEMS": "1" if index else str(10**9)}
@@ -346,12 +371,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                             poll_seconds=1.0, log=work / "server.log", workers=workers)
                             try:
                                 server.wait_for_model(str(entry["_id"]), timeout_s=900)
+                                # which path serves, and for the index: from the registry or rebuilt
+                                top_k = server.get("/model")[1]["model"].get("top_k")
+                                print(f"  /model top_k: {top_k}", flush=True)
                                 asyncio.run(drive(server.port, inputs[:50], 4, 1.0))  # warm connections
                                 for clients in args.clients:
                                     row = measure(args, server, floor, inputs, clients, work)
                                     row.update(items=n_items, threads=threads, inference=inference,
-                                               workers=workers, path=path, rss_mb=rss_mb(server),
+                                               workers=workers, path=path, rss_mb=rss_mb(server), top_k=top_k,
                                                **({"recall@20": index["recall"],
+                                                   "index_kind": index["kind"],
                                                    "index_build_s": index["build_seconds"],
                                                    "index_mb": round(index["size_bytes"] / 2**20, 1)}
                                                   if index else {"recall@20": 1.0}), **scorer)
@@ -501,18 +530,23 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['cpu_overhead']:.2f}x | {r['client_cpu_ms_per_request']:.2f} "
             f"| {r['load_avg']} |")
     if any("path" in r for r in results["runs"]):
+        fitted = results["settings"].get("weights") == "fitted"
         lines += ["", "Top-k path: exact = the decoder over every repository; approximate = the model's "
-                  "faiss HNSW inner-product index (M=32, efConstruction=40, efSearch=128), built in the "
-                  "benchmark, stored and registered as recvae_model does. Recall@20 against exact on "
-                  "200 of the benchmark's users (50 random repositories each, untrained weights). RSS "
-                  "per serving process after the row.", "",
-                  "| items | path | clients | req/s | p50 ms | p99 ms | errors | recall@20 | index build s "
-                  "| index MiB | RSS MiB per worker | load avg |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "faiss inner-product index of the kind recvae.ann's `auto` picks for the catalog "
+                  "(`index` column), built in the benchmark, stored and registered as recvae_model does. "
+                  + ("Decoder rows drawn from the Gaussian of a RecVAE trained on github-stars-tiny "
+                     "(ann_compare.py's `fitted`); recall@20 against exact on that model's held-out "
+                     "users' codes." if fitted else
+                     "Recall@20 against exact on 200 of the benchmark's users (50 random repositories "
+                     "each, untrained weights).") + " RSS per serving process after the row.", "",
+                  "| items | path | index | clients | req/s | p50 ms | p99 ms | errors | recall@20 "
+                  "| index build s | index MiB | RSS MiB per worker | load avg |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in results["runs"]:
             if "path" in r:
                 lines.append(
-                    f"| {r['items']:,} | {r['path']} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+                    f"| {r['items']:,} | {r['path']} | {r.get('index_kind', '-')} | {r['clients']} "
+                    f"| {r['rps']:,.0f} | {r['p50_ms']:.2f} "
                     f"| {r['p99_ms']:.2f} | {r['errors']} | {r['recall@20']:.4f} "
                     f"| {r.get('index_build_s', '-')} | {r.get('index_mb', '-')} "
                     f"| {', '.join(str(x) for x in r['rss_mb'])} | {r['load_avg']} |")
@@ -547,8 +581,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measured row (at most 60)")
     parser.add_argument("--paths", nargs="+", default=["exact"], choices=["exact", "approximate"],
-                        help="top-k path of the server: exact, or the model's faiss HNSW index "
-                             "(built here, stored and registered as recvae_model does)")
+                        help="top-k path of the server: exact, or the model's faiss index "
+                             "(`auto`: built here, stored and registered as recvae_model does)")
+    parser.add_argument("--weights", choices=("untrained", "fitted"), default="untrained",
+                        help="decoder rows: the initialisation, or drawn from the Gaussian of a "
+                             "RecVAE trained on github-stars-tiny (ann_compare.py's `fitted`; the "
+                             "index's recall is then measured on that model's held-out users)")
+    parser.add_argument("--dataset", type=Path, default=DATASET, help="for --weights fitted")
+    parser.add_argument("--epochs", type=int, default=10, help="for --weights fitted")
+    parser.add_argument("--cache", type=Path, help="for --weights fitted: ann_compare.py's .npz")
     parser.add_argument("--build-threads", type=int, default=1,
                         help="threads that build the approximate path's index")
     parser.add_argument("--workers", type=int, nargs="+", default=[1],

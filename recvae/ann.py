@@ -3,11 +3,11 @@
 A repository's score is `w_i . z + b_i` (the decoder is one linear layer over the user's code
 `z`). With the bias appended to each decoder row and a 1 appended to `z`, the score is a plain
 inner product `[w_i, b_i] . [z, 1]`, so the top-k is a maximum-inner-product search over the
-decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, IVF-Flat from
-there, both with inner product) and why: docs/serving.md ("How to choose the index type"),
-measured by benchmarks/ann_compare.py.
+decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, from there IVF
+with 4-bit PQ fast-scan codes and exact re-ranking, `ivfpq`; all with inner product) and why:
+docs/serving.md ("How to choose the index type"), measured by benchmarks/ann_compare.py.
 
-The index is serialised with faiss's own format (`serialize_index`), never pickle; the bytes are
+The index is serialised with faiss's own format (`write_index`), never pickle; the bytes are
 stored and checksummed like the artifact. Import of faiss is deferred so that `recvae` itself
 loads without it (training does not need it).
 """
@@ -15,29 +15,42 @@ loads without it (training does not need it).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-INDEX_KINDS = ("auto", "hnsw", "ivf", "flat")
+INDEX_KINDS = ("auto", "hnsw", "ivf", "ivfpq", "flat")
 # `auto`: HNSW answers fastest, but its build grows faster than linearly (112 s at 200,000
-# repositories, 503 s at 10^6 on the shared 2 cores); IVF-Flat builds 10^6 in 26 s
+# repositories, 503 s at 10^6 on the shared 2 cores); ivfpq builds 10^6 in 19-49 s (load 2-7) and
+# answers a query in about 1 ms (IVF-Flat, which reads every probed row whole: 14-16 ms)
 IVF_MIN_ITEMS = 100_000
 # HNSW: 32 links per node, construction beam 40, query beam 128 (docs/serving.md has the
 # recall/latency curve these come from)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
-# IVF: about 2*sqrt(n) lists (2,000 at 10^6), 256 probed (recall@20 0.995 at 10^6); k-means on
-# 32 points per list, 10 iterations (training is most of the build)
+# IVF (`ivf`: IVF-Flat; `ivfpq`: fast-scan codes, below): about 2*sqrt(n) lists (2,000 at 10^6),
+# 256 probed (recall@20 0.995 at 10^6); k-means on 32 points per list, 10 iterations
 IVF_LISTS_PER_SQRT_N = 2
 IVF_NPROBE = 256
 IVF_TRAIN_PER_LIST = 32
 IVF_KMEANS_ITER = 10
+# ivfpq: each list holds 4-bit product-quantizer codes of IVFPQ_SUB_DIMS dimension(s) per
+# sub-quantizer (201 dimensions: 101 bytes a row), scanned with SIMD lookups (faiss fast-scan); the
+# best IVFPQ_REFINE * k candidates are re-ranked with exact inner products over the rows. Codes of
+# 3 dimensions (34 bytes) scan faster but rank worse: they need 64 * k candidates for 0.989 at
+# 10^6, one dimension needs 8 * k for 0.995 (docs/serving.md)
+IVFPQ_SUB_DIMS = 1
+IVFPQ_REFINE = 8
+# ivfpq: users with at most this many own items are searched in one call per batch, each asking
+# for more results and dropping its own afterwards (per-user selector searches cost about twice
+# as much per user: benchmarks/ann_compare.py's `batch16_excluding_ms_per_query`)
+OVERFETCH_MAX_OWN = 200
 
 
 def _faiss() -> Any:
@@ -72,8 +85,9 @@ class IndexParams:
     hnsw_m: int = HNSW_M
     ef_construction: int = HNSW_EF_CONSTRUCTION
     ef_search: int = HNSW_EF_SEARCH
-    nlist: int | None = None  # IVF: None = 4 * sqrt(n_items)
+    nlist: int | None = None  # IVF: None = IVF_LISTS_PER_SQRT_N * sqrt(n_items)
     nprobe: int = IVF_NPROBE
+    refine: int = IVFPQ_REFINE  # ivfpq: candidates re-ranked exactly, per result
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,14 +97,15 @@ class IndexParams:
     def resolved(self, n_items: int) -> IndexParams:
         """These parameters with `auto` replaced by the kind for a catalog of `n_items`, and IVF's
         number of lists filled in."""
-        kind = self.kind if self.kind != "auto" else "ivf" if n_items >= IVF_MIN_ITEMS else "hnsw"
+        kind = self.kind if self.kind != "auto" else "ivfpq" if n_items >= IVF_MIN_ITEMS else "hnsw"
         nlist = (min(self.nlist or max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n_items))), n_items)
-                 if kind == "ivf" else self.nlist)
+                 if kind in ("ivf", "ivfpq") else self.nlist)
         return replace(self, kind=kind, nlist=nlist)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
-                "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe}
+                "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe,
+                "refine": self.refine}
 
 
 def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any:
@@ -107,19 +122,33 @@ def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any
         index.hnsw.efSearch = params.ef_search
     else:
         nlist = params.nlist
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = IVF_KMEANS_ITER
+        codes = "Flat" if params.kind == "ivf" else f"PQ{pq_subquantizers(dim)}x4fs"
+        # the factory's index owns its quantizer (and the re-ranking rows: RFlat)
+        index = faiss.index_factory(dim, f"IVF{nlist},{codes}" + (",RFlat" if params.kind == "ivfpq" else ""),
+                                    faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).cp.niter = IVF_KMEANS_ITER
         rng = np.random.default_rng(params.seed)
         sample = vectors[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
         index.train(sample)
-        index.nprobe = min(params.nprobe, nlist)
+        set_search_params(index, params)
     index.add(vectors)
     return index
 
 
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantizers of `ivfpq`'s codes: the fewest that split `dim` evenly into parts of at most
+    IVFPQ_SUB_DIMS dimensions (faiss's PQ needs equal parts)."""
+    return next(dim // sub for sub in range(min(IVFPQ_SUB_DIMS, dim), 0, -1) if dim % sub == 0)
+
+
 def serialize(index: Any) -> bytes:
-    return _faiss().serialize_index(index).tobytes()
+    """faiss's own format: written to a file and read back, which at 200,000 `ivfpq` rows (176 MiB)
+    took 0.2-0.7 s against 1.7-2.9 s for `serialize_index` into memory (and `.tobytes()`)."""
+    with tempfile.TemporaryDirectory(prefix="batchrec-index-") as folder:
+        path = os.path.join(folder, "index.faiss")
+        _faiss().write_index(index, path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
@@ -130,10 +159,13 @@ def deserialize(data: bytes, *, n_items: int, dim: int) -> Any:
 
 def read_index_file(path: str | os.PathLike[str], *, n_items: int, dim: int) -> Any:
     """`deserialize` of a local file, memory-mapped where faiss can (an IVF index's lists, a flat
-    or HNSW index's vectors): processes that map the same file share those pages."""
+    or HNSW index's vectors, an `ivfpq` index's re-ranking rows; its fast-scan lists are copied
+    into memory: 25 MiB of a 176 MiB file at 200,000 rows): processes that map the same file share
+    those pages."""
     faiss = _faiss()
     with open(path, "rb") as f:
         ivf = f.read(2) == b"Iw"  # faiss's IVF type codes ("IwFl", ...): lists mapped with IO_FLAG_MMAP
+    # (`ivfpq` is a refine index, "IxRF": IO_FLAG_MMAP_IFC maps its flat rows)
     # (IO_FLAG_MMAP_IFC maps flat and HNSW storage, but makes IVF's mmap fail: one or the other)
     flags = (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
     return _checked(lambda: faiss.read_index(os.fspath(path), flags), n_items, dim)
@@ -158,14 +190,32 @@ def set_search_params(index: Any, params: IndexParams) -> None:
     faiss = _faiss()
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = params.ef_search
-    elif isinstance(index, faiss.IndexIVF):
-        index.nprobe = min(params.nprobe, index.nlist)
+        return
+    if isinstance(index, faiss.IndexRefine):
+        index.k_factor = float(params.refine)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(params.nprobe, ivf.nlist)
+
+
+def search_knobs(index: Any) -> dict[str, int]:
+    """The query-time knobs an index searches with now (for `/model`)."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexHNSW):
+        return {"ef_search": int(index.hnsw.efSearch)}
+    ivf = faiss.try_extract_index_ivf(index)
+    knobs = {"nprobe": int(ivf.nprobe)} if ivf is not None else {}
+    if isinstance(index, faiss.IndexRefine):
+        knobs["refine"] = int(index.k_factor)
+    return knobs
 
 
 def index_kind(index: Any) -> str:
     faiss = _faiss()
     if isinstance(index, faiss.IndexHNSW):
         return "hnsw"
+    if isinstance(index, faiss.IndexRefine) and faiss.try_extract_index_ivf(index) is not None:
+        return "ivfpq"
     if isinstance(index, faiss.IndexIVF):
         return "ivf"
     return "flat"
@@ -180,6 +230,11 @@ def _excluding(index: Any, own: np.ndarray) -> tuple[Any, Any]:
         return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch), selector
     if isinstance(index, faiss.IndexIVF):
         return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe), selector
+    if isinstance(index, faiss.IndexRefine):  # the base index's search skips them: the re-ranking
+        # sees only its candidates
+        base, kept = _excluding(faiss.downcast_index(index.base_index), own)
+        params = faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base)
+        return params, (base, kept)
     return faiss.SearchParameters(sel=selector), selector
 
 
@@ -206,7 +261,13 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
     plain = [row for row in range(size) if not len(own[row])]
     if plain:  # no items to exclude: one batched search
         out_val[plain], out_idx[plain] = index.search(queries[plain], k)
-    for row in (r for r in range(size) if len(own[r])):
+    excluding = [row for row in range(size) if len(own[row])]
+    if isinstance(index, _faiss().IndexRefine):
+        shared = [row for row in excluding if len(own[row]) <= OVERFETCH_MAX_OWN]
+        excluding = [row for row in excluding if len(own[row]) > OVERFETCH_MAX_OWN]
+        for row, found, values in _overfetched(index, queries, own, shared, k):
+            out_idx[row, :len(found)], out_val[row, :len(values)] = found, values
+    for row in excluding:
         mine = np.asarray(own[row], dtype=np.int64)
         params, _selector = _excluding(index, mine)
         values, found = index.search(queries[row:row + 1], k, params=params)
@@ -219,6 +280,28 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
         out_val[row, :len(values[:k])] = values[:k]
     out_val[out_idx < 0] = -np.inf
     return out_idx, out_val
+
+
+def _overfetched(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], rows: list[int], k: int
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(row, top-k items, scores) of `rows` from one search of a refine index that asks each row
+    for `k + w` results, `w` the most own items among the rows, and drops the row's own items
+    afterwards. The base search returns `refine * k + w` candidates, so every row keeps at least
+    the `refine * k` candidates that are not its own (as a selector search gives it) to re-rank."""
+    if not rows:
+        return
+    faiss = _faiss()
+    widest = max(len(own[row]) for row in rows)
+    wide = min(k + widest, index.ntotal)
+    ivf = faiss.try_extract_index_ivf(index)
+    base = faiss.SearchParametersIVF(nprobe=ivf.nprobe) if ivf is not None else None
+    # faiss takes int(wide * k_factor) candidates: the half keeps the rounding from losing one
+    params = faiss.IndexRefineSearchParameters(
+        k_factor=(k * index.k_factor + widest + 0.5) / wide, base_index_params=base)
+    values, found = index.search(queries[rows], wide, params=params)
+    for at, row in enumerate(rows):
+        keep = (found[at] >= 0) & ~np.isin(found[at], own[row])
+        yield row, found[at][keep][:k], values[at][keep][:k]
 
 
 def exact_top_k(vectors: np.ndarray, query: np.ndarray, own: np.ndarray, k: int

@@ -62,6 +62,57 @@ def test_k_results_even_when_the_index_finds_too_few(rec: Recommender) -> None:
     assert np.array_equal(idx, expected_idx)  # every short row was answered exactly
 
 
+@pytest.mark.parametrize("overfetch_max_own", [ann.OVERFETCH_MAX_OWN, 10, 0])
+def test_ivfpq_probing_every_list_and_reranking_every_candidate_is_exact(
+        rec: Recommender, overfetch_max_own: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IVF with 4-bit PQ fast-scan codes and exact re-ranking: with every list probed and every
+    item a candidate, the re-ranked top-k is the exact one. Own items are dropped from a batch's
+    over-fetched results (users with at most OVERFETCH_MAX_OWN of them), or skipped inside the
+    base index's search (the selector travels in the refine index's base parameters): 10 splits
+    the users between the two ways, 0 sends them all through the selector."""
+    monkeypatch.setattr(ann, "OVERFETCH_MAX_OWN", overfetch_max_own)
+    n = rec.n_items
+    params = ann.IndexParams("ivfpq", nlist=8, nprobe=8, refine=n)
+    index = ann.build_index(ann.decoder_vectors(rec.model), params)
+    assert ann.index_kind(index) == "ivfpq"
+    users = _users(n)
+    idx, scores = _approx(rec, index, users, k=20)
+    expected_idx, expected_scores = rec.recommend(users, k=20)
+    assert np.array_equal(idx, expected_idx)
+    assert np.allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
+    for row, own in enumerate(users):
+        assert not set(idx[row]) & set(own.tolist())
+
+
+def test_ivfpq_search_knobs_are_set_and_narrow_ones_lose_recall(rec: Recommender, small_split: Split) -> None:
+    params = ann.IndexParams("ivfpq", nlist=50, nprobe=1, refine=1)
+    built = ann.build_for_model(rec.model, params)
+    index = ann.deserialize(built.data, n_items=built.n_items, dim=built.dim)
+    ann.set_search_params(index, ann.IndexParams("ivfpq", nprobe=7, refine=3))
+    assert ann.index_kind(index) == "ivfpq"
+    assert index.k_factor == 3 and faiss_ivf(index).nprobe == 7
+    fold_in = small_split.test.fold_in
+    narrow = ann.measure_recall(rec.model, built.data, fold_in, k=20, params=params)
+    wide = ann.measure_recall(rec.model, built.data, fold_in, k=20,
+                              params=ann.IndexParams("ivfpq", nprobe=50, refine=rec.n_items))
+    assert narrow["recall"] < 0.9 and wide["recall"] == 1.0
+
+
+def faiss_ivf(index):
+    import faiss
+
+    return faiss.extract_index_ivf(index)
+
+
+def test_pq_subquantizers_split_the_dimension_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ann.pq_subquantizers(201) == 201 // ann.IVFPQ_SUB_DIMS
+    monkeypatch.setattr(ann, "IVFPQ_SUB_DIMS", 3)
+    assert ann.pq_subquantizers(201) == 67  # RecVAE's latent 200 + bias: 3 dimensions each
+    assert ann.pq_subquantizers(9) == 3
+    assert ann.pq_subquantizers(202) == 101  # 202 = 2 x 101: no part of 3 fits, parts of 2
+    assert ann.pq_subquantizers(101) == 101  # a prime: one dimension each
+
+
 def test_k_beyond_the_items_left_is_padded(rec: Recommender) -> None:
     index = ann.build_index(ann.decoder_vectors(rec.model), ann.IndexParams("flat"))
     users = [np.arange(rec.n_items - 3, dtype=np.int64)]
@@ -100,10 +151,12 @@ def test_recall_at_k_counts_overlap() -> None:
     assert ann.recall_at_k(approx, exact) == pytest.approx((2 + 2) / 6)
 
 
-def test_auto_kind_is_hnsw_below_the_ivf_size_and_ivf_from_it() -> None:
+def test_auto_kind_is_hnsw_below_the_ivf_size_and_ivfpq_from_it() -> None:
     assert ann.IndexParams().kind == "auto"
     assert ann.IndexParams().resolved(ann.IVF_MIN_ITEMS - 1).kind == "hnsw"
-    assert ann.IndexParams().resolved(ann.IVF_MIN_ITEMS).kind == "ivf"
+    large = ann.IndexParams().resolved(10**6)
+    assert ann.IndexParams().resolved(ann.IVF_MIN_ITEMS).kind == large.kind == "ivfpq"
+    assert large.nlist == 2000
     assert ann.IndexParams("flat").resolved(10**7).kind == "flat"  # an explicit kind stays
 
 
@@ -120,10 +173,11 @@ def test_ivf_probing_every_list_is_exact() -> None:
     assert ann.recall_at_k(found, exact) == 1.0
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw", "flat"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw", "flat"])
 def test_index_file_is_mapped_and_answers_as_its_bytes(kind: str, tmp_path) -> None:
-    """read_index_file maps the file (IVF's lists, HNSW's and flat's vectors), so workers that
-    read the same file share those pages; it answers as the deserialised bytes do."""
+    """read_index_file maps the file (IVF's lists, HNSW's and flat's vectors, ivfpq's re-ranking
+    rows), so workers that read the same file share those pages; it answers as the deserialised
+    bytes do."""
     from pathlib import Path
 
     rng = np.random.default_rng(5)

@@ -173,8 +173,8 @@ class TrainingConfig(dg.Config):
                                                   "repositories (smaller ones are served exactly). Default: "
                                                   "BATCHREC_ANN_MIN_ITEMS.")
     ann_index: str | None = Field(
-        default=None, description="The index type (faiss, inner product): auto, hnsw, ivf or flat. Default: "
-                                  "BATCHREC_ANN_INDEX.")
+        default=None, description="The index type (faiss, inner product): auto, hnsw, ivf, ivfpq or flat. "
+                                  "Default: BATCHREC_ANN_INDEX.")
     ann_recall_k: int | None = Field(default=None, ge=1,
                                      description="k of the index's recall@k against exact scoring. Default: "
                                                  "BATCHREC_ANN_RECALL_K.")

@@ -130,13 +130,12 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
     problem = mismatched_vectors(index, vectors)
     if problem:
         return None, _reject(f"{file_name}: {problem}")
-    # at least the beam (HNSW) and lists (IVF) the recall was measured with at registration
-    # (defs/assets/ann_index.py)
-    recorded = {name: record.get(name) if isinstance(record.get(name), int) else 0
-                for name in ("ef_search", "nprobe")}
+    # at least the beam (HNSW), the lists (IVF) and the re-ranked candidates (ivfpq) the recall
+    # was measured with at registration (defs/assets/ann_index.py)
+    knobs = ("ef_search", "nprobe", "refine")
+    recorded = {name: record.get(name) if isinstance(record.get(name), int) else 0 for name in knobs}
     ann.set_search_params(index, replace(
-        options.params, ef_search=max(options.params.ef_search, recorded["ef_search"]),
-        nprobe=max(options.params.nprobe, recorded["nprobe"])))
+        options.params, **{name: max(getattr(options.params, name), recorded[name]) for name in knobs}))
     return index, ""
 
 
@@ -183,8 +182,5 @@ def attach_index(scorer: BatchScorer, entry: Mapping[str, Any], store: BlobStore
     else:
         status.update(source="registry", file_name=record["file_name"], kind=ann.index_kind(index),
                       recall=record.get("recall"), recall_k=record.get("recall_k"))
-        if ann.index_kind(index) == "hnsw":
-            status["ef_search"] = int(index.hnsw.efSearch)
-        elif ann.index_kind(index) == "ivf":
-            status["nprobe"] = int(index.nprobe)
+        status.update(ann.search_knobs(index))
     return ApproxScorer(scorer, index), status

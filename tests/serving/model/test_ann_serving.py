@@ -46,13 +46,13 @@ def approx(mongo_db: Any, gcs_store: BlobStore) -> Iterator[Serving]:
 
 
 def publish_with_index(serving: Serving, *, score: float, seed: int, index_seed: int | None = None,
-                       index_bytes: Any = None) -> dict[str, Any]:
+                       index_bytes: Any = None, params: ann.IndexParams = FLAT) -> dict[str, Any]:
     """Publish a model and its index as recvae_model does (index_seed: build the index from another
     model's decoder; index_bytes(data): store other bytes under the index's name)."""
     data = build_artifact(seed)
     entry = publish(serving.db, serving.store, score=score, data=data)
     source = build_artifact(index_seed) if index_seed is not None else data
-    built = ann.build_for_model(load_artifact(source, device="cpu").recommender.model, FLAT)
+    built = ann.build_for_model(load_artifact(source, device="cpu").recommender.model, params)
     stored_bytes = index_bytes(built.data) if index_bytes else built.data
     blob = serving.store.put_new(f"{entry['file_name']}.faiss", stored_bytes)
     record = {**built.to_dict(), "file_name": blob.name, "sha256": blob.sha256,
@@ -89,6 +89,22 @@ def test_the_approximate_path_gives_the_exact_top_k_without_own_repositories(app
             assert got == exact_top(data, user, k)
             assert not set(got) & set(user)
             assert len(got) == min(k, len(ITEM_IDS) - len(user))  # k means k
+
+
+def test_a_registry_ivfpq_index_is_searched_with_at_least_its_recorded_knobs(
+        mongo_db: Any, gcs_store: BlobStore) -> None:
+    # the server's own settings probe 1 list and re-rank 1 candidate per result; the index was
+    # recorded with every list probed and every repository re-ranked, which makes it exact
+    recorded = ann.IndexParams("ivfpq", nlist=2, nprobe=2, refine=len(ITEM_IDS))
+    narrow = AnnOptions(min_items=1, params=ann.IndexParams("ivfpq", nprobe=1, refine=1))
+    for serving in serve(mongo_db, gcs_store, narrow):
+        publish_with_index(serving, score=0.2, seed=6, params=recorded)
+        assert serving.manager.refresh_now().outcome == "swapped"
+        top_k = serving.http.get("/model").json()["model"]["top_k"]
+        assert (top_k["source"], top_k["kind"]) == ("registry", "ivfpq")
+        assert (top_k["nprobe"], top_k["refine"]) == (2, len(ITEM_IDS))
+        for user in USERS[:3]:
+            assert answered(serving, user, 10)[1] == exact_top(build_artifact(6), user, 10)
 
 
 def test_a_small_catalog_is_scored_exactly(mongo_db: Any, gcs_store: BlobStore) -> None:
