@@ -51,6 +51,11 @@ IVFPQ_REFINE = 8
 # for more results and dropping its own afterwards (per-user selector searches cost about twice
 # as much per user: benchmarks/ann_compare.py's `batch16_excluding_ms_per_query`)
 OVERFETCH_MAX_OWN = 200
+# an index below its recall floor is measured again with wider search knobs (IndexParams.wider):
+# HNSW's beam doubles up to this; IVF's probes double up to every list, then ivfpq's re-ranked
+# candidates per result double up to MAX_REFINE
+MAX_EF_SEARCH = 1024
+MAX_REFINE = 64
 
 
 def _faiss() -> Any:
@@ -101,6 +106,18 @@ class IndexParams:
         nlist = (min(self.nlist or max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n_items))), n_items)
                  if kind in ("ivf", "ivfpq") else self.nlist)
         return replace(self, kind=kind, nlist=nlist)
+
+    def wider(self) -> IndexParams | None:
+        """The next wider search knobs of a resolved index (more recall, slower queries), or None
+        when they are at their widest: HNSW's beam doubles; IVF's probes double up to every list,
+        then ivfpq's re-ranked candidates double. The index itself stays as built."""
+        if self.kind == "hnsw" and self.ef_search < MAX_EF_SEARCH:
+            return replace(self, ef_search=min(MAX_EF_SEARCH, self.ef_search * 2))
+        if self.kind in ("ivf", "ivfpq") and self.nlist is not None and self.nprobe < self.nlist:
+            return replace(self, nprobe=min(self.nlist, self.nprobe * 2))
+        if self.kind == "ivfpq" and self.refine < MAX_REFINE:
+            return replace(self, refine=min(MAX_REFINE, self.refine * 2))
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,

@@ -201,3 +201,20 @@ def test_index_file_is_mapped_and_answers_as_its_bytes(kind: str, tmp_path) -> N
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ann.IndexLoadError):
         ann.read_index_file(truncated, n_items=3000, dim=9)
+
+
+def test_wider_knobs_grow_to_their_widest_and_stop() -> None:
+    steps = {}
+    for kind in ("hnsw", "ivf", "ivfpq", "flat"):
+        params = ann.IndexParams(kind, ef_search=100, nprobe=3, refine=8).resolved(10_000)
+        seen = [params]
+        while (wider := seen[-1].wider()) is not None:
+            seen.append(wider)
+        steps[kind] = seen
+    assert [p.ef_search for p in steps["hnsw"]] == [100, 200, 400, 800, 1024]
+    ivf_probes = [p.nprobe for p in steps["ivf"]]
+    assert ivf_probes[0] == 3 and ivf_probes[-1] == steps["ivf"][0].nlist == 200
+    assert all(b > a for a, b in zip(ivf_probes, ivf_probes[1:], strict=False))
+    # ivfpq: every list probed first, then more candidates re-ranked
+    assert steps["ivfpq"][-1].nprobe == 200 and [p.refine for p in steps["ivfpq"]][-4:] == [8, 16, 32, 64]
+    assert steps["flat"] == [steps["flat"][0]]

@@ -10,7 +10,6 @@ switch-over (BATCHREC_ANN_MIN_ITEMS) is served exactly and gets no index.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import scipy.sparse as sp
@@ -20,29 +19,29 @@ from batchrec_dagster.storage.blobs import BlobStore, StoredBlob
 from recvae import ann
 
 INDEX_SUFFIX = ".faiss"
-# an HNSW index below the recall floor is measured again with twice the query beam, up to this:
-# the beam it reaches the floor with is recorded, and servers search with at least that beam
-MAX_EF_SEARCH = 1024
 
 
 def build_and_store(model: torch.nn.Module, artifact: StoredBlob, store: BlobStore, held_out: sp.csr_matrix,
                     *, params: ann.IndexParams, min_items: int, recall_k: int,
                     min_recall: float = 0.0) -> dict[str, Any] | None:
     """The index record for the registry entry, or None below the switch-over (exact serving).
-    An HNSW index whose recall is below `min_recall` is measured again with a wider query beam
-    (doubling up to MAX_EF_SEARCH); the record keeps the beam of the last measurement."""
+    An index whose recall is below `min_recall` is measured again with wider search knobs
+    (`IndexParams.wider`: HNSW's beam, IVF's probes, then ivfpq's re-ranking) until it reaches the
+    floor or they are at their widest. The record keeps the knobs of the last measurement, and
+    servers search with at least those."""
     n_items = int(model.decoder.weight.shape[0])
     if n_items < min_items:
         return None
     params = params.resolved(n_items)  # `auto`: the kind for this catalog (recvae.ann.IVF_MIN_ITEMS)
     built = ann.build_for_model(model, params)
     recall = ann.measure_recall(model, built.data, held_out, k=recall_k, params=params)
-    while (params.kind == "hnsw" and recall["recall"] is not None and recall["recall"] < min_recall
-           and params.ef_search < MAX_EF_SEARCH):
-        params = replace(params, ef_search=min(MAX_EF_SEARCH, params.ef_search * 2))
+    wider = params.wider()
+    while recall["recall"] is not None and recall["recall"] < min_recall and wider is not None:
+        params, wider = wider, wider.wider()
         recall = ann.measure_recall(model, built.data, held_out, k=recall_k, params=params)
     stored = store.put_new(f"{artifact.name}{INDEX_SUFFIX}", built.data)
-    return {**built.to_dict(), "ef_search": params.ef_search,
+    knobs = {"ef_search": params.ef_search, "nprobe": params.nprobe, "refine": params.refine}
+    return {**built.to_dict(), **knobs,
             "file_name": stored.name, "uri": stored.uri, "sha256": stored.sha256,
             "size_bytes": stored.size_bytes, "artifact_sha256": artifact.sha256,
             "recall": recall["recall"], "recall_k": recall["k"], "recall_users": recall["users"]}
