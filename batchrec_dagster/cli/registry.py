@@ -69,18 +69,18 @@ def observe_in_dagit(outcome: Any) -> str:
 
 
 def cmd_registry_action(args: argparse.Namespace) -> int:
-    from batchrec_dagster.registry import operator_actions as operators
+    from batchrec_dagster.registry import operator_actions
 
     db = _database()
     policy = policy_of(args)
     if args.registry_action == "pin":
-        outcome = operators.pin(db, args.model_id, args.reason, policy=policy)
+        outcome = operator_actions.pin(db, args.model_id, args.reason, policy=policy)
     elif args.registry_action == "unpin":
-        outcome = operators.unpin(db, args.reason)
+        outcome = operator_actions.unpin(db, args.reason)
     elif args.registry_action == "ban":
-        outcome = operators.ban(db, args.model_id, args.reason, policy=policy)
+        outcome = operator_actions.ban(db, args.model_id, args.reason, policy=policy)
     else:
-        outcome = operators.unban(db, args.model_id, args.reason, policy=policy)
+        outcome = operator_actions.unban(db, args.model_id, args.reason, policy=policy)
     action = outcome.action
     print(f"{action.action} {action.model_id} at {action.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
           f"{': ' + action.reason if action.reason else ''}")

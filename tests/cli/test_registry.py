@@ -7,8 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from batchrec_dagster.cli.commands import build_parser, main
-from batchrec_dagster.registry import champions, evaluations
-from batchrec_dagster.registry import controls as model_controls
+from batchrec_dagster.registry import champions, controls, evaluations
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import ensure_indexes, register_model
 
@@ -107,5 +106,5 @@ def test_an_upper_case_ban_logged_by_an_older_version_is_applied(mongo_db):
     older, newer = add_model(mongo_db, "older", 3), add_model(mongo_db, "newer", 2)
     mongo_db["model_controls"].insert_one({"action": "ban", "model_id": newer.upper(), "reason": "old log",
                                            "at": NOW - timedelta(minutes=5)})
-    assert model_controls.current_controls(mongo_db).banned == {newer}
+    assert controls.current_controls(mongo_db).banned == {newer}
     assert str(champions.champion_for_serving(mongo_db, POLICY)["_id"]) == older

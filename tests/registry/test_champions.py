@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batchrec_dagster.registry import champions, evaluations
-from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry import champions, evaluations, operator_actions
 from batchrec_dagster.registry.controls import current_controls
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.models import ensure_indexes, register_model
@@ -95,27 +94,28 @@ def test_pin_and_ban_are_recorded_with_time_and_reason_and_refused_when_unsafe(d
     stale = add_model(db, "stale", 30)
     champion, other = decided(db, champion=(1, 0.3), other=(2, 0.2))
 
-    with pytest.raises(operators.OperatorError, match="stale and is never served"):
-        operators.pin(db, stale, now=NOW, policy=POLICY)
-    with pytest.raises(operators.OperatorError, match="no model with id 'nope'"):
-        operators.pin(db, "nope", now=NOW, policy=POLICY)
-    with pytest.raises(operators.OperatorError, match="no model is pinned"):
-        operators.unpin(db, now=NOW)
+    with pytest.raises(operator_actions.OperatorError, match="stale and is never served"):
+        operator_actions.pin(db, stale, now=NOW, policy=POLICY)
+    with pytest.raises(operator_actions.OperatorError, match="no model with id 'nope'"):
+        operator_actions.pin(db, "nope", now=NOW, policy=POLICY)
+    with pytest.raises(operator_actions.OperatorError, match="no model is pinned"):
+        operator_actions.unpin(db, now=NOW)
 
-    operators.pin(db, other, "canary", now=NOW, policy=POLICY)
+    operator_actions.pin(db, other, "canary", now=NOW, policy=POLICY)
     assert str(champions.champion_for_serving(db, POLICY, NOW)["_id"]) == other
-    with pytest.raises(operators.OperatorError, match="is pinned; unpin it first"):
-        operators.ban(db, other, now=NOW, policy=POLICY)
-    operators.unpin(db, "canary done", now=NOW + timedelta(seconds=1))
+    with pytest.raises(operator_actions.OperatorError, match="is pinned; unpin it first"):
+        operator_actions.ban(db, other, now=NOW, policy=POLICY)
+    operator_actions.unpin(db, "canary done", now=NOW + timedelta(seconds=1))
 
-    outcome = operators.ban(db, champion, "leaks private repos", now=NOW + timedelta(seconds=2),
+    outcome = operator_actions.ban(db, champion, "leaks private repos", now=NOW + timedelta(seconds=2),
                             policy=POLICY)
     assert outcome.decision.champion_id == other and outcome.decision.promoted
     assert "is banned" in champions.current_champion(db)["reason"]
-    with pytest.raises(operators.OperatorError, match="is banned .*leaks private repos.*unban it first"):
-        operators.pin(db, champion, now=NOW + timedelta(seconds=3), policy=POLICY)
-    with pytest.raises(operators.OperatorError, match="already banned"):
-        operators.ban(db, champion, now=NOW + timedelta(seconds=3), policy=POLICY)
+    with pytest.raises(operator_actions.OperatorError,
+                       match="is banned .*leaks private repos.*unban it first"):
+        operator_actions.pin(db, champion, now=NOW + timedelta(seconds=3), policy=POLICY)
+    with pytest.raises(operator_actions.OperatorError, match="already banned"):
+        operator_actions.ban(db, champion, now=NOW + timedelta(seconds=3), policy=POLICY)
 
     controls = current_controls(db)
     assert controls.pin is None and set(controls.bans) == {champion}
@@ -124,10 +124,11 @@ def test_pin_and_ban_are_recorded_with_time_and_reason_and_refused_when_unsafe(d
     assert controls.history[0].at == NOW + timedelta(seconds=2)
 
     # unban: the better model is champion again on the same window
-    outcome = operators.unban(db, champion, "false alarm", now=NOW + timedelta(seconds=4), policy=POLICY)
+    outcome = operator_actions.unban(db, champion, "false alarm", now=NOW + timedelta(seconds=4),
+                                     policy=POLICY)
     assert outcome.decision.champion_id == champion
-    with pytest.raises(operators.OperatorError, match="is not banned"):
-        operators.unban(db, champion, now=NOW + timedelta(seconds=5), policy=POLICY)
+    with pytest.raises(operator_actions.OperatorError, match="is not banned"):
+        operator_actions.unban(db, champion, now=NOW + timedelta(seconds=5), policy=POLICY)
 
 
 def test_the_policy_passed_in_decides_ties_and_freshness(db):
@@ -164,7 +165,7 @@ def _at_once(*calls) -> list[object]:
         barrier.wait()
         try:
             results[i] = calls[i]()
-        except operators.OperatorError as exc:
+        except operator_actions.OperatorError as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
@@ -187,23 +188,23 @@ def test_pin_and_ban_of_one_model_at_the_same_time_never_both_succeed(db, mongo_
         for i, model in enumerate(models):
             at = NOW + timedelta(seconds=i)
             pinned, banned = _at_once(
-                lambda m=model, t=at: operators.pin(pin_db, m, "canary", now=t, policy=POLICY),
-                lambda m=model, t=at: operators.ban(ban_db, m, "rollback", now=t, policy=POLICY))
-            wins = [not isinstance(r, operators.OperatorError) for r in (pinned, banned)]
+                lambda m=model, t=at: operator_actions.pin(pin_db, m, "canary", now=t, policy=POLICY),
+                lambda m=model, t=at: operator_actions.ban(ban_db, m, "rollback", now=t, policy=POLICY))
+            wins = [not isinstance(r, operator_actions.OperatorError) for r in (pinned, banned)]
             assert sum(wins) == 1, (pinned, banned)
             controls = current_controls(db)
             if wins[0]:
                 assert controls.pin.model_id == model and model not in controls.banned
                 assert "is pinned" in str(banned)
-                operators.unpin(db, now=at)
+                operator_actions.unpin(db, now=at)
             else:
                 assert model in controls.banned and (controls.pin is None or controls.pin.model_id != model)
                 assert "is banned" in str(pinned)
         # two operators banning one model at once: one ban, one "already banned"
         target = add_model(db, "target", 1)
-        results = _at_once(*(lambda d=d: operators.ban(d, target, now=NOW, policy=POLICY)
+        results = _at_once(*(lambda d=d: operator_actions.ban(d, target, now=NOW, policy=POLICY)
                              for d in (pin_db, ban_db, other_db)))
-        assert sum(not isinstance(r, operators.OperatorError) for r in results) == 1
+        assert sum(not isinstance(r, operator_actions.OperatorError) for r in results) == 1
         assert sum(1 for a in current_controls(db).history if a.model_id == target) == 1
     finally:
         for client in clients:

@@ -19,8 +19,7 @@ from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.automation.star_arrivals import latest_closed_partition
 from batchrec_dagster.defs.jobs import EVALUATION_JOB_NAME
 from batchrec_dagster.defs.partitions import partition_window
-from batchrec_dagster.registry import champions
-from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry import champions, operator_actions
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.registry.evaluations import EVALUATIONS, on_window
 from batchrec_dagster.registry.models import entries_for_partition
@@ -97,12 +96,12 @@ def test_hour_h_then_h_plus_1_evaluation_promotion_and_backfill(local_settings: 
     # what the server will serve: the champion, a pin over it, and a ban for rollback
     served = champions.champion_for_serving(mongo_db, POLICY)
     assert served["_id"] == m2["_id"] and served["selection"]["role"] == "champion"
-    operators.pin(mongo_db, str(m1["_id"]), "compare by hand", policy=POLICY)
+    operator_actions.pin(mongo_db, str(m1["_id"]), "compare by hand", policy=POLICY)
     served = champions.champion_for_serving(mongo_db, POLICY)
     assert served["_id"] == m1["_id"] and served["selection"]["role"] == "pin"
     assert served["selection"]["pin"]["reason"] == "compare by hand"
-    operators.unpin(mongo_db)
-    outcome = operators.ban(mongo_db, str(m2["_id"]), "bad recommendations", policy=POLICY)
+    operator_actions.unpin(mongo_db)
+    outcome = operator_actions.ban(mongo_db, str(m2["_id"]), "bad recommendations", policy=POLICY)
     assert outcome.decision.champion_id == str(m1["_id"]) and outcome.decision.promoted
     assert champions.champion_for_serving(mongo_db, POLICY)["_id"] == m1["_id"]
     history = champions.champion_history(mongo_db)

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrec_dagster.registry import evaluations
-from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry import evaluations, operator_actions
 from batchrec_dagster.registry.champions import decide_and_record
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.serving.api.app import create_app
@@ -83,16 +82,16 @@ def test_a_pin_serves_until_unpinned_and_a_ban_replaces_the_champion(registry, g
     manager.refresh_now()
     assert served(http)[0] == ids[0]
 
-    operators.pin(db, ids[1], "try the other one", policy=POLICY)
+    operator_actions.pin(db, ids[1], "try the other one", policy=POLICY)
     assert manager.refresh_now().outcome == "swapped"
     model, challenger, selection = served(http)
     assert (model, challenger, selection["role"]) == (ids[1], ids[0], "pin")
     assert "try the other one" in selection["reason"]
-    operators.unpin(db)
+    operator_actions.unpin(db)
     manager.refresh_now()
     assert served(http)[0] == ids[0]
 
-    operators.ban(db, ids[0], "bad answers", policy=POLICY)
+    operator_actions.ban(db, ids[0], "bad answers", policy=POLICY)
     manager.refresh_now()
     model, challenger, selection = served(http)
     assert model == ids[1] and challenger is None  # the banned model is not a challenger either
@@ -110,8 +109,8 @@ def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_on
     manager.refresh_now()
     assert served(http)[:2] == ids and http.get("/readyz").status_code == 200
 
-    operators.ban(db, ids[0], "bad answers", policy=POLICY)
-    operators.ban(db, ids[1], "also bad", policy=POLICY)
+    operator_actions.ban(db, ids[0], "bad answers", policy=POLICY)
+    operator_actions.ban(db, ids[1], "also bad", policy=POLICY)
     assert manager.refresh_now().outcome == "no_model"
     restarted = ModelManager(db, gcs_store, poll_seconds=None, load_challenger=True)
     with ServerThread(create_app(restarted, db)) as server, \
@@ -131,7 +130,7 @@ def test_banning_every_fresh_model_leaves_the_server_unready_like_a_restarted_on
     assert ids[0] in http.get("/model").json()["withdrawn"]
     assert ids[0] not in http.get("/metrics").text  # no longer named as the served model
 
-    operators.unban(db, ids[1], "fixed", policy=POLICY)
+    operator_actions.unban(db, ids[1], "fixed", policy=POLICY)
     assert manager.refresh_now().outcome == "swapped"
     assert http.get("/readyz").status_code == 200 and http.get("/model").json()["withdrawn"] is None
 
@@ -150,7 +149,7 @@ def test_selection_describes_the_model_being_served(registry, gcs_store) -> None
     assert selection["role"] == "fallback" and ids[0] in selection["reason"]
     assert selection["ranked_first"]["model_id"] == ids[0] and selection["ranked_first"]["role"] == "champion"
 
-    operators.pin(db, ids[1], "known good", policy=POLICY)
+    operator_actions.pin(db, ids[1], "known good", policy=POLICY)
     manager.refresh_now()
     model, _, selection = served(http)
     assert (model, selection["model_id"], selection["role"]) == (ids[1], ids[1], "pin")

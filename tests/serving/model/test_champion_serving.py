@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrec_dagster.registry import champions, evaluations
-from batchrec_dagster.registry import operator_actions as operators
+from batchrec_dagster.registry import champions, evaluations, operator_actions
 from batchrec_dagster.registry.defaults import SelectionPolicy
 from batchrec_dagster.serving.api.app import create_app
 from batchrec_dagster.serving.model.manager import ModelManager
@@ -63,12 +62,12 @@ def test_promotion_pin_and_ban_reach_a_running_server(live) -> None:
     _within_a_poll(http, older_id, "the promotion")
     assert http.get("/model").json()["selection"]["champion"]["model_id"] == older_id
 
-    operators.pin(db, newer_id, reason="rollback drill", policy=POLICY)
+    operator_actions.pin(db, newer_id, reason="rollback drill", policy=POLICY)
     _within_a_poll(http, newer_id, "the pin")
     assert http.get("/model").json()["selection"]["pin"]["model_id"] == newer_id
-    operators.unpin(db, reason="drill over")
+    operator_actions.unpin(db, reason="drill over")
     _within_a_poll(http, older_id, "the unpin")
 
-    operators.ban(db, older_id, reason="bad recommendations reported", policy=POLICY)
+    operator_actions.ban(db, older_id, reason="bad recommendations reported", policy=POLICY)
     _within_a_poll(http, newer_id, "the ban")
     assert older_id in http.get("/model").json()["selection"]["banned"]
