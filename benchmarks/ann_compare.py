@@ -182,14 +182,17 @@ def main() -> None:
     parser.add_argument("--ef", default="64,128,256")
     parser.add_argument("--nprobe", default="128,256")
     parser.add_argument("--refine", default="8", help="ivfpq: candidates re-ranked per result")
-    parser.add_argument("--pq-sub-dims", type=int, help="ivfpq: dimensions per 4-bit sub-quantizer "
-                        "(default recvae.ann.IVFPQ_SUB_DIMS)")
-    parser.add_argument("--nlist", type=int, help="IVF lists (default: recvae.ann's 2*sqrt(n))")
-    parser.add_argument("--m", type=int, default=32, help="HNSW links per node")
-    parser.add_argument("--efc", type=int, default=40, help="HNSW construction beam")
-    parser.add_argument("--hnswlib", type=int, default=0, help="also hnswlib with this M")
-    parser.add_argument("--threads", type=int, default=1, help="search threads (a worker's)")
-    parser.add_argument("--build-threads", type=int, default=2, help="build threads (training's)")
+    # the integer knobs: flag, default (None: recvae.ann's), help
+    for flag, default, text in (
+            ("--pq-sub-dims", None, "ivfpq: dimensions per 4-bit sub-quantizer (default "
+                                    "recvae.ann.IVFPQ_SUB_DIMS)"),
+            ("--nlist", None, "IVF lists (default: recvae.ann's 2*sqrt(n))"),
+            ("--m", 32, "HNSW links per node"),
+            ("--efc", 40, "HNSW construction beam"),
+            ("--hnswlib", 0, "also hnswlib with this M"),
+            ("--threads", 1, "search threads (a worker's)"),
+            ("--build-threads", 2, "build threads (training's)")):
+        parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path,
