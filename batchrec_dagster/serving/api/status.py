@@ -28,7 +28,7 @@ def describe(model: LoadedModel, now: datetime) -> dict[str, Any]:
 
 def manager_status(manager: ModelManager) -> dict[str, Any]:
     now = manager.now()
-    current, challenger = manager.current, manager.challenger
+    (current, selection), challenger = manager.published(), manager.challenger
     error, outcome = manager.last_error, manager.last_outcome
     return {
         "ready": current is not None,
@@ -36,7 +36,7 @@ def manager_status(manager: ModelManager) -> dict[str, Any]:
         "challenger": None if challenger is None else describe(challenger, now),
         "challenger_error": manager.challenger_error.to_json() if manager.challenger_error else None,
         # why the served model serves (pin, champion, fallback or kept), as of the last poll
-        "selection": json_safe(manager.selection),
+        "selection": json_safe(selection),
         "withdrawn": manager.withdrawn,
         "last_check_at": manager.last_check_at.isoformat() if manager.last_check_at else None,
         "last_outcome": None if outcome is None else {

@@ -131,6 +131,10 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._challenger: LoadedModel | None = None
         self._refresh_lock = threading.Lock()
+        # the served model and `selection` change together under this lock (held only for the two
+        # assignments), so that /model never pairs a model with the reason another one served;
+        # requests read `current` alone, without it
+        self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_check_at: datetime | None = None
@@ -151,6 +155,11 @@ class ModelManager:
     @property
     def current(self) -> LoadedModel | None:
         return self._current
+
+    def published(self) -> tuple[LoadedModel | None, dict[str, Any] | None]:
+        """The served model and why it serves, as one consistent pair (for /model)."""
+        with self._publish_lock:
+            return self._current, self.selection
 
     @property
     def challenger(self) -> LoadedModel | None:
@@ -220,14 +229,14 @@ class ModelManager:
         if not candidates:
             self.rejected, self.last_error, self._failures = [], None, {}
             self._challenger = None
-            self.selection = self._served_selection(decision, candidates)
+            self._publish(self._current, self._served_selection(decision, candidates, self._current))
             return RefreshResult("no_model", None, "the registry holds no fresh model" + (
                 " that is not banned" if banned else ""))
         listed = {entry_key(entry) for entry in candidates}
         self._failures = {k: v for k, v in self._failures.items() if k in listed}  # bounded memory
         loaded_before = [m for m in (self._current, self._challenger) if m is not None]
-        result, rest = self._walk(candidates, now)
-        self.selection = self._served_selection(decision, candidates)
+        result, rest = self._walk(candidates, now, decision)
+        self._publish(self._current, self._served_selection(decision, candidates, self._current))
         if self.load_challenger:
             self._choose_challenger(rest, now, loaded_before)
         return result
@@ -243,14 +252,18 @@ class ModelManager:
         reason = banned[str(current.summary["id"]).lower()]
         self.withdrawn = (f"model {current.summary['id']} was banned by an operator"
                           f"{f' ({reason})' if reason else ''} and stopped serving at {now.isoformat()}")
-        self._current = None
+        self._publish(None, None)
         log.warning("%s", self.withdrawn)
 
-    def _served_selection(self, decision: dict[str, Any] | None, candidates: list[dict[str, Any]]
-                          ) -> dict[str, Any] | None:
-        """Why the served model serves: the order's decision when it is the order's first, else a
+    def _publish(self, current: LoadedModel | None, selection: dict[str, Any] | None) -> None:
+        with self._publish_lock:
+            self._current = current  # the swap: one reference assignment, for the requests
+            self.selection = selection
+
+    def _served_selection(self, decision: dict[str, Any] | None, candidates: list[dict[str, Any]],
+                          current: LoadedModel | None) -> dict[str, Any] | None:
+        """Why `current` serves: the order's decision when it is the order's first, else a
         fallback past the failed better-ranked ones, else kept (no longer in the order)."""
-        current = self._current
         if current is None:
             return None
         served_id = current.summary["id"]
@@ -269,7 +282,7 @@ class ModelManager:
                 "reason": "no longer in the serving order (older than the maximum age, or dropped "
                           "from the ranking); kept because no model in the order loads"}
 
-    def _walk(self, candidates: list[dict[str, Any]], now: datetime
+    def _walk(self, candidates: list[dict[str, Any]], now: datetime, decision: dict[str, Any] | None
               ) -> tuple[RefreshResult, list[dict[str, Any]]]:
         """Serve the first candidate that loads, from the best down to the one serving. Returns the
         outcome and the candidates ranked below the served model (the challengers)."""
@@ -289,7 +302,7 @@ class ModelManager:
             if isinstance(loaded, SwapError):
                 passed_over.append(loaded)
                 continue
-            self._swap(loaded, passed_over)
+            self._swap(loaded, passed_over, decision, candidates)
             message = ("fell back past " + "; ".join(f"{e.entry_id}: {e.message}" for e in passed_over)
                        if passed_over else "")
             return RefreshResult("swapped", loaded.summary["id"], message), candidates[index + 1:]
@@ -308,13 +321,14 @@ class ModelManager:
             return RefreshResult("failed" if tried else "skipped_failed", first.entry_id, first.message)
         return RefreshResult("unchanged", self._served_id())
 
-    def _swap(self, loaded: LoadedModel, passed_over: list[SwapError]) -> None:
+    def _swap(self, loaded: LoadedModel, passed_over: list[SwapError], decision: dict[str, Any] | None,
+              candidates: list[dict[str, Any]]) -> None:
         previous = self._current
-        self._current = loaded  # the swap: one reference assignment
+        self.rejected = passed_over  # before the selection, which names them when it falls back
+        self.last_error = passed_over[0] if passed_over else None
+        self._publish(loaded, self._served_selection(decision, candidates, loaded))
         self.withdrawn = None
         self.swaps += 1
-        self.rejected = passed_over
-        self.last_error = passed_over[0] if passed_over else None
         log.info("serving model %s (%s, score %s) in place of %s; loaded in %.2fs%s",
                  loaded.summary["id"], loaded.summary["file_name"], loaded.summary["score"],
                  previous.summary["id"] if previous else None, loaded.load_seconds,
