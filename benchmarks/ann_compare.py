@@ -208,7 +208,7 @@ def main() -> None:
         from recvae import RecVAE, RecVAEConfig
         from recvae.ann import decoder_vectors, user_codes
 
-        model = RecVAE(RecVAEConfig(), args.items)
+        model = RecVAE(args.items, RecVAEConfig())
         users = sp.random(args.queries, args.items, density=50 / args.items, format="csr",
                           random_state=0, dtype=np.float32)
         users.data[:] = 1
