@@ -68,12 +68,16 @@ def fitted_rows(trained: np.ndarray, n_items: int, seed: int = 0) -> np.ndarray:
     return rng.multivariate_normal(mean, cov, size=n_items, method="cholesky").astype(np.float32)
 
 
+def exact_labels(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """[queries, k]: each query's exact top-k rows (the reference recall is measured against)."""
+    none = np.zeros(0, np.int64)
+    return np.stack([exact_top_k(vectors, q, none, k)[0] for q in queries])
+
+
 def recall_on_codes(index, vectors: np.ndarray, codes: np.ndarray, k: int) -> float:
     """recall@k of `index` (its search knobs as set) against exact, for users' codes z."""
     queries = query_vectors(codes)
-    none = np.zeros(0, np.int64)
-    exact = np.stack([exact_top_k(vectors, q, none, k)[0] for q in queries])
-    return recall_at_k(index.search(queries, k)[1], exact)
+    return recall_at_k(index.search(queries, k)[1], exact_labels(vectors, queries, k))
 
 
 def trained_model(dataset: Path, epochs: int, seed: int = 0):
@@ -109,7 +113,7 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
             hnswlib_m: int | None, threads: int = 1, build_threads: int = 1) -> list[dict]:
     import faiss
 
-    exact = np.stack([exact_top_k(vectors, q, np.zeros(0, np.int64), k)[0] for q in queries])
+    exact = exact_labels(vectors, queries, k)
     started = time.perf_counter()
     for q in queries:
         exact_top_k(vectors, q, np.zeros(0, np.int64), k)

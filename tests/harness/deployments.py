@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from batchrec_dagster.settings import PARTITION_TIMEZONE, Settings, get_settings, load_settings
+from batchrec_dagster.defs.partitions import KST
+from batchrec_dagster.settings import Settings, get_settings, load_settings
 from batchrec_dagster.sources.demo_data import DemoSpec
 
 # Small enough to train in seconds on 2 shared cores, structured enough that RecVAE beats popularity.
@@ -27,7 +27,7 @@ def distant_full_run_hour() -> str:
     last few closed hours; when one of them is the daily full run, its read and training are full
     whatever the test set up, so a test that expects "no snapshot" or a warm hour would fail at one
     time of day (it did: test_demo_then_registry_and_recommend between 20:00 and 21:00 UTC)."""
-    return str((datetime.now(UTC).astimezone(ZoneInfo(PARTITION_TIMEZONE)).hour + 12) % 24)
+    return str((datetime.now(UTC).astimezone(KST).hour + 12) % 24)
 
 
 def tiny_run_config(**training: Any) -> dict[str, Any]:

@@ -26,9 +26,16 @@ HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 @pytest.fixture
-def live(mongo_db: Any, gcs_store: Any) -> Iterator[tuple[httpx.Client, Any, Any]]:
+def registry_db(mongo_db: Any) -> Any:
+    """The test database with the registry's evaluation and champion indexes."""
     for ensure in (evaluations.ensure_indexes, champions.ensure_indexes):
         ensure(mongo_db)
+    return mongo_db
+
+
+@pytest.fixture
+def live(registry_db: Any, gcs_store: Any) -> Iterator[tuple[httpx.Client, Any, Any]]:
+    mongo_db = registry_db
     manager = ModelManager(mongo_db, gcs_store, poll_seconds=POLL_S)  # the production ranking
     with ServerThread(create_app(manager, mongo_db)) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
@@ -76,12 +83,11 @@ def test_promotion_pin_and_ban_reach_a_running_server(live) -> None:
     assert older_id in http.get("/model").json()["selection"]["banned"]
 
 
-def test_model_and_selection_are_read_as_one_pair(mongo_db: Any, gcs_store: Any) -> None:
+def test_model_and_selection_are_read_as_one_pair(registry_db: Any, gcs_store: Any) -> None:
     """/model never pairs the served model with the reason another one served: a reader thread
     checks every status it reads while the test swaps models back and forth (pin, unpin). The
     interpreter switches threads every microsecond here, so a reader lands inside a swap often."""
-    for ensure in (evaluations.ensure_indexes, champions.ensure_indexes):
-        ensure(mongo_db)
+    mongo_db = registry_db
     older = str(publish(mongo_db, gcs_store, score=0.9, seed=1, data_end=HOUR - timedelta(hours=2))["_id"])
     newer = str(publish(mongo_db, gcs_store, score=0.1, seed=2, data_end=HOUR - timedelta(hours=1))["_id"])
     for model_id, score in ((older, 0.40), (newer, 0.30)):
