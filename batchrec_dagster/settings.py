@@ -142,12 +142,12 @@ class Settings(BaseSettings):
     ann_index_kind: Literal["auto", "hnsw", "ivf", "ivfpq", "flat"] = _env(
         "BATCHREC_ANN_INDEX", "the approximate top-k index: `auto` (faiss HNSW below 100,000 "
         "repositories, `ivfpq` from there: docs/serving.md), `hnsw`, `ivf` (IVF-Flat), `ivfpq` (IVF "
-        "with 4-bit PQ fast-scan codes and exact re-ranking; all inner product), or "
+        "with 4-bit PQ fast-scan codes and exact re-ranking), or "
         "`flat` (exact, for tests).", "auto")
     ann_ef_search: int = _env("BATCHREC_ANN_EF_SEARCH", "HNSW query beam width (recall against speed).",
                               128, ge=1)
     ann_nprobe: int = _env("BATCHREC_ANN_NPROBE", "IVF lists searched per query (of about "
-                           "2*sqrt(repositories); `ivf` and `ivfpq`).", 256, ge=1)
+                           "2*sqrt(repositories); `ivf` and `ivfpq`).", 192, ge=1)
     ann_min_recall: float = _env(
         "BATCHREC_ANN_MIN_RECALL", "blocking check: the index's recall@k against exact scoring on "
         "held-out users must reach this.", 0.98, ge=0, le=1)

@@ -4,8 +4,15 @@ A repository's score is `w_i . z + b_i` (the decoder is one linear layer over th
 `z`). With the bias appended to each decoder row and a 1 appended to `z`, the score is a plain
 inner product `[w_i, b_i] . [z, 1]`, so the top-k is a maximum-inner-product search over the
 decoder rows. Which index (`auto`: faiss HNSW below IVF_MIN_ITEMS repositories, from there IVF
-with 4-bit PQ fast-scan codes and exact re-ranking, `ivfpq`; all with inner product) and why:
-docs/serving.md ("How to choose the index type"), measured by benchmarks/ann_compare.py.
+with 4-bit PQ fast-scan codes and exact re-ranking, `ivfpq`) and why: docs/serving.md ("How to
+choose the index type"), measured by benchmarks/ann_compare.py.
+
+`ivfpq` searches the rows in Euclidean form (`euclidean_rows`): each row gets one more coordinate,
+sqrt(R^2 - |x|^2) with R the largest row norm, and the query a 0 there, so every row has norm R
+and the nearest row in L2 is the row of largest inner product. Its lists are then L2 k-means
+cells, which an inner-product coarse quantizer is not: high-norm centroids win most rows, and a
+query must probe about twice as many lists for the same recall. `search` answers every kind with
+inner-product scores.
 
 The index is serialised with faiss's own format (`write_index`), never pickle; the bytes are
 stored and checksummed like the artifact. Import of faiss is deferred so that `recvae` itself
@@ -35,18 +42,19 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
 # IVF (`ivf`: IVF-Flat; `ivfpq`: fast-scan codes, below): about 2*sqrt(n) lists (2,000 at 10^6),
-# 256 probed (recall@20 0.995 at 10^6); k-means on 32 points per list, 10 iterations
+# 192 probed (ivfpq's recall@20 0.990 at 10^6, 0.997 at 200,000); k-means on 32 points per list,
+# 10 iterations
 IVF_LISTS_PER_SQRT_N = 2
-IVF_NPROBE = 256
+IVF_NPROBE = 192
 IVF_TRAIN_PER_LIST = 32
 IVF_KMEANS_ITER = 10
-# ivfpq: each list holds 4-bit product-quantizer codes of IVFPQ_SUB_DIMS dimension(s) per
-# sub-quantizer (201 dimensions: 101 bytes a row), scanned with SIMD lookups (faiss fast-scan); the
-# best IVFPQ_REFINE * k candidates are re-ranked with exact inner products over the rows. Codes of
-# 3 dimensions (34 bytes) scan faster but rank worse: they need 64 * k candidates for 0.989 at
-# 10^6, one dimension needs 8 * k for 0.995 (docs/serving.md)
-IVFPQ_SUB_DIMS = 1
-IVFPQ_REFINE = 8
+# ivfpq: each list holds 4-bit product-quantizer codes of IVFPQ_SUB_DIMS dimensions per
+# sub-quantizer of the Euclidean rows (202 dimensions: 101 codes, 51 bytes a row), scanned with
+# SIMD lookups (faiss fast-scan); the best IVFPQ_REFINE * k candidates are re-ranked with exact
+# inner products over the rows. One dimension per code with 8 * k re-ranked ranks as well and
+# scans twice the bytes; inner-product codes of 2 dimensions need 32 * k (docs/serving.md)
+IVFPQ_SUB_DIMS = 2
+IVFPQ_REFINE = 16
 # ivfpq: users with at most this many own items are searched in one call per batch, each asking
 # for more results and dropping its own afterwards (per-user selector searches cost about twice
 # as much per user: benchmarks/ann_compare.py's `batch16_excluding_ms_per_query`)
@@ -125,8 +133,22 @@ class IndexParams:
                 "refine": self.refine}
 
 
+def euclidean_rows(vectors: np.ndarray) -> np.ndarray:
+    """[n, dim + 1]: `vectors` with sqrt(R^2 - |x|^2) appended, R the largest row norm (all rows
+    then have norm R; the L2-nearest row to [q, 0] has the largest inner product with q)."""
+    norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+    extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
+    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]), dtype=np.float32)
+
+
+def _euclidean(index: Any) -> bool:
+    """An index built over `euclidean_rows` (the only L2 indexes built here)."""
+    return index.metric_type == _faiss().METRIC_L2
+
+
 def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any:
-    """A faiss inner-product index over `vectors` (rows = items, in column order)."""
+    """A faiss maximum-inner-product index over `vectors` (rows = items, in column order); query
+    it with `search`."""
     faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
@@ -139,10 +161,13 @@ def build_index(vectors: np.ndarray, params: IndexParams = IndexParams()) -> Any
         index.hnsw.efSearch = params.ef_search
     else:
         nlist = params.nlist
+        metric = faiss.METRIC_INNER_PRODUCT
+        if params.kind == "ivfpq":
+            vectors, dim, metric = euclidean_rows(vectors), dim + 1, faiss.METRIC_L2
         codes = "Flat" if params.kind == "ivf" else f"PQ{pq_subquantizers(dim)}x4fs"
         # the factory's index owns its quantizer (and the re-ranking rows: RFlat)
         index = faiss.index_factory(dim, f"IVF{nlist},{codes}" + (",RFlat" if params.kind == "ivfpq" else ""),
-                                    faiss.METRIC_INNER_PRODUCT)
+                                    metric)
         faiss.extract_index_ivf(index).cp.niter = IVF_KMEANS_ITER
         rng = np.random.default_rng(params.seed)
         sample = vectors[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
@@ -194,12 +219,44 @@ def _checked(read: Callable[[], Any], n_items: int, dim: int) -> Any:
         index = read()
     except Exception as exc:  # faiss raises RuntimeError on truncated or foreign bytes
         raise IndexLoadError(f"not a faiss index: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    if index.ntotal != n_items or index.d != dim:
-        raise IndexLoadError(f"index holds {index.ntotal} vectors of dimension {index.d}; the model "
+    if index.metric_type not in (faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2):
+        raise IndexLoadError("index ranks neither by inner product nor by L2 over euclidean rows")
+    stored = index.d - _euclidean(index)
+    if index.ntotal != n_items or stored != dim:
+        raise IndexLoadError(f"index holds {index.ntotal} vectors of dimension {stored}; the model "
                           f"has {n_items} items of dimension {dim}")
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise IndexLoadError("index does not rank by inner product")
     return index
+
+
+def stored_vectors(index: Any, ids: np.ndarray) -> np.ndarray:
+    """[len(ids), dim]: the rows the index holds for `ids`, as given to `build_index` (an IVF
+    index needs its direct map, which this makes). Raises IndexLoadError when an index in
+    Euclidean form holds rows of unequal norms (not `euclidean_rows`)."""
+    ivf = _faiss().try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    rows = (np.stack([index.reconstruct(int(i)) for i in ids]) if len(ids)
+            else np.zeros((0, index.d), np.float32))
+    if not _euclidean(index):
+        return rows
+    norms = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    if len(norms) and not np.allclose(norms, norms[0], rtol=1e-4):
+        raise IndexLoadError("an L2 index whose rows are not in euclidean form")
+    return rows[:, :-1]
+
+
+def search(index: Any, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) [B, k] of any index built here: the best inner products of `queries`
+    ([B, dim], as `query_vectors` gives them), -inf / -1 where fewer were found."""
+    if not _euclidean(index):
+        return index.search(queries, k, params=params)
+    wide = np.hstack([queries, np.zeros((len(queries), 1), np.float32)])
+    _, found = index.search(wide, k, params=params)
+    # the distances rank like the inner products; the scores are the inner products themselves
+    rows = index.reconstruct_batch(np.maximum(found, 0).ravel()).reshape(*found.shape, -1)[..., :-1]
+    scores = np.einsum("bkd,bd->bk", rows, queries).astype(np.float32)
+    scores[found < 0] = -np.inf
+    return scores, found
 
 
 def set_search_params(index: Any, params: IndexParams) -> None:
@@ -277,7 +334,7 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     plain = [row for row in range(size) if not len(own[row])]
     if plain:  # no items to exclude: one batched search
-        out_val[plain], out_idx[plain] = index.search(queries[plain], k)
+        out_val[plain], out_idx[plain] = search(index, queries[plain], k)
     excluding = [row for row in range(size) if len(own[row])]
     if isinstance(index, _faiss().IndexRefine):
         shared = [row for row in excluding if len(own[row]) <= OVERFETCH_MAX_OWN]
@@ -287,7 +344,7 @@ def search_excluding(index: Any, queries: np.ndarray, own: Sequence[np.ndarray],
     for row in excluding:
         mine = np.asarray(own[row], dtype=np.int64)
         params, _selector = _excluding(index, mine)
-        values, found = index.search(queries[row:row + 1], k, params=params)
+        values, found = search(index, queries[row:row + 1], k, params)
         out_idx[row], out_val[row] = found[0], values[0]
     short = (out_idx >= 0).sum(axis=1) < np.minimum(k, n - np.array([len(o) for o in own]))
     for row in np.flatnonzero(short) if exact is not None else ():
@@ -315,7 +372,7 @@ def _overfetched(index: Any, queries: np.ndarray, own: Sequence[np.ndarray], row
     # faiss takes int(wide * k_factor) candidates: the half keeps the rounding from losing one
     params = faiss.IndexRefineSearchParameters(
         k_factor=(k * index.k_factor + widest + 0.5) / wide, base_index_params=base)
-    values, found = index.search(queries[rows], wide, params=params)
+    values, found = search(index, queries[rows], wide, params)
     for at, row in enumerate(rows):
         keep = (found[at] >= 0) & ~np.isin(found[at], own[row])
         yield row, found[at][keep][:k], values[at][keep][:k]

@@ -58,6 +58,15 @@ def test_every_variable_is_documented() -> None:
     assert not missing, f"docs/settings.md lacks {missing}"
 
 
+def test_index_search_defaults_are_the_librarys() -> None:
+    """The settings repeat recvae.ann's query defaults (settings.py does not import torch, which
+    recvae.ann needs): they must not drift apart."""
+    from recvae import ann
+
+    defaults = load_settings({})
+    assert (defaults.ann_nprobe, defaults.ann_ef_search) == (ann.IVF_NPROBE, ann.HNSW_EF_SEARCH)
+
+
 def test_no_module_but_settings_reads_the_environment() -> None:
     package = PROJECT_ROOT / "batchrec_dagster"
     readers = []

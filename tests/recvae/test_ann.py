@@ -98,6 +98,40 @@ def test_ivfpq_search_knobs_are_set_and_narrow_ones_lose_recall(rec: Recommender
     assert narrow["recall"] < 0.9 and wide["recall"] == 1.0
 
 
+def test_euclidean_rows_rank_by_inner_product_and_search_scores_are_inner_products() -> None:
+    """ivfpq's rows in Euclidean form: equal norms, and the L2-nearest row to [q, 0] is the row of
+    largest inner product; `search` reports the inner products, not the distances."""
+    import faiss
+
+    rng = np.random.default_rng(11)
+    vectors = (rng.standard_normal((500, 6)) * rng.uniform(0.1, 3.0, (500, 1))).astype(np.float32)
+    rows = ann.euclidean_rows(vectors)
+    norms = np.linalg.norm(rows, axis=1)
+    assert rows.shape == (500, 7) and np.allclose(norms, norms.max(), rtol=1e-5)
+    flat = faiss.IndexFlatL2(7)
+    flat.add(rows)
+    queries = rng.standard_normal((8, 6)).astype(np.float32)
+    _, nearest = flat.search(np.hstack([queries, np.zeros((8, 1), np.float32)]), 10)
+    exact = np.stack([ann.exact_top_k(vectors, q, np.zeros(0, np.int64), 10)[0] for q in queries])
+    assert np.array_equal(nearest, exact)
+    index = ann.build_index(vectors, ann.IndexParams("ivfpq", nlist=4, nprobe=4, refine=500))
+    scores, found = ann.search(index, queries, 10)
+    assert np.array_equal(found, exact)
+    assert np.allclose(scores, np.take_along_axis(queries @ vectors.T, exact, axis=1), rtol=1e-5, atol=1e-5)
+    assert np.allclose(ann.stored_vectors(index, np.arange(5)), vectors[:5], atol=1e-6)
+
+
+def test_an_l2_index_not_in_euclidean_form_is_refused() -> None:
+    import faiss
+
+    vectors = np.random.default_rng(12).standard_normal((50, 5)).astype(np.float32)
+    foreign = faiss.IndexFlatL2(6)  # L2 over rows of unequal norms: its nearest rows are not MIPS
+    foreign.add(np.hstack([vectors, np.ones((50, 1), np.float32)]))
+    index = ann.deserialize(ann.serialize(foreign), n_items=50, dim=5)
+    with pytest.raises(ann.IndexLoadError, match="euclidean form"):
+        ann.stored_vectors(index, np.arange(10))
+
+
 def faiss_ivf(index):
     import faiss
 
@@ -105,7 +139,7 @@ def faiss_ivf(index):
 
 
 def test_pq_subquantizers_split_the_dimension_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ann.pq_subquantizers(201) == 201 // ann.IVFPQ_SUB_DIMS
+    assert ann.pq_subquantizers(202) == 202 // ann.IVFPQ_SUB_DIMS  # RecVAE's latent 200 + bias + 1
     monkeypatch.setattr(ann, "IVFPQ_SUB_DIMS", 3)
     assert ann.pq_subquantizers(201) == 67  # RecVAE's latent 200 + bias: 3 dimensions each
     assert ann.pq_subquantizers(9) == 3
@@ -168,7 +202,7 @@ def test_ivf_probing_every_list_is_exact() -> None:
     assert ann.index_kind(index) == "ivf" and index.nlist == int(2 * np.sqrt(4000))
     ann.set_search_params(index, ann.IndexParams("ivf", nprobe=index.nlist))
     queries = rng.standard_normal((20, 9)).astype(np.float32)
-    _, found = index.search(queries, 10)
+    _, found = ann.search(index, queries, 10)
     exact = np.stack([ann.exact_top_k(vectors, q, np.zeros(0, np.int64), 10)[0] for q in queries])
     assert ann.recall_at_k(found, exact) == 1.0
 
@@ -191,7 +225,7 @@ def test_index_file_is_mapped_and_answers_as_its_bytes(kind: str, tmp_path) -> N
     for index in (mapped, in_memory):
         ann.set_search_params(index, ann.IndexParams(kind))
     queries = rng.standard_normal((5, 9)).astype(np.float32)
-    assert np.array_equal(mapped.search(queries, 10)[1], in_memory.search(queries, 10)[1])
+    assert np.array_equal(ann.search(mapped, queries, 10)[1], ann.search(in_memory, queries, 10)[1])
     with pytest.raises(ann.IndexLoadError):
         ann.read_index_file(path, n_items=2999, dim=9)
     # a truncated copy in a file of its own: truncating the mapped file in place would make the

@@ -141,15 +141,12 @@ def _stored_index(record: Mapping[str, Any], entry: Mapping[str, Any], store: Bl
 
 def mismatched_vectors(index: Any, vectors: np.ndarray) -> str:
     """Why the index does not hold these decoder rows ("" when a sample of them matches)."""
-    import faiss
-
     rng = np.random.default_rng(0)
     sample = rng.choice(len(vectors), min(VERIFY_SAMPLE, len(vectors)), replace=False)
     try:
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None:
-            ivf.make_direct_map()
-        stored = np.stack([index.reconstruct(int(i)) for i in sample])
+        stored = ann.stored_vectors(index, sample)
+    except ann.IndexLoadError as exc:
+        return str(exc)
     except RuntimeError as exc:
         return f"its vectors cannot be read back: {exc}"
     if not np.allclose(stored, vectors[sample], rtol=1e-5, atol=1e-6):
