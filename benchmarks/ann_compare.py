@@ -77,7 +77,7 @@ def exact_labels(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray
 def recall_on_codes(index, vectors: np.ndarray, codes: np.ndarray, k: int) -> float:
     """recall@k of `index` (its search knobs as set) against exact, for users' codes z."""
     queries = query_vectors(codes)
-    return recall_at_k(index.search(queries, k)[1], exact_labels(vectors, queries, k))
+    return recall_at_k(ann.search(index, queries, k)[1], exact_labels(vectors, queries, k))
 
 
 def trained_model(dataset: Path, epochs: int, seed: int = 0):
@@ -96,7 +96,7 @@ def time_queries(index, queries: np.ndarray, k: int) -> tuple[float, float]:
     times = []
     for q in queries:
         started = time.perf_counter()
-        index.search(q[None, :], k)
+        ann.search(index, q[None, :], k)
         times.append(time.perf_counter() - started)
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
@@ -133,9 +133,9 @@ def compare(vectors: np.ndarray, queries: np.ndarray, k: int, configs: list[Inde
         index, build = built[key]
         params = params.resolved(len(vectors))
         set_search_params(index, params)
-        _, labels = index.search(queries, k)
+        _, labels = ann.search(index, queries, k)
         p50, p99 = time_queries(index, queries, k)
-        batch_ms = time_batches(lambda batch, index=index: index.search(batch, k), queries)
+        batch_ms = time_batches(lambda batch, index=index: ann.search(index, batch, k), queries)
         excluding_ms = time_batches(
             lambda batch, index=index: search_excluding(index, batch, own[:len(batch)], k), queries)
         knob = (f"M={params.hnsw_m} efC={params.ef_construction} efS={params.ef_search}"
