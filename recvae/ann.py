@@ -137,9 +137,16 @@ class IndexParams:
 def euclidean_rows(vectors: np.ndarray) -> np.ndarray:
     """[n, dim + 1]: `vectors` with sqrt(R^2 - |x|^2) appended, R the largest row norm (all rows
     then have norm R; the L2-nearest row to [q, 0] has the largest inner product with q)."""
-    norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
-    extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
-    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]), dtype=np.float32)
+    n, dim = vectors.shape
+    # squared norms in float64, a block at a time: einsum with a float64 `dtype` over float32
+    # input takes its slow casting path (14-30 s at 10^6 rows against 0.3 s)
+    norms = np.concatenate([np.einsum("ij,ij->i", block, block)
+                            for block in (vectors[at:at + 65536].astype(np.float64)
+                                          for at in range(0, n, 65536))] or [np.zeros(0)])
+    rows = np.empty((n, dim + 1), dtype=np.float32)
+    rows[:, :dim] = vectors
+    rows[:, dim] = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
+    return rows
 
 
 def _euclidean(index: Any) -> bool:
