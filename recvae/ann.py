@@ -10,8 +10,9 @@ choose the index type"), measured by benchmarks/ann_compare.py.
 `ivfpq` searches the rows in Euclidean form (`euclidean_rows`): each row gets one more coordinate,
 sqrt(R^2 - |x|^2) with R the largest row norm, and the query a 0 there, so every row has norm R
 and the nearest row in L2 is the row of largest inner product. Its lists are then L2 k-means
-cells, which an inner-product coarse quantizer is not: high-norm centroids win most rows, and a
-query must probe about twice as many lists for the same recall. `search` answers every kind with
+cells, where inner-product lists let high-norm centroids take most rows: the same probes find
+more of the top-k. And 202 dimensions split into codes of two (201 do not), which halves the bytes
+a probe scans (docs/serving.md has the comparison). `search` answers every kind with
 inner-product scores.
 
 The index is serialised with faiss's own format (`write_index`), never pickle; the bytes are
@@ -247,7 +248,8 @@ def stored_vectors(index: Any, ids: np.ndarray) -> np.ndarray:
             else np.zeros((0, index.d), np.float32))
     if not _euclidean(index):
         return rows
-    norms = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    wide = rows.astype(np.float64)
+    norms = np.einsum("ij,ij->i", wide, wide)
     if len(norms) and not np.allclose(norms, norms[0], rtol=1e-4):
         raise IndexLoadError("an L2 index whose rows are not in euclidean form")
     return rows[:, :-1]
