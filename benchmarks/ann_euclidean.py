@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--cache", type=Path, help="ann_compare.py's .npz of trained rows and codes")
     parser.add_argument("--build-threads", type=int, default=2)
+    parser.add_argument("--lists-per-sqrt", type=float, default=2.0,
+                        help="IVF lists per sqrt(items) (recvae.ann.IVF_LISTS_PER_SQRT_N builds 2)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     trained, codes = trained_rows(args.dataset, 10, args.cache)
@@ -59,7 +61,7 @@ def main() -> None:
     queries = query_vectors(codes)
     exact = exact_labels(vectors, queries, K)
     zero = np.zeros((len(queries), 1), np.float32)
-    nlist = int(2 * np.sqrt(args.items))
+    nlist = int(args.lists_per_sqrt * np.sqrt(args.items))
     report = {"items": args.items, "queries": len(queries), "nlist": nlist, "cpu": _cpu(),
               "load_before": os.getloadavg(), "rows": []}
     for spec in args.forms:
