@@ -60,12 +60,15 @@ def simulate(users: np.ndarray, repos: np.ndarray, seed: int, new_share: float =
     return hour, new, test_users, np.isin(users, test_users)
 
 
-def hour_data(users, repos, hour, is_test, h):  # noqa: ANN001, ANN201
+def hour_data(users, repos, hour, is_test, h, test_share=0.0):  # noqa: ANN001, ANN201
+    """`test_share`: users also held out as the pipeline's own test users (it holds out 20%, at
+    most 1000), so the warm chain trains on as few users as the pipeline's does."""
     keep = (hour <= h) & ~is_test
     inter = rv.build_interactions(users[keep], repos[keep])
     inter, _ = rv.filter_min_counts(inter, min_items_per_user=5, min_users_per_item=5)
     n = inter.n_users
-    split = rv.split_users(inter, n_validation=min(1000, int(n * 0.2)), n_test=0, seed=h,
+    split = rv.split_users(inter, n_validation=min(1000, int(n * 0.2)),
+                           n_test=min(1000, int(n * test_share)), seed=h,
                         user_order=rv.stable_user_order(inter.user_ids))
     return inter, split
 
@@ -104,8 +107,23 @@ def changed_rows(train_user_ids, users, hour, is_test, h) -> np.ndarray:  # noqa
     return np.flatnonzero(np.isin(train_user_ids, changed))
 
 
+def _overridden(cfg: rv.RecVAEConfig, warm: rv.WarmConfig, spec: str) -> tuple:
+    """`spec` "field=value,...": RecVAEConfig or WarmConfig fields (a variant such as
+    `warm:learning_rate=1e-3,epochs=12` tries one setting on the same hours)."""
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=")
+        target = cfg if hasattr(cfg, key) else warm
+        kind = type(getattr(target, key))
+        parsed = value.lower() == "true" if kind is bool else kind(value)
+        if target is cfg:
+            cfg = replace(cfg, **{key: parsed})
+        else:
+            warm = replace(warm, **{key: parsed})
+    return cfg, warm
+
+
 def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: ANN001
-    model, item_ids = prev
+    model, item_ids, moments = prev
     cfg = replace(FULL, seed=seed, epochs=WARM_EPOCHS, patience=None, time_budget_s=None)
     if variant == "legacy":
         start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
@@ -113,16 +131,21 @@ def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: A
                            initial_model=start)
         return res.model, {"epochs": len(res.history), "kept_epoch": res.best_epoch,
                            "weights_changed": res.best_epoch > 0}
+    variant, _, spec = variant.partition(":")
     warm = {"warm": rv.WarmConfig(), "warm-zero-rows": rv.WarmConfig(fit_new_rows=False),
-            "warm-all-users": rv.WarmConfig(), "warm-replay2": rv.WarmConfig(replay_ratio=2.0)}[variant]
+            "warm-all-users": rv.WarmConfig(), "warm-replay2": rv.WarmConfig(replay_ratio=2.0),
+            "warm-fresh-moments": rv.WarmConfig()}[variant]
+    cfg, warm = _overridden(cfg, warm, spec)
     out = rv.train_warm(model, item_ids, split.train, split.item_ids, split.validation, cfg,
-                     changed_users=None if variant == "warm-all-users" else changed, warm=warm, device="cpu")
+                     changed_users=None if variant == "warm-all-users" else changed, warm=warm, device="cpu",
+                     moments=None if variant == "warm-fresh-moments" else moments)
     rep = out.report
     return out.training.model, {
         "epochs": len(out.training.history), "kept_epoch": rep.kept_epoch,
         "weights_changed": rep.weights_changed, "users_per_epoch": rep.users_per_epoch,
         "new_items": rep.new_items,
-        "new_items_trained": rep.new_items_trained}
+        "new_items_trained": rep.new_items_trained, "optimizer_moments": rep.optimizer_moments,
+        "moments": out.training.moments}
 
 
 TARGET_NDCG, TARGET_NEW_RECALL = 0.99, 0.9
@@ -170,6 +193,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/warm_hours_cache"))
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "warm_hours")
+    parser.add_argument("--test-share", type=float, default=0.0,
+                        help="hold out this share of users as test users too, as the pipeline does (0.2)")
     parser.add_argument("--combine", type=Path, nargs="+",
                         help="write --output's .md from these .json results (runs of this script) and stop")
     args = parser.parse_args()
@@ -190,34 +215,39 @@ def main() -> None:
               "load_before": os.getloadavg(), "rows": []}
     from recvae import load_artifact
     from recvae.artifact import dump_artifact
+    from recvae.checkpoint import dump_checkpoint, load_checkpoint
 
     def full(h: int, seed: int, split) -> tuple:  # noqa: ANN001
-        path = args.cache / f"full_s{seed}_h{h}.pt"
-        if path.exists():
+        tag = f"_t{args.test_share:g}" if args.test_share else ""
+        path = args.cache / f"full_s{seed}_h{h}{tag}.pt"
+        moments_path = path.with_suffix(".moments")
+        if path.exists() and moments_path.exists():
             rec = load_artifact(path.read_bytes()).recommender
-            return rec.model, rec.item_ids, 0.0, None
+            return rec.model, rec.item_ids, 0.0, None, load_checkpoint(moments_path.read_bytes())
         t0 = time.perf_counter()
         res = rv.train_recvae(split.train, split.validation, replace(FULL, seed=seed), device="cpu")
         rec = rv.Recommender(res.model, split.item_ids, rv.Popularity().fit(split.train).popularity)
         path.write_bytes(dump_artifact(rec, config=res.config, metrics={}))
-        return res.model, split.item_ids, time.perf_counter() - t0, len(res.history)
+        moments_path.write_bytes(dump_checkpoint(res.moments))
+        return res.model, split.item_ids, time.perf_counter() - t0, len(res.history), res.moments
 
     for seed in args.seeds:
         hour, new_repos, _, is_test = simulate(users, repos, seed)
-        splits = {h: hour_data(users, repos, hour, is_test, h)[1] for h in range(4)}
-        m0, ids0, s0, e0 = full(0, seed, splits[0])
-        m3, ids3, s3, e3 = full(3, seed, splits[3])
+        splits = {h: hour_data(users, repos, hour, is_test, h, args.test_share)[1] for h in range(4)}
+        m0, ids0, s0, e0, moments0 = full(0, seed, splits[0])
+        m3, ids3, s3, e3, _ = full(3, seed, splits[3])
         sets3 = test_sets(users, repos, hour, is_test, 3, splits[3].item_ids, new_repos, seed)
         ref = score(m3, ids3, splits[3].train, sets3)
         report["rows"].append({"seed": seed, "run": "H+3 full retrain", **ref, "seconds": s3, "epochs": e3})
         print(seed, "full H+3", ref, flush=True)
         for variant in args.variants:
-            prev = (m0, ids0)
+            prev = (m0, ids0, moments0)
             for h in (1, 2, 3):
                 sp_h = splits[h]
                 changed = changed_rows(sp_h.train_user_ids, users, hour, is_test, h)
                 t0 = time.perf_counter()
                 model, info = run_warm(variant, prev, sp_h, changed, seed)
+                moments = info.pop("moments", None)
                 seconds = time.perf_counter() - t0
                 sets = test_sets(users, repos, hour, is_test, h, sp_h.item_ids, new_repos, seed)
                 row = {"seed": seed, "run": f"H+{h} {variant}", "seconds": seconds,
@@ -227,7 +257,7 @@ def main() -> None:
                     row["new_recall_vs_full"] = row["new_recall@100"] / max(ref["new_recall@100"], 1e-9)
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
-                prev = (model, sp_h.item_ids)
+                prev = (model, sp_h.item_ids, moments)
     report["load_after"] = os.getloadavg()
     report["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@
    (`replay_ratio` per focus user, at least `min_epoch_users` in all), so an epoch costs what the
    hour changed, not what the history holds, while the replay keeps the rest of the model from
    drifting towards the hour's users;
-4. keeps the last epoch unless its validation NDCG@100 fell below the best trained epoch's by
+4. continues Adam's moments from the previous run when they are given (`moments`, from its
+   training checkpoint: recvae.checkpoint says why), mapped to the new vocabulary like the weights;
+5. keeps the last epoch unless its validation NDCG@100 fell below the best trained epoch's by
    more than its standard error. The starting model is scored (epoch 0) but never returned: what
    the hour taught is not thrown away for a difference the validation users cannot resolve.
 """
@@ -28,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae.checkpoint import OptimizerMoments
 from recvae.data import HeldOut
 from recvae.model import RecVAE, RecVAEConfig
 from recvae.sparse import SparseBatch
@@ -74,6 +77,7 @@ class WarmReport:
     validation_ndcg_se: float        # its standard error over validation users
     kept_epoch: int
     weights_changed: bool
+    optimizer_moments: str = "fresh"  # "carried": Adam continued from the previous run's moments
 
     def to_dict(self) -> dict[str, int | float | str | bool]:
         return asdict(self)
@@ -195,13 +199,16 @@ def train_warm(
     warm: WarmConfig | None = None,
     device: str | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    moments: OptimizerMoments | None = None,
 ) -> WarmResult:
     """Continue `previous_model` (over `previous_item_ids`) on `train` (users x `item_ids`).
 
     `changed_users`: rows of `train` (indices or a boolean mask) whose stars changed since the
     previous model's data; None trains every user each epoch. `config` is the run's RecVAEConfig
     (epochs, time budget, patience as upper bounds); `warm` how the epochs are spent. Raises
-    IncompatibleModelError / ValueError as `warm_start` does. See the module doc.
+    IncompatibleModelError / ValueError as `warm_start` does. `moments`: Adam's state at the end
+    of the previous model's training (over `previous_item_ids`), None for fresh moments;
+    CheckpointError when they do not fit the previous model. See the module doc.
     """
     warm = warm or WarmConfig()
     train = sp.csr_matrix(train, dtype=np.float32)
@@ -211,6 +218,9 @@ def train_warm(
     if warm.fit_new_rows and is_new.any() and (~is_new).sum() >= 3 * model.decoder.weight.shape[1]:
         fit_new_item_rows(model, is_new, train, seed=config.seed)
         rows_how = "fitted"
+    if moments is not None:
+        moments.check_fits(previous_model)
+        moments = moments.for_vocabulary(previous_item_ids, item_ids)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     focus = focus_users(train, is_new, changed_users)
     schedule = epoch_schedule(train.shape[0], focus, warm, config.seed)
@@ -224,7 +234,7 @@ def train_warm(
         return rows
 
     result = train_recvae(train, validation, config, device=device, on_epoch=on_epoch, initial_model=model,
-                          epoch_users=users, keep="last")
+                          epoch_users=users, keep="last", initial_moments=moments)
     new_rows = torch.from_numpy(is_new)
     trained_rows = result.model.decoder.weight.detach().cpu()[new_rows]
     moved = (trained_rows != initial["decoder.weight"][new_rows]).any(1)
@@ -240,5 +250,6 @@ def train_warm(
         validation_ndcg=float(result.best_metrics.get("ndcg@100", 0.0)),
         validation_ndcg_se=result.validation_se, kept_epoch=result.best_epoch,
         weights_changed=_changed(initial, result.model),
+        optimizer_moments="fresh" if moments is None else "carried",
     )
     return WarmResult(training=result, report=report, start=start)

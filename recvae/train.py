@@ -19,7 +19,8 @@ scheme q_old equals the current encoder (the last decoder pass refilled the cach
 this is the state the scheme would be in had it never stopped. A freshly drawn old encoder, as in
 a cold start, would pull the trained posterior towards noise with 3/4 of the prior's weight. The
 starting model is scored on validation first as epoch 0 and stays the answer unless an epoch
-beats it. Adam's moments are not carried over (artifacts hold weights only).
+beats it. Adam's moments start fresh unless `initial_moments` carries them over (recvae.checkpoint;
+artifacts hold weights only); `TrainResult.moments` holds the run's last moments.
 
 Mixed precision (`config.mixed_precision`): the encoder's dense layers run under bf16 autocast and
 the decoder's matmuls in bf16 (likelihood.py); the KL, the likelihood and the optimisers stay
@@ -36,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae.checkpoint import OptimizerMoments
 from recvae.data import HeldOut
 from recvae.device import autocast, low_precision_dtype, resolve_device
 from recvae.inference import score_with_model
@@ -79,6 +81,8 @@ class TrainResult:
     # Validation metrics of `initial_model` before any training (warm start only).
     initial_metrics: dict[str, float] | None = None
     validation_se: float = 0.0  # standard error over users of the kept epoch's validation NDCG@100
+    # Adam's moments after the last epoch (not the kept one's), for the next warm run's checkpoint
+    moments: OptimizerMoments | None = None
 
 
 class _ModelScorer:
@@ -97,6 +101,28 @@ def _make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device
         return torch.optim.Adam(params, lr=lr)
 
 
+def _set_moments(opt: torch.optim.Optimizer, names: list[str], moments: OptimizerMoments) -> None:
+    state = opt.state_dict()
+    for index, name in enumerate(names):
+        state["state"][index] = {"step": torch.tensor(float(moments.steps[name])),
+                                 "exp_avg": moments.exp_avg[name].clone(),
+                                 "exp_avg_sq": moments.exp_avg_sq[name].clone()}
+    opt.load_state_dict(state)  # moves each tensor to its parameter's device and dtype
+
+
+def _moments(optimizers: list[tuple[torch.optim.Optimizer, list[str]]]) -> OptimizerMoments:
+    out = OptimizerMoments({}, {}, {})
+    for opt, names in optimizers:
+        for index, name in enumerate(names):
+            state = opt.state_dict()["state"].get(index)
+            if state is None:  # a parameter never stepped (no epoch ran)
+                continue
+            out.exp_avg[name] = state["exp_avg"].detach().cpu()
+            out.exp_avg_sq[name] = state["exp_avg_sq"].detach().cpu()
+            out.steps[name] = float(state["step"])
+    return out
+
+
 class _Trainer:
     def __init__(
         self,
@@ -104,6 +130,7 @@ class _Trainer:
         config: RecVAEConfig,
         device: torch.device,
         initial_model: RecVAE | None = None,
+        initial_moments: OptimizerMoments | None = None,
     ) -> None:
         self.config = config
         self.device = device
@@ -121,8 +148,15 @@ class _Trainer:
         self.workspace = LogitsWorkspace(
             min(config.batch_size, n_users), n_items, device, low_precision_dtype(config.mixed_precision)
         )
-        self.opt_encoder = _make_adam(list(self.model.encoder.parameters()), config.learning_rate, device)
-        self.opt_decoder = _make_adam(list(self.model.decoder.parameters()), config.learning_rate, device)
+        self.optimizers = []
+        for part in ("encoder", "decoder"):
+            named = list(getattr(self.model, part).named_parameters())
+            opt = _make_adam([p for _, p in named], config.learning_rate, device)
+            names = [f"{part}.{n}" for n, _ in named]
+            if initial_moments is not None:
+                _set_moments(opt, names, initial_moments)
+            self.optimizers.append((opt, names))
+        (self.opt_encoder, _), (self.opt_decoder, _) = self.optimizers
         self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.order_rng = np.random.default_rng(config.seed + 2)
         self.prior_mu = torch.zeros(n_users, config.latent_dim, device=device)
@@ -234,6 +268,7 @@ def train_recvae(
     initial_model: RecVAE | None = None,
     epoch_users: Callable[[int], np.ndarray] | None = None,
     keep: str = "best",
+    initial_moments: OptimizerMoments | None = None,
 ) -> TrainResult:
     """Train RecVAE on `train` (users x items), keeping the epoch with the best validation NDCG@100.
 
@@ -253,6 +288,9 @@ def train_recvae(
       (epoch 0) included; "last" returns the last epoch unless its validation NDCG@100 is below
       the best trained epoch's by more than its standard error (then that epoch), and never the
       starting model.
+
+    `initial_moments`: Adam's state to continue from (with `initial_model`; for its parameters and
+    shapes, CheckpointError otherwise).
     """
     config = config or RecVAEConfig()
     if config.epochs < 1:
@@ -264,9 +302,13 @@ def train_recvae(
         raise ValueError(f"validation has {validation.fold_in.shape[1]} items, train has {train.shape[1]}")
     if initial_model is not None:
         check_architecture(initial_model, config, n_items=train.shape[1])
+        if initial_moments is not None:
+            initial_moments.check_fits(initial_model)
+    elif initial_moments is not None:
+        raise ValueError("initial_moments continue an initial_model; none was given")
     dev = resolve_device(device)
     started = time.perf_counter()
-    trainer = _Trainer(train, config, dev, initial_model)
+    trainer = _Trainer(train, config, dev, initial_model, initial_moments)
     scorer = _ModelScorer(trainer.model, dev)
 
     def validate(epoch: int) -> dict[str, float]:
@@ -349,4 +391,5 @@ def train_recvae(
         device=str(dev),
         initial_metrics=initial_metrics,
         validation_se=standard_errors.get(best_epoch, 0.0),
+        moments=_moments(trainer.optimizers),
     )

@@ -123,6 +123,27 @@ def map_vocabulary(previous_item_ids: np.ndarray, new_item_ids: np.ndarray) -> V
     return VocabularyMap(previous_index=index, n_previous=len(prev))
 
 
+# The parameters with one row per item; every other parameter is shared by all items.
+PER_ITEM = ("encoder.input_weight", "decoder.weight", "decoder.bias")
+
+
+def map_item_rows(tensors: dict[str, torch.Tensor], vocab: VocabularyMap) -> dict[str, torch.Tensor]:
+    """`tensors` (a state dict, or optimiser moments keyed the same way) over the new vocabulary:
+    per-item tensors get the kept items' rows copied and zero rows for new items (dropped items'
+    rows are left out); every other tensor is copied as is. CPU tensors."""
+    kept = torch.from_numpy(vocab.previous_index >= 0)
+    source = torch.from_numpy(vocab.previous_index[vocab.previous_index >= 0])
+    out = {}
+    for name, value in tensors.items():
+        value = value.detach().cpu()
+        if name in PER_ITEM:
+            rows = value.new_zeros((len(vocab.previous_index), *value.shape[1:]))
+            rows[kept] = value[source]
+            value = rows
+        out[name] = value.clone()
+    return out
+
+
 def model_dims(model: RecVAE) -> tuple[int, int, int]:
     """(n_items, hidden_dim, latent_dim) read from the weights themselves, not the config."""
     n_items, hidden = model.encoder.input_weight.shape
@@ -241,19 +262,7 @@ def warm_start(
             raise ValueError(f"train has {train.shape[1]} columns for {len(vocab.previous_index)} items")
 
     model = RecVAE(len(vocab.previous_index), config)
-    old = {k: v.detach().cpu() for k, v in previous_model.state_dict().items()}
-    per_item = {"encoder.input_weight", "decoder.weight", "decoder.bias"}
-    model.load_state_dict({k: v for k, v in old.items() if k not in per_item}, strict=False)
+    model.load_state_dict(map_item_rows(previous_model.state_dict(), vocab))
     model.eval()
-
-    is_kept = torch.from_numpy(vocab.previous_index >= 0)
-    source = torch.from_numpy(vocab.previous_index[vocab.previous_index >= 0])
-    for name, param in (
-        ("encoder.input_weight", model.encoder.input_weight),
-        ("decoder.weight", model.decoder.weight),
-        ("decoder.bias", model.decoder.bias),
-    ):
-        param.zero_()
-        param[is_kept] = old[name][source]
-    how = _set_new_item_bias(model, is_kept, train)
+    how = _set_new_item_bias(model, torch.from_numpy(vocab.previous_index >= 0), train)
     return model, WarmStartReport(vocab.kept, vocab.new, vocab.dropped, vocab.overlap, how)

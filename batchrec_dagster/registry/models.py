@@ -151,11 +151,12 @@ def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
 
 def referenced_files(db: Database) -> set[str]:
     """Every artifact name any entry names (fresh, stale or malformed entries alike), and the
-    top-k index each names (`ann_index.file_name`, stored next to its artifact)."""
+    files stored next to it: the top-k index (`ann_index.file_name`) and the training checkpoint
+    (`training_checkpoint.file_name`)."""
     names = set()
-    for doc in db[MODELS].find({}, {"file_name": 1, "ann_index": 1}):
-        index = doc.get("ann_index")
-        for name in (doc.get("file_name"), index.get("file_name") if isinstance(index, dict) else None):
+    for doc in db[MODELS].find({}, {"file_name": 1, "ann_index": 1, "training_checkpoint": 1}):
+        beside = [doc.get(key) for key in ("ann_index", "training_checkpoint")]
+        for name in (doc.get("file_name"), *(b.get("file_name") for b in beside if isinstance(b, dict))):
             if isinstance(name, str):
                 names.add(name)
     return names

@@ -112,3 +112,5 @@ class TrainedModel:
     validation_metrics: dict[str, float] = field(default_factory=dict)
     # the approximate top-k index next to the artifact (defs/assets/ann_index.py); None: served exactly
     ann_index: dict[str, Any] | None = None
+    # Adam's moments next to the artifact, for the next warm run (defs/assets/moments.py)
+    training_checkpoint: dict[str, Any] | None = None

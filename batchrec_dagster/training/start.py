@@ -64,7 +64,8 @@ def _source(entry: dict[str, Any]) -> dict[str, Any]:
     return {"file_name": entry["file_name"], "run_id": entry["run_id"],
             "partition_key": entry.get("partition_key"), "data_end": entry["data_end"].isoformat(),
             "score": float(entry["score"]), "sha256": entry["sha256"],
-            "training_mode": entry.get("training_mode", "full")}
+            "training_mode": entry.get("training_mode", "full"),
+            "training_checkpoint": entry.get("training_checkpoint")}
 
 
 def _try_candidate(entry: dict[str, Any], store: BlobStore, config: RecVAEConfig, item_ids: np.ndarray,

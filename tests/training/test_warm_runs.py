@@ -11,7 +11,7 @@ from batchrec_dagster.cli.materialize import asset_metadata, materialize_partiti
 from batchrec_dagster.defs.assets.metadata import rounded
 from batchrec_dagster.defs.partitions import partition_window
 from batchrec_dagster.deployments import blob_store_for
-from batchrec_dagster.registry.models import entries_for_partition
+from batchrec_dagster.registry.models import entries_for_partition, referenced_files
 from batchrec_dagster.settings import Settings
 from batchrec_dagster.sources.demo_data import load_demo
 from recvae import WarmConfig, load_artifact
@@ -89,6 +89,32 @@ def test_next_hour_continues_the_previous_model(hours, mongo_db):
     parent = load_artifact(blob_store_for(hours.settings).read(base["file_name"]))
     assert entry["sha256"] != base["sha256"] and artifact.extra["training_start"]["warm"]["weights_changed"]
     assert parent.extra["training_mode"] == "full"
+    # Adam went on from the full run's moments, stored next to its artifact, not inside it
+    assert model["warm_optimizer_moments"] == "carried" and recorded["optimizer_moments"] == "carried"
+    assert base["training_checkpoint"]["file_name"] == base["file_name"] + ".moments"
+    assert base["training_checkpoint"]["artifact_sha256"] == base["sha256"]
+    assert entry["training_checkpoint"]["file_name"] == model["training_checkpoint_file_name"]
+    assert base["training_checkpoint"]["file_name"] in referenced_files(mongo_db)
+
+
+@pytest.mark.parametrize("damage", ["missing", "tampered"])
+def test_a_missing_or_damaged_checkpoint_starts_adam_afresh_and_says_so(hours, mongo_db, damage):
+    first, _, _ = run(hours, H)
+    checkpoint = entry_of(mongo_db, H, first)["training_checkpoint"]
+    path = hours.settings.artifacts_dir / "models" / checkpoint["file_name"]
+    path.chmod(0o644)
+    if damage == "missing":
+        path.unlink()
+    else:
+        data = bytearray(path.read_bytes())
+        data[-10] ^= 0xFF
+        path.write_bytes(bytes(data))
+    second, model, _ = run(hours, H1)
+    assert model["training_mode"] == "warm" and model["warm_weights_changed"] is True
+    note = model["warm_optimizer_moments"]
+    assert note.startswith(f"fresh: training checkpoint {checkpoint['file_name']} not usable"), note
+    assert ("does not exist" if damage == "missing" else "sha256") in note
+    assert entry_of(mongo_db, H1, second)["warm_start"]["warm"]["optimizer_moments"] == note
 
 
 def test_full_retrain_when_asked_daily_or_without_a_compatible_model(hours, mongo_db):

@@ -50,6 +50,8 @@ def registry_entry(model: TrainedModel, *, partition_key: str, run_id: str) -> d
         "warm_start": ({k: v for k, v in model.training_start.items() if k not in ("mode", "reason")}
                        if model.training_mode == "warm" else None),
         "ann_index": dict(model.ann_index) if model.ann_index is not None else None,
+        "training_checkpoint": (dict(model.training_checkpoint) if model.training_checkpoint is not None
+                                else None),
     }
 
 

@@ -18,6 +18,7 @@ from batchrec_dagster.defs.assets.metadata import (
     md_table,
     window_metadata,
 )
+from batchrec_dagster.defs.assets.moments import load_moments, store_moments
 from batchrec_dagster.defs.partitions import daily_full_run, partition_window
 from batchrec_dagster.defs.resources import ArtifactStoreResource, MongoResource, RunDefaults
 from batchrec_dagster.registry.defaults import MODEL_KIND, SCORE_METRIC
@@ -155,15 +156,21 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     training_start = start.record()
     warm_report: dict[str, Any] = {}
     if start.mode == "warm":
+        source = start.source or {}
+        moments, moments_note = load_moments(store, source.get("training_checkpoint"), start.model)
+        if moments is None:
+            context.log.warning(f"Adam starts {moments_note}")
         warm = train_warm(start.model, start.item_ids, train, data.item_ids, validation,
                           config.warm_recvae_config(), changed_users=changed_users(data, start),
-                          warm=config.warm_config(), device=config.device, on_epoch=on_epoch)
-        result, warm_report = warm.training, warm.report.to_dict()
+                          warm=config.warm_config(), device=config.device, on_epoch=on_epoch,
+                          moments=moments)
+        result, warm_report = warm.training, {**warm.report.to_dict(), "optimizer_moments": moments_note}
         training_start["warm"] = warm_report
         report = warm.report
         context.log.info(f"warm: {report.users_per_epoch} of {report.training_users} users per epoch "
                          f"({report.changed_users} changed, {report.focus_users} in focus); "
-                         f"{report.new_items_trained} of {report.new_items} new repositories trained")
+                         f"{report.new_items_trained} of {report.new_items} new repositories trained; "
+                         f"optimizer moments {moments_note}")
     else:
         result = train_recvae(train, validation, config.recvae_config(), device=config.device,
                               on_epoch=on_epoch)
@@ -200,6 +207,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
                                 params=config.index_params(), min_items=config.ann_min_items,
                                 recall_k=config.ann_recall_k, min_recall=config.ann_min_recall)
 
+    checkpoint = store_moments(result.moments, stored, store) if result.moments is not None else None
+
     history = [{"epoch": r.epoch, "seconds": r.seconds, "loss": r.loss, "ndcg@100": r.ndcg_at_100,
                 "recall@20": r.recall_at_20, "recall@50": r.recall_at_50, "best": float(r.best)}
                for r in result.history]
@@ -212,7 +221,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         window_start=window_start, best_epoch=result.best_epoch, stop_reason=result.stop_reason,
         code_version=version, training_mode=start.mode, training_start=training_start,
         validation_score=validation_metrics[SCORE_METRIC],
-        validation_metrics=validation_metrics, ann_index=ann_index,
+        validation_metrics=validation_metrics, ann_index=ann_index, training_checkpoint=checkpoint,
     )
     return dg.MaterializeResult(value=model, metadata={
         "score": score,
@@ -241,6 +250,8 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
         "artifact_file_name": stored.name,
         "artifact_sha256": stored.sha256,
         "artifact_bytes": stored.size_bytes,
+        **({"training_checkpoint_file_name": checkpoint["file_name"],
+            "training_checkpoint_bytes": checkpoint["size_bytes"]} if checkpoint else {}),
         "code_version": version,
         **index_metadata(ann_index, config.ann_min_items),
         **window_metadata(window_start, window_end),
