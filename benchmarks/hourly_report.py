@@ -32,6 +32,7 @@ def _run_row(r: dict[str, Any]) -> str:
              _f(r.get("new_repositories", ""), 0), _f(r["test"].get("new_recall@100", ""), 4),
              _f(model.get("warm_users_per_epoch", ""), 0), _f(model.get("warm_new_items_trained", ""), 0),
              {True: "yes", False: "**no**"}.get(model.get("warm_weights_changed"), ""),
+             str(model.get("warm_optimizer_moments", "")).split(":")[0],
              " / ".join(_f(x, 2) for x in r["load_1m"])]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -109,7 +110,7 @@ def markdown(report: dict[str, Any]) -> str:
     header = ["run", "hour (KST)", "read", "stars read", "training", "epochs", "overlap",
               *(f"{a} s" for a in ASSETS), "checks s", "run s", "peak RSS MB", "validation NDCG@100",
               "score (own test users)", "bench NDCG@100", "bench R@20", "new repos", "bench new R@100",
-              "users / warm epoch", "new repos trained", "weights changed", "load"]
+              "users / warm epoch", "new repos trained", "weights changed", "Adam moments", "load"]
     for case in report["cases"]:
         out += [f"## {case['name']}", "", case["description"] + ".", "",
                 f"{case['stars_in_mongodb']:,} stars in MongoDB (loaded in {case['load_seconds']:.0f} s); "

@@ -155,10 +155,11 @@ def test_a_backfilled_hour_never_starts_from_a_model_that_saw_later_stars(hours,
 
 
 def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
-    from batchrec_dagster.defs.assets.config import TrainingConfig
+    from batchrec_dagster.defs.assets.config import WARM_TRAINING, TrainingConfig
 
     default = TrainingConfig().warm_recvae_config()
-    assert (default.epochs, default.patience, default.time_budget_s) == (8, None, 150.0)
+    assert (default.epochs, default.patience, default.time_budget_s) == (
+        WARM_TRAINING["epochs"], WARM_TRAINING["patience"], WARM_TRAINING["time_budget_s"])
     assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=0.5, min_epoch_users=2000)
     capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
     assert (capped.epochs, capped.time_budget_s) == (2, 60.0)
