@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
 FULL = rv.RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
 LEGACY_WARM = replace(FULL, epochs=4, patience=2)  # the pipeline's warm run before train_warm
-WARM_EPOCHS = 8
+WARM_EPOCHS = 5  # the pipeline's (batchrec_dagster.defs.assets.config.WARM_TRAINING); runs before
+# f4f3fcd used 8: each report's JSON records its own `warm_epochs`
 
 
 def simulate(users: np.ndarray, repos: np.ndarray, seed: int, new_share: float = 0.03,
@@ -155,14 +156,18 @@ def markdown(reports: list[dict]) -> str:
     """One table of every run, then the H+3 ratios against the full retrain per variant."""
     rows = [r for rep in reports for r in rep["rows"]]
     out = ["# Warm hours, the library call alone (github-stars-tiny, simulated hours)", "",
-           *(f"Command: `{rep['command']}`; machine: {rep['machine']}; load average before "
+           *(f"Command: `{rep['command']}` (*warm*: {rep.get('warm_epochs', 8)} epochs); machine: "
+             f"{rep['machine']}; load average before "
              f"{', '.join(f'{x:.2f}' for x in rep['load_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in rep['load_after'])}" for rep in reports), "",
            "How the hours are simulated and scored: the docstring of benchmarks/warm_hours.py. *new R@100*: "
            "Recall@100 of the test users' stars on repositories new since H (all of them the target, the "
            "user's other stars fed in); *legacy*: the warm run before train_warm (warm_start, 4 epochs, "
            "patience 2, best epoch with the starting model as epoch 0); *warm*: train_warm with the "
-           "pipeline's warm settings (8 epochs); *warm-zero-rows*: the same without placing new rows. "
+           "pipeline's warm settings, carrying Adam's moments from hour to hour (from H's full run on); "
+           "*warm-fresh-moments*: the same with fresh moments every hour; *warm:field=value*: *warm* "
+           "with that RecVAEConfig or WarmConfig field changed; *warm-zero-rows*: *warm* without placing "
+           "new rows. "
            "Seconds are wall time on a shared machine.", "",
            "| seed | run | NDCG@100 | new R@100 | epochs | kept epoch | weights changed | users / epoch | "
            "new repos (trained) | s |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -212,7 +217,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
-              "load_before": os.getloadavg(), "rows": []}
+              "load_before": os.getloadavg(), "warm_epochs": WARM_EPOCHS, "rows": []}
     from recvae import load_artifact
     from recvae.artifact import dump_artifact
     from recvae.checkpoint import dump_checkpoint, load_checkpoint
