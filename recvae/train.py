@@ -105,9 +105,10 @@ def _set_moments(opt: torch.optim.Optimizer, names: list[str], moments: Optimize
     state = opt.state_dict()
     for index, name in enumerate(names):
         state["state"][index] = {"step": torch.tensor(float(moments.steps[name])),
-                                 "exp_avg": moments.exp_avg[name].clone(),
-                                 "exp_avg_sq": moments.exp_avg_sq[name].clone()}
-    opt.load_state_dict(state)  # moves each tensor to its parameter's device and dtype
+                                 "exp_avg": moments.exp_avg[name], "exp_avg_sq": moments.exp_avg_sq[name]}
+    # casts to each parameter's device and dtype; a tensor already there is taken as it is, not
+    # copied (the moments are twice the model's size)
+    opt.load_state_dict(state)
 
 
 def _moments(optimizers: list[tuple[torch.optim.Optimizer, list[str]]]) -> OptimizerMoments:
@@ -290,7 +291,8 @@ def train_recvae(
       starting model.
 
     `initial_moments`: Adam's state to continue from (with `initial_model`; for its parameters and
-    shapes, CheckpointError otherwise).
+    shapes, CheckpointError otherwise). Its CPU tensors become the optimiser's state on a CPU run
+    and are updated in place: pass a copy to keep them.
     """
     config = config or RecVAEConfig()
     if config.epochs < 1:

@@ -76,3 +76,17 @@ def test_warm_start_trains_on_cuda(small_split: Split) -> None:
     )
     assert again.initial_metrics is not None
     assert again.initial_metrics["ndcg@100"] == pytest.approx(first.best_metrics["ndcg@100"], abs=1e-4)
+
+
+def test_moments_trained_on_cuda_carry_into_a_warm_hour_on_cuda(small_split: Split) -> None:
+    from recvae import train_warm
+    from recvae.checkpoint import dump_checkpoint, load_checkpoint
+
+    first = train_recvae(small_split.train, small_split.validation, replace(TINY, epochs=2), device="cuda")
+    moments = load_checkpoint(dump_checkpoint(first.moments))   # CPU tensors, as read from storage
+    assert all(t.device.type == "cpu" for t in moments.exp_avg.values())
+    out = train_warm(first.model.cpu(), small_split.item_ids, small_split.train, small_split.item_ids,
+                     small_split.validation, replace(TINY, epochs=1), moments=moments, device="cuda")
+    assert out.report.optimizer_moments == "carried" and out.training.device.startswith("cuda")
+    steps = out.training.moments.steps
+    assert steps["decoder.weight"] > first.moments.steps["decoder.weight"]
