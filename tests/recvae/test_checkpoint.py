@@ -21,8 +21,8 @@ TINY = RecVAEConfig(hidden_dim=32, latent_dim=8, batch_size=64, epochs=2, seed=3
 def trained(small_split: Split) -> dict:
     old_cols = np.arange(small_split.train.shape[1] - 10)
     v = small_split.validation
-    result = train_recvae(small_split.train[:, old_cols],
-                          HeldOut(v.user_ids, v.fold_in[:, old_cols], v.target[:, old_cols]), TINY, device="cpu")
+    validation = HeldOut(v.user_ids, v.fold_in[:, old_cols], v.target[:, old_cols])
+    result = train_recvae(small_split.train[:, old_cols], validation, TINY, device="cpu")
     return {"result": result, "previous_ids": small_split.item_ids[old_cols], "split": small_split}
 
 
@@ -54,7 +54,8 @@ def test_damaged_or_foreign_bytes_are_refused_with_a_checkpoint_error(trained: d
     else:
         from recvae import Recommender, dump_artifact
 
-        rec = Recommender(trained["result"].model, trained["previous_ids"], np.ones(len(trained["previous_ids"])))
+        ids = trained["previous_ids"]
+        rec = Recommender(trained["result"].model, ids, np.ones(len(ids)))
         data = bytearray(dump_artifact(rec, config=TINY, metrics={}))
     with pytest.raises(CheckpointError):
         load_checkpoint(bytes(data))
@@ -87,7 +88,8 @@ def test_moments_that_do_not_fit_the_model_are_refused(trained: dict) -> None:
 def test_carried_moments_are_the_optimisers_state_when_training_continues(trained: dict) -> None:
     result, split = trained["result"], trained["split"]
     old_cols = np.arange(split.train.shape[1] - 10)
-    trainer = _Trainer(split.train[:, old_cols].tocsr(), TINY, torch.device("cpu"), result.model, result.moments)
+    train = split.train[:, old_cols].tocsr()
+    trainer = _Trainer(train, TINY, torch.device("cpu"), result.model, result.moments)
     state = trainer.opt_decoder.state[trainer.model.decoder.weight]
     assert float(state["step"]) == result.moments.steps["decoder.weight"]
     assert torch.equal(state["exp_avg_sq"], result.moments.exp_avg_sq["decoder.weight"])
