@@ -35,14 +35,16 @@ import numpy as np
 import scipy.sparse as sp
 
 import recvae as rv
+from batchrec_dagster.defs.assets.config import WARM_TRAINING
 
 ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
 FULL = rv.RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
 LEGACY_WARM = replace(FULL, epochs=4, patience=2)  # the pipeline's warm run before train_warm
-WARM_EPOCHS = 5  # the pipeline's (batchrec_dagster.defs.assets.config.WARM_TRAINING); runs before
-# f4f3fcd used 8: each report's JSON records its own `warm_epochs`
+# the pipeline's warm epochs and encoder passes; runs before f4f3fcd used 8 epochs of 3 passes,
+# runs before this commit 5 of 3: each report's JSON records its own
+WARM = {k: WARM_TRAINING[k] for k in ("epochs", "encoder_passes")}
 
 
 def simulate(users: np.ndarray, repos: np.ndarray, seed: int, new_share: float = 0.03,
@@ -125,7 +127,7 @@ def _overridden(cfg: rv.RecVAEConfig, warm: rv.WarmConfig, spec: str) -> tuple:
 
 def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: ANN001
     model, item_ids, moments = prev
-    cfg = replace(FULL, seed=seed, epochs=WARM_EPOCHS, patience=None, time_budget_s=None)
+    cfg = replace(FULL, seed=seed, **WARM, patience=None, time_budget_s=None)
     if variant == "legacy":
         start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
         res = rv.train_recvae(split.train, split.validation, replace(LEGACY_WARM, seed=seed), device="cpu",
@@ -156,7 +158,8 @@ def markdown(reports: list[dict]) -> str:
     """One table of every run, then the H+3 ratios against the full retrain per variant."""
     rows = [r for rep in reports for r in rep["rows"]]
     out = ["# Warm hours, the library call alone (github-stars-tiny, simulated hours)", "",
-           *(f"Command: `{rep['command']}` (*warm*: {rep.get('warm_epochs', 8)} epochs); machine: "
+           *(f"Command: `{rep['command']}` (*warm*: {rep.get('warm_epochs', 8)} epochs of "
+             f"{rep.get('warm_encoder_passes', 3)} encoder passes); machine: "
              f"{rep['machine']}; load average before "
              f"{', '.join(f'{x:.2f}' for x in rep['load_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in rep['load_after'])}" for rep in reports), "",
@@ -217,7 +220,8 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
-              "load_before": os.getloadavg(), "warm_epochs": WARM_EPOCHS, "rows": []}
+              "load_before": os.getloadavg(), "warm_epochs": WARM["epochs"],
+              "warm_encoder_passes": WARM["encoder_passes"], "rows": []}
     from recvae import load_artifact
     from recvae.artifact import dump_artifact
     from recvae.checkpoint import dump_checkpoint, load_checkpoint

@@ -1,7 +1,7 @@
 """Warm hourly runs through the whole graph on real servers (MongoDB wire protocol, local folder or
 the GCS emulator): hour H+1 continues hour H's model, and retrains from scratch when it must."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import dagster as dg
@@ -160,6 +160,11 @@ def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
     default = TrainingConfig().warm_recvae_config()
     assert (default.epochs, default.patience, default.time_budget_s) == (
         WARM_TRAINING["epochs"], WARM_TRAINING["patience"], WARM_TRAINING["time_budget_s"])
+    # a warm epoch makes fewer encoder passes than a full one; the rest of the model is the same
+    assert default.encoder_passes == WARM_TRAINING["encoder_passes"] < TrainingConfig().encoder_passes
+    assert replace(default, encoder_passes=TrainingConfig().encoder_passes, epochs=TrainingConfig().epochs,
+                   patience=TrainingConfig().patience, time_budget_s=TrainingConfig().time_budget_s
+                   ) == TrainingConfig().recvae_config()
     assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=0.5, min_epoch_users=2000)
     capped = TrainingConfig(epochs=2, time_budget_s=60.0).warm_recvae_config()
     assert (capped.epochs, capped.time_budget_s) == (2, 60.0)

@@ -103,16 +103,17 @@ PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience"
 # of an epoch follows the hour's change, not the history. At the demo's 1.15M stars an hour
 # changes ~6.7k of 40k users; with a replay of 1.0 a loaded 2-core machine fit only 3 of 8 epochs
 # into the budget (benchmarks/results/hourly_cost.md), 0.5 trains a quarter fewer users per epoch.
-# Five epochs, continuing Adam's moments from the starting model's checkpoint: every epoch past
-# what the hour's change needs re-fits the unchanged stars again and overfits them. On simulated
-# GitHub hours (benchmarks/results/warm_hours_epochs.md) warm H+3 against a full retrain went from
-# 0.991x (3 epochs) to 0.997x (5) and 0.976x (12) in NDCG@100, with new-repository recall >= 0.99x
-# from 3 epochs on. No patience: the last epoch is kept unless it fell by more than its standard
-# error. The budget keeps a warm hour within 3 minutes on 2 cores. The overlap threshold: hour to hour
-# nearly all repositories carry over; under 90% the data changed wholesale (a new import, other
-# filters) and a model from scratch is the sounder start.
-WARM_TRAINING = {"epochs": 5, "patience": None, "time_budget_s": 150.0, "min_vocabulary_overlap": 0.9,
-                 "replay_ratio": 0.5, "min_epoch_users": 2000}
+# Five epochs of one encoder pass and one decoder pass, continuing Adam's moments from the
+# starting model's checkpoint: passes beyond what the hour's change needs re-fit the unchanged
+# stars and over-fit them, the encoder most (it sees each row three times an epoch in a full run).
+# Simulated GitHub hours, 5 seeds, warm H+3 against a full retrain
+# (benchmarks/results/warm_hours_epochs.md): NDCG@100 0.990x with one encoder pass, 0.981x with
+# three; 12 epochs of three passes 0.976x (3 seeds). No patience: the last epoch is kept unless it
+# fell by more than its standard error. The budget keeps a warm hour within 3 minutes on 2 cores.
+# The overlap threshold: hour to hour nearly all repositories carry over; under 90% the data
+# changed wholesale (a new import, other filters) and a model from scratch is the sounder start.
+WARM_TRAINING = {"epochs": 5, "encoder_passes": 1, "patience": None, "time_budget_s": 150.0,
+                 "min_vocabulary_overlap": 0.9, "replay_ratio": 0.5, "min_epoch_users": 2000}
 
 
 class TrainingConfig(dg.Config):
@@ -151,6 +152,9 @@ class TrainingConfig(dg.Config):
              "BATCHREC_FULL_RUN_HOUR or when no model is compatible", full="train from scratch")
     warm_epochs: int = Field(default=WARM_TRAINING["epochs"], ge=1,
                              description="Epochs of a warm run, at most.")
+    warm_encoder_passes: int = Field(
+        default=WARM_TRAINING["encoder_passes"], ge=1,
+        description="Encoder passes per warm epoch (a full run makes `encoder_passes`).")
     warm_patience: int | None = Field(
         default=WARM_TRAINING["patience"],
         description="A warm run stops after this many epochs without beating its best trained epoch "
@@ -203,7 +207,8 @@ class TrainingConfig(dg.Config):
         `epochs` and `time_budget_s` stay upper bounds (`batchrec materialize --epochs 2` means it)."""
         budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
         return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
-                       patience=self.warm_patience, time_budget_s=min(budgets) if budgets else None)
+                       encoder_passes=self.warm_encoder_passes, patience=self.warm_patience,
+                       time_budget_s=min(budgets) if budgets else None)
 
     def warm_config(self) -> WarmConfig:
         """How a warm run spends its epochs: `recvae.train_warm(..., warm=this)`."""
