@@ -43,7 +43,9 @@ class Artifact:
     format_version: int = FORMAT_VERSION
 
 
-def _digest(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+def content_digest(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the canonical metadata and every tensor's name, dtype, shape and bytes (artifacts
+    and training checkpoints)."""
     h = hashlib.sha256()
     h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
     for name in sorted(tensors):
@@ -87,7 +89,7 @@ def dump_artifact(
         json.dumps(meta, allow_nan=True)
     except TypeError as exc:
         raise TypeError(f"metrics and extra must be JSON-serializable: {exc}") from exc
-    header = {"meta": json.dumps(meta, sort_keys=True), "sha256": _digest(meta, tensors)}
+    header = {"meta": json.dumps(meta, sort_keys=True), "sha256": content_digest(meta, tensors)}
     return safetensors.torch.save(tensors, metadata=header)
 
 
@@ -159,7 +161,7 @@ def load_artifact_file(path: str | os.PathLike[str], *, device: str | None = Non
 
 def _assemble(meta: dict[str, Any], digest: str, tensors: dict[str, torch.Tensor],
               device: str | None) -> Artifact:
-    if _digest(meta, tensors) != digest:
+    if content_digest(meta, tensors) != digest:
         raise ArtifactError("artifact checksum mismatch: the file was modified or corrupted")
     try:
         config = RecVAEConfig.from_dict(meta["config"])

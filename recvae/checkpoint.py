@@ -23,7 +23,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from recvae.artifact import _digest
+from recvae.artifact import content_digest
 from recvae.model import RecVAE
 from recvae.warm import map_item_rows, map_vocabulary
 
@@ -69,7 +69,7 @@ def dump_checkpoint(moments: OptimizerMoments) -> bytes:
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "steps": {k: float(v) for k, v in moments.steps.items()}}
     return safetensors.torch.save(tensors, metadata={"meta": json.dumps(meta, sort_keys=True),
-                                                     "sha256": _digest(meta, tensors)})
+                                                     "sha256": content_digest(meta, tensors)})
 
 
 def load_checkpoint(data: bytes) -> OptimizerMoments:
@@ -89,7 +89,7 @@ def load_checkpoint(data: bytes) -> OptimizerMoments:
         raise CheckpointError("not a moments checkpoint (wrong format name)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"unsupported moments checkpoint version {meta.get('format_version')!r}")
-    if _digest(meta, tensors) != header.get("sha256"):
+    if content_digest(meta, tensors) != header.get("sha256"):
         raise CheckpointError("moments checkpoint digest mismatch (truncated or tampered)")
     groups: dict[str, dict[str, torch.Tensor]] = {"exp_avg": {}, "exp_avg_sq": {}}
     for key, tensor in tensors.items():

@@ -93,7 +93,7 @@ def test_unknown_version_rejected() -> None:
 
 def test_mismatched_contents_rejected() -> None:
     """A consistent checksum over inconsistent contents (weights for another item count)."""
-    from recvae.artifact import _digest
+    from recvae.artifact import content_digest
 
     def shrink(meta, tensors):
         tensors = dict(tensors)
@@ -105,7 +105,7 @@ def test_mismatched_contents_rejected() -> None:
     meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["meta"])
     tensors = safetensors.torch.load(data)
     resigned = safetensors.torch.save(
-        tensors, metadata={"meta": json.dumps(meta), "sha256": _digest(meta, tensors)}
+        tensors, metadata={"meta": json.dumps(meta), "sha256": content_digest(meta, tensors)}
     )
     with pytest.raises(ArtifactError, match="do not match"):
         load_artifact(resigned)
