@@ -111,10 +111,15 @@ class DagsterServices:
         self._check_alive()
         response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
                                  timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            raise ServiceError(f"GraphQL errors: {body['errors']}")
+        try:
+            body = response.json()
+        except ValueError:
+            response.raise_for_status()
+            raise
+        # a resolver's exception comes back as a 500 whose body names it (in `errors`, or as a
+        # PythonError in `data`): say what it was
+        if body.get("errors") or not response.ok:
+            raise ServiceError(f"GraphQL HTTP {response.status_code}: {body}")
         return body["data"]
 
     def _location_loaded(self) -> bool:
@@ -232,10 +237,20 @@ class DagsterServices:
 
     def stop_schedule(self, name: str) -> str:
         state = self.instigator("schedule", name)
-        data = self.graphql("""mutation S($id: String!) { stopRunningSchedule(id: $id) {
+        # A schedule running by default has no stored state until the scheduler daemon's first
+        # pass writes one; a stop in the same moment also inserts one, and the later insert fails
+        # with "InstigatorState ... is already present in storage" (dagster.Scheduler.stop_schedule
+        # reads, then inserts). A user clicks again; so does this, once the state is stored.
+        query = """mutation S($id: String!) { stopRunningSchedule(id: $id) {
             __typename ... on ScheduleStateResult { scheduleState { status } }
-            ... on PythonError { message } } }""", {"id": state["id"]})["stopRunningSchedule"]
-        return data["scheduleState"]["status"]
+            ... on PythonError { message } } }"""
+        for attempt in (1, 2, 3):
+            try:
+                data = self.graphql(query, {"id": state["id"]})["stopRunningSchedule"]
+                return data["scheduleState"]["status"]
+            except ServiceError as exc:
+                if attempt == 3 or "is already present in storage" not in str(exc):
+                    raise
 
     def start_sensor(self, name: str) -> str:
         selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": name}
