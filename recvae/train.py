@@ -114,9 +114,9 @@ def _set_moments(opt: torch.optim.Optimizer, names: list[str], moments: Optimize
 def _moments(optimizers: list[tuple[torch.optim.Optimizer, list[str]]]) -> OptimizerMoments:
     out = OptimizerMoments({}, {}, {})
     for opt, names in optimizers:
-        for index, name in enumerate(names):
-            state = opt.state_dict()["state"].get(index)
-            if state is None:  # a parameter never stepped (no epoch ran)
+        for name, param in zip(names, opt.param_groups[0]["params"], strict=True):
+            state = opt.state.get(param)
+            if not state:  # a parameter never stepped (no epoch ran)
                 continue
             out.exp_avg[name] = state["exp_avg"].detach().cpu()
             out.exp_avg_sq[name] = state["exp_avg_sq"].detach().cpu()

@@ -136,11 +136,11 @@ def map_item_rows(tensors: dict[str, torch.Tensor], vocab: VocabularyMap) -> dic
     out = {}
     for name, value in tensors.items():
         value = value.detach().cpu()
-        if name in PER_ITEM:
-            rows = value.new_zeros((len(vocab.previous_index), *value.shape[1:]))
-            rows[kept] = value[source]
-            value = rows
-        out[name] = value.clone()
+        if name in PER_ITEM:  # new tensors already: no copy of the largest ones on top
+            out[name] = value.new_zeros((len(vocab.previous_index), *value.shape[1:]))
+            out[name][kept] = value[source]
+        else:
+            out[name] = value.clone()
     return out
 
 
