@@ -125,6 +125,51 @@ def sort_stars(repo_ids: np.ndarray, stars: StarColumns) -> tuple[StarColumns, S
     return kept, stars.select(~known), duplicates
 
 
+def _pair_keys(repo_ids: np.ndarray, stars: StarColumns) -> np.ndarray | None:
+    """One int64 per (user, repo) that sorts as (user, repo id) does: user * n + the repo's rank in
+    the sorted catalogue. None when that could overflow or a user id is negative."""
+    if len(stars) == 0:
+        return np.zeros(0, dtype=np.int64)
+    n = max(len(repo_ids), 1)
+    if stars.user_ids.min() < 0 or stars.user_ids.max() > (np.iinfo(np.int64).max - n) // n:
+        return None
+    return stars.user_ids * n + np.searchsorted(repo_ids, stars.repo_ids)
+
+
+def merge_sorted(repo_ids: np.ndarray, carried: StarColumns, added: StarColumns
+                 ) -> tuple[StarColumns, StarColumns, int]:
+    """`sort_stars(repo_ids, carried + added)` where `carried` is a previous result of sort_stars
+    (de-duplicated and sorted by user and repo): only `added` is sorted, and it is inserted into
+    `carried` by binary search, so an hour costs a pass over the snapshot rather than a sort of it.
+    Falls back to sorting everything when `carried` is not such a result against this catalogue (a
+    repository left it, or the pair keys would overflow)."""
+    catalogue = np.sort(repo_ids)
+    whole = np.isin(carried.repo_ids, catalogue).all()
+    carried_keys = _pair_keys(catalogue, carried) if whole else None
+    if carried_keys is None or np.any(carried_keys[1:] <= carried_keys[:-1]):
+        return sort_stars(repo_ids, StarColumns.concat(carried, added))
+    new, orphans, duplicates = sort_stars(catalogue, added)
+    new_keys = _pair_keys(catalogue, new)
+    if new_keys is None:
+        return sort_stars(repo_ids, StarColumns.concat(carried, added))
+    at = np.searchsorted(carried_keys, new_keys)
+    present = np.zeros(len(new), dtype=bool)
+    inside = at < len(carried_keys)
+    present[inside] = carried_keys[at[inside]] == new_keys[inside]
+    times = carried.starred_at
+    earlier = present.copy()
+    earlier[present] = new.starred_at[present] < times[at[present]]  # keep the earliest, as sort does
+    earlier[present] |= np.isnat(times[at[present]]) & ~np.isnat(new.starred_at[present])
+    if earlier.any():
+        times = times.copy()
+        times[at[earlier]] = new.starred_at[earlier]
+    fresh = ~present
+    merged = StarColumns(np.insert(carried.user_ids, at[fresh], new.user_ids[fresh]),
+                         np.insert(carried.repo_ids, at[fresh], new.repo_ids[fresh]),
+                         np.insert(times, at[fresh], new.starred_at[fresh]))
+    return merged, orphans, duplicates + int(present.sum())
+
+
 def with_stars(catalogue: RawRepositories, stars: StarColumns, orphans: StarColumns,
                skipped: Counter, **fields: object) -> RawRepositories:
     """`catalogue` (a read's catalogue arrays, window and counters) with these stars and orphans."""
@@ -141,8 +186,8 @@ def merge_hour(previous: RawRepositories, catalogue: RawRepositories, hour: Star
     this read's catalogue as a full read would sort them. Counters of malformed stars carry over
     (each document is read once); the catalogue's are this read's own."""
     carried = StarColumns(previous.star_user_ids, previous.star_repo_ids, previous.starred_at)
-    stars, orphans, duplicates = sort_stars(catalogue.repo_ids,
-                                            StarColumns.concat(carried, _orphans(previous), hour))
+    stars, orphans, duplicates = merge_sorted(catalogue.repo_ids, carried,
+                                              StarColumns.concat(_orphans(previous), hour))
     skipped = Counter({k: v for k, v in previous.skipped.items()
                        if k.startswith("star_") and k not in _RECOUNTED})
     skipped.update({k: v for k, v in catalogue.skipped.items() if not k.startswith("star_")})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import zipfile
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,10 @@ FORMAT = "batchrec-asset"
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 _META = "__meta__"
+# zlib level 1, not savez_compressed's 6: on a 4.7M-star snapshot level 6 took 4.2 s to write and
+# level 1 1.0 s, for files 4% larger (43.1 against 44.9 MB; benchmarks/results/codec_levels.md).
+# Every hour writes the whole snapshot, so this is most of what an hour's read costs beyond its stars.
+COMPRESS_LEVEL = 1
 TYPES: dict[str, type] = {t.__name__: t for t in (RawRepositories, UserItemMatrix, VaeInput, TrainedModel)}
 
 
@@ -107,8 +112,16 @@ def encode(value: Any) -> bytes:
         meta_bytes = json.dumps(meta, default=_json_default, allow_nan=True).encode()
     except TypeError as exc:
         raise CodecError(f"{type_name} has a field that cannot be stored: {exc}") from exc
+    return _npz_bytes({_META: np.frombuffer(meta_bytes, dtype=np.uint8), **arrays})
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (what np.load reads) written at COMPRESS_LEVEL; np.savez_compressed has no level."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{_META: np.frombuffer(meta_bytes, dtype=np.uint8)}, **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as npz:
+        for name, array in arrays.items():
+            with npz.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
