@@ -8,7 +8,6 @@ metadata and every tensor's name, dtype, shape and bytes, so truncation and tamp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -22,16 +21,18 @@ import torch
 from recvae.device import resolve_device
 from recvae.inference import Recommender
 from recvae.model import RecVAE, RecVAEConfig
+from recvae.signed import MAX_HEADER, SignedFormat, dump_signed
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "batchrec-recvae"
 _MODEL_PREFIX = "model."
-# a header longer than this is not ours (string item ids of 10^6 repositories take ~30 MB)
-_MAX_HEADER = 1 << 30
 
 
 class ArtifactError(ValueError):
     """The bytes are not a loadable artifact: truncated, tampered, mismatched or unknown version."""
+
+
+_FORMAT = SignedFormat(FORMAT_NAME, FORMAT_VERSION, ArtifactError, "batchrec RecVAE artifact")
 
 
 @dataclass
@@ -41,18 +42,6 @@ class Artifact:
     metrics: dict[str, float]
     extra: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-
-
-def content_digest(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over the canonical metadata and every tensor's name, dtype, shape and bytes (artifacts
-    and training checkpoints)."""
-    h = hashlib.sha256()
-    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.numpy().reshape(-1).view(np.uint8))  # the bytes in place: no copy of the weights
-    return h.hexdigest()
 
 
 def dump_artifact(
@@ -89,39 +78,7 @@ def dump_artifact(
         json.dumps(meta, allow_nan=True)
     except TypeError as exc:
         raise TypeError(f"metrics and extra must be JSON-serializable: {exc}") from exc
-    header = {"meta": json.dumps(meta, sort_keys=True), "sha256": content_digest(meta, tensors)}
-    return safetensors.torch.save(tensors, metadata=header)
-
-
-def _read_metadata(data: bytes) -> dict[str, str]:
-    if len(data) < 8:
-        raise ArtifactError("artifact is truncated (no header)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if 8 + header_len > len(data):
-        raise ArtifactError("artifact is truncated (header runs past the end)")
-    try:
-        header = json.loads(data[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"artifact header is not valid JSON: {exc}") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or "meta" not in meta or "sha256" not in meta:
-        raise ArtifactError("not a batchrec RecVAE artifact (metadata missing)")
-    return meta
-
-
-def _parse_meta(raw_meta: dict[str, str]) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw_meta["meta"])
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"artifact metadata is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ArtifactError("not a batchrec RecVAE artifact (wrong format name)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"unsupported artifact format version {meta.get('format_version')!r} "
-            f"(this library reads version {FORMAT_VERSION})"
-        )
-    return meta
+    return dump_signed(meta, tensors)
 
 
 def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
@@ -129,13 +86,8 @@ def load_artifact(data: bytes, *, device: str | None = None) -> Artifact:
     CudaUnavailableError (before reading anything) for a CUDA `device` this process lacks."""
     if device is not None:
         device = str(resolve_device(device))
-    raw_meta = _read_metadata(bytes(data))
-    meta = _parse_meta(raw_meta)
-    try:
-        tensors = safetensors.torch.load(bytes(data))
-    except Exception as exc:  # safetensors raises its own error types for corrupt buffers
-        raise ArtifactError(f"artifact tensors cannot be read (truncated or corrupt): {exc}") from exc
-    return _assemble(meta, raw_meta["sha256"], tensors, device)
+    meta, tensors = _FORMAT.load(data)
+    return _assemble(meta, tensors, device)
 
 
 def load_artifact_file(path: str | os.PathLike[str], *, device: str | None = None) -> Artifact:
@@ -149,20 +101,18 @@ def load_artifact_file(path: str | os.PathLike[str], *, device: str | None = Non
     with open(path, "rb") as f:
         head = f.read(8)
         size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        raw_meta = _read_metadata(head + f.read(min(size, _MAX_HEADER)))
-    meta = _parse_meta(raw_meta)
+        raw_meta = _FORMAT.header(head + f.read(min(size, MAX_HEADER)))
+    meta = _FORMAT.meta(raw_meta)
     try:
         with safetensors.safe_open(os.fspath(path), framework="pt") as tensors_file:
             tensors = {name: tensors_file.get_tensor(name) for name in tensors_file.keys()}  # noqa: SIM118 - not a dict
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ArtifactError(f"artifact tensors cannot be read (truncated or corrupt): {exc}") from exc
-    return _assemble(meta, raw_meta["sha256"], tensors, device)
+    _FORMAT.verify(meta, raw_meta, tensors)
+    return _assemble(meta, tensors, device)
 
 
-def _assemble(meta: dict[str, Any], digest: str, tensors: dict[str, torch.Tensor],
-              device: str | None) -> Artifact:
-    if content_digest(meta, tensors) != digest:
-        raise ArtifactError("artifact checksum mismatch: the file was modified or corrupted")
+def _assemble(meta: dict[str, Any], tensors: dict[str, torch.Tensor], device: str | None) -> Artifact:
     try:
         config = RecVAEConfig.from_dict(meta["config"])
         n_items = int(meta["n_items"])

@@ -10,30 +10,29 @@ no longer damps them and they move several times faster than the rest.
 
 Format: safetensors tensors `exp_avg.<parameter>` and `exp_avg_sq.<parameter>` (the model's
 state-dict names) and a JSON header with each parameter's step count and a sha256 over the header
-and every tensor, as artifacts have (recvae.artifact); never pickle.
+and every tensor: a signed file (recvae.signed), as artifacts are; never pickle.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 
 import numpy as np
-import safetensors.torch
 import torch
 
-from recvae.artifact import content_digest
 from recvae.model import RecVAE
+from recvae.signed import SignedFormat, dump_signed
 from recvae.warm import map_item_rows, map_vocabulary
 
 FORMAT_NAME = "batchrec-recvae-moments"
 FORMAT_VERSION = 1
-_MAX_HEADER = 1 << 20
 
 
 class CheckpointError(ValueError):
     """The bytes are not a readable checkpoint, or the moments do not fit the model."""
+
+
+_FORMAT = SignedFormat(FORMAT_NAME, FORMAT_VERSION, CheckpointError, "moments checkpoint")
 
 
 @dataclass
@@ -68,33 +67,19 @@ def dump_checkpoint(moments: OptimizerMoments) -> bytes:
                for name, t in group.items()}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "steps": {k: float(v) for k, v in moments.steps.items()}}
-    return safetensors.torch.save(tensors, metadata={"meta": json.dumps(meta, sort_keys=True),
-                                                     "sha256": content_digest(meta, tensors)})
+    return dump_signed(meta, tensors)
 
 
 def load_checkpoint(data: bytes) -> OptimizerMoments:
     """The moments in `data`; CheckpointError when it is truncated, tampered with or not ours."""
-    try:
-        (header_len,) = struct.unpack("<Q", data[:8])
-        if header_len > _MAX_HEADER:
-            raise CheckpointError("not a moments checkpoint (header too long)")
-        header = json.loads(data[8 : 8 + header_len])["__metadata__"]
-        meta = json.loads(header["meta"])
-        tensors = safetensors.torch.load(bytes(data))
-    except CheckpointError:
-        raise
-    except Exception as exc:  # struct, JSON, key and safetensors errors all mean unreadable bytes
-        raise CheckpointError(f"unreadable moments checkpoint: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise CheckpointError("not a moments checkpoint (wrong format name)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"unsupported moments checkpoint version {meta.get('format_version')!r}")
-    if content_digest(meta, tensors) != header.get("sha256"):
-        raise CheckpointError("moments checkpoint digest mismatch (truncated or tampered)")
+    meta, tensors = _FORMAT.load(data)
     groups: dict[str, dict[str, torch.Tensor]] = {"exp_avg": {}, "exp_avg_sq": {}}
     for key, tensor in tensors.items():
         kind, _, name = key.partition(".")
         if kind not in groups:
             raise CheckpointError(f"unexpected tensor {key!r} in a moments checkpoint")
         groups[kind][name] = tensor
-    return OptimizerMoments(groups["exp_avg"], groups["exp_avg_sq"], dict(meta["steps"]))
+    steps = meta.get("steps")
+    if not isinstance(steps, dict):
+        raise CheckpointError("moments checkpoint without step counts")
+    return OptimizerMoments(groups["exp_avg"], groups["exp_avg_sq"], dict(steps))

@@ -93,7 +93,7 @@ def test_unknown_version_rejected() -> None:
 
 def test_mismatched_contents_rejected() -> None:
     """A consistent checksum over inconsistent contents (weights for another item count)."""
-    from recvae.artifact import content_digest
+    from recvae.signed import content_digest
 
     def shrink(meta, tensors):
         tensors = dict(tensors)
