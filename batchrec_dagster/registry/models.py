@@ -149,17 +149,35 @@ def recent_entries(db: Database, limit: int) -> list[dict[str, Any]]:
     return list(db[MODELS].find({}).sort([("created_at", pymongo.DESCENDING)]).limit(limit))
 
 
-def referenced_files(db: Database) -> set[str]:
+def referenced_files(db: Database, checkpoints_kept: int | None = None) -> set[str]:
     """Every artifact name any entry names (fresh, stale or malformed entries alike), and the
     files stored next to it: the top-k index (`ann_index.file_name`) and the training checkpoint
-    (`training_checkpoint.file_name`)."""
-    names = set()
-    for doc in db[MODELS].find({}, {"file_name": 1, "ann_index": 1, "training_checkpoint": 1}):
-        beside = [doc.get(key) for key in ("ann_index", "training_checkpoint")]
-        for name in (doc.get("file_name"), *(b.get("file_name") for b in beside if isinstance(b, dict))):
-            if isinstance(name, str):
-                names.add(name)
+    (`training_checkpoint.file_name`). `checkpoints_kept`: only the checkpoints of that many newest
+    entries (by data_end) count; None keeps every one. A warm run reads the checkpoint of the newest
+    usable model only, and one that is gone makes that run start Adam afresh, not fail."""
+    names: set[str] = set()
+    checkpoints: list[tuple[datetime, str]] = []
+    for doc in db[MODELS].find({}, {"file_name": 1, "ann_index": 1, "training_checkpoint": 1, "data_end": 1}):
+        names.update(n for n in (_file_name(doc), _file_name(doc.get("ann_index"))) if n is not None)
+        if (checkpoint := _file_name(doc.get("training_checkpoint"))) is not None:
+            data_end = doc.get("data_end")
+            checkpoints.append((_aware(data_end) if isinstance(data_end, datetime) else _NEVER, checkpoint))
+    checkpoints.sort(reverse=True)
+    names.update(name for _, name in checkpoints[:checkpoints_kept])
     return names
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _file_name(doc: object) -> str | None:
+    """The `file_name` of an entry, or of a record stored beside its artifact (None if malformed)."""
+    name = doc.get("file_name") if isinstance(doc, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def registered_run_ids(db: Database) -> set[str]:

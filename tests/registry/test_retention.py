@@ -55,6 +55,30 @@ def test_orphans_are_deleted_and_referenced_artifacts_stay(store_kind, local_sto
     assert store.exists(index.name)
 
 
+def test_only_the_newest_entries_keep_their_training_checkpoints(local_store, mongo_db):
+    names = {}
+    for hour in (1, 2, 3):
+        model = local_store.put_new(f"recvae_{hour}.pt", b"model")
+        checkpoint = local_store.put_new(f"recvae_{hour}.pt.moments", b"moments")
+        names[hour] = (model.name, checkpoint.name)
+        mongo_db[MODELS].insert_one({"file_name": model.name, "data_end": NOW + timedelta(hours=hour),
+                                     "training_checkpoint": {"file_name": checkpoint.name}})
+    # a data_end that is not a date (nx-27017 can store one as a string) counts as the oldest
+    odd = local_store.put_new("recvae_odd.pt.moments", b"moments")
+    mongo_db[MODELS].insert_one({"file_name": "recvae_odd.pt", "data_end": "2026-03-01T20:00:00",
+                                 "training_checkpoint": {"file_name": odd.name}})
+    kept = referenced_files(mongo_db, checkpoints_kept=2)
+    assert kept == {names[1][0], names[2][0], names[3][0], "recvae_odd.pt", names[2][1], names[3][1]}
+    assert referenced_files(mongo_db) == kept | {names[1][1], odd.name}  # None: every checkpoint
+    listed = list(local_store.list_blobs())
+    later = max(b.updated for b in listed) + timedelta(hours=80)
+    done = apply_retention(local_store, plan_retention(listed, kept, now=later, min_age=timedelta(hours=72),
+                                                       dry_run=False))
+    assert sorted(b.name for b in done.orphans) == sorted([names[1][1], odd.name])
+    assert not local_store.exists(names[1][1]) and local_store.exists(names[1][0])
+    assert local_store.exists(names[3][1])
+
+
 def test_write_probe_fails_early_on_a_store_it_cannot_write(tmp_path, gcs_client) -> None:
     store = LocalBlobStore(tmp_path / "store")
     probe_write(store, "run-1")

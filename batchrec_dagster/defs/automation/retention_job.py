@@ -25,6 +25,9 @@ from batchrec_dagster.settings import PARTITION_TIMEZONE
 from batchrec_dagster.storage.blobs import BlobStore
 
 RETENTION_SCHEDULE_NAME = "artifact_retention_schedule"
+# a day of hourly models: a warm run continues the newest usable one, so an older checkpoint is read
+# only when every newer model of the day is banned or incompatible (and then Adam starts afresh)
+CHECKPOINTS_KEPT = 24
 
 
 class RetentionConfig(dg.Config):
@@ -36,6 +39,10 @@ class RetentionConfig(dg.Config):
                                              "else true in prod and false in local).")
     min_age_hours: float | None = Field(default=None, ge=1,
                                         description="Default: BATCHREC_RETENTION_MIN_AGE_HOURS.")
+    checkpoints_kept: int = Field(default=CHECKPOINTS_KEPT, ge=1,
+                                  description="Keep the training checkpoints (Adam's moments, twice a "
+                                              "model's size) of this many newest registry entries only; "
+                                              "a warm run reads its starting model's.")
     force: bool = Field(default=False,
                         description="Run even when the registry references none of the stored artifacts "
                                     "(normally a wrong MONGODB_DATABASE or bucket: the run then fails).")
@@ -62,8 +69,9 @@ def _log(context: dg.OpExecutionContext, what: str, store: BlobStore, report: Re
 
 
 @dg.op(out=dg.Out(dg.Nothing),
-       description="Delete (or, in a dry run, list) artifacts that no registry entry references and stored "
-                   "asset values that nothing reads again, older than min_age_hours.")
+       description="Delete (or, in a dry run, list) artifacts that no registry entry references, training "
+                   "checkpoints of all but the checkpoints_kept newest entries, and stored asset values "
+                   "that nothing reads again, older than min_age_hours.")
 def delete_orphan_artifacts(context: dg.OpExecutionContext, config: RetentionConfig, mongo: MongoResource,
                             artifact_store: ArtifactStoreResource, run_defaults: RunDefaults,
                             io_manager: dg.ResourceParam[Any]) -> None:
@@ -73,7 +81,7 @@ def delete_orphan_artifacts(context: dg.OpExecutionContext, config: RetentionCon
     # referenced (never deleted), not listed-but-unknown
     artifacts, stored_values = list(store.list_blobs()), list(values.list_blobs())
     db = mongo.get_database()
-    referenced = referenced_files(db)
+    referenced = referenced_files(db, checkpoints_kept=config.checkpoints_kept)
     refused = registry_guard(artifacts, referenced, f"{store.location} (registry {db.name}.{MODELS})")
     if refused and not config.force:
         raise dg.Failure(description=refused)
