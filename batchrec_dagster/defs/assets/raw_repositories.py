@@ -5,7 +5,6 @@ import time
 from typing import Any, Optional
 
 import dagster as dg
-import numpy as np
 
 from batchrec_dagster.defs.assets.common import hourly_asset
 from batchrec_dagster.defs.assets.config import SourceConfig
@@ -17,6 +16,7 @@ from batchrec_dagster.sources.partition_reads import read_hour, read_raw_reposit
 from batchrec_dagster.sources.snapshot import plan_read, source_fingerprint
 from batchrec_dagster.storage.codec import CodecError
 from batchrec_dagster.storage.values import RawRepositories, StoredValueNotFoundError
+from recvae.data import unique_sorted
 
 EMBEDDED_NOTE = ("Older embedded layout (star_user_list inside each repository): there are no per-star "
                  "times, so this partition read the CURRENT state of the collection, not the state at "
@@ -93,7 +93,7 @@ def raw_repositories(context: dg.AssetExecutionContext, config: SourceConfig, mo
     metadata: dict = {
         "repositories": len(raw.repo_ids),
         "stars": len(raw.star_user_ids),
-        "star_users": int(len(np.unique(raw.star_user_ids))),
+        "star_users": len(unique_sorted(raw.star_user_ids)),
         "read_mode": plan.mode,
         "read_reason": plan.reason,
         "stars_read": raw.stars_read,
