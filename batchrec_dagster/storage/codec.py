@@ -32,9 +32,9 @@ FORMAT = "batchrec-asset"
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 _META = "__meta__"
-# zlib level 1, not savez_compressed's 6: on a 4.7M-star snapshot level 6 took 4.2 s to write and
-# level 1 1.0 s, for files 4% larger (43.1 against 44.9 MB; benchmarks/results/snapshot_costs.md).
-# Every hour writes the whole snapshot, so this is most of what an hour's read costs beyond its stars.
+# zlib level 1, not savez_compressed's 6: on a 4.6M-star snapshot level 6 took 4.1 s to write and
+# level 1 0.9 s, for files 4% larger (42.7 against 44.2 MB; benchmarks/results/snapshot_costs.md).
+# Every hour writes the whole snapshot, so this was most of what an hour's read cost beyond its stars.
 COMPRESS_LEVEL = 1
 TYPES: dict[str, type] = {t.__name__: t for t in (RawRepositories, UserItemMatrix, VaeInput, TrainedModel)}
 
