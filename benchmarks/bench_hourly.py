@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hourly_report import ASSETS, COMPARATOR, COMPARATOR_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
-ASSETS = ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model", "model_registry_entry")
 FULL = {"raw_repositories": {"read": "full"}, "recvae_model": {"mode": "full"}}
 
 
@@ -120,6 +120,11 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
         steps = [("H full", keys[0], full_ops)] + [(f"H+{i} warm", keys[i], warm_ops) for i in hours]
         if plan == "hours":
             steps.append(("H+3 full retrain", keys[3], full_ops))
+        if plan == "hours" and args.comparator:
+            # the same full retrain from another initialisation: how far apart two full retrains of
+            # one hour score on these users, i.e. the resolution of the warm / full ratio
+            other = {"recvae_model": {**full_ops["recvae_model"], "seed": seed + COMPARATOR_SEED_OFFSET}}
+            steps.append((COMPARATOR, keys[3], {**full_ops, **other}))
         runs = []
         first_vocabulary = None
         loaded = len(hours_data.source.star_user_ids)
@@ -204,6 +209,9 @@ def main() -> None:
                         help="cost cases: the demo with these many times the users and days (the same "
                              "stars per hour), a short full run for H and one warm hour each")
     parser.add_argument("--cost-full-epochs", type=int, default=1)
+    parser.add_argument("--comparator", action="store_true",
+                        help="github: one more full retrain of H+3 from another initialisation, to measure "
+                             "how much two full retrains differ on the bench users")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "hourly")
     args = parser.parse_args()
     if args.child:

@@ -12,6 +12,8 @@ TARGET_NEW_RECALL = 0.9
 TARGET_HISTORY_COST = 1.5
 TARGET_READ_SECONDS = 10.0
 TARGET_RSS_MB = 2048.0
+COMPARATOR = "H+3 full retrain, another init"  # bench_hourly --comparator
+COMPARATOR_SEED_OFFSET = 1000
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -41,9 +43,14 @@ def line(what: str, measured: str, met: bool) -> str:
     return f"| {what} | {measured} | {'yes' if met else '**no**'} |"
 
 
-def _ratios(case: dict[str, Any]) -> tuple[float, float]:
-    """(NDCG@100, new-repository Recall@100) of warm H+3 over the full retrain of H+3."""
-    warm3, retrain = case["runs"][-2]["test"], case["runs"][-1]["test"]
+def _run(case: dict[str, Any], label: str) -> dict[str, Any] | None:
+    return next((r for r in case["runs"] if r["label"] == label), None)
+
+
+def _ratios(case: dict[str, Any], label: str = "H+3 warm") -> tuple[float, float]:
+    """(NDCG@100, new-repository Recall@100) of the run `label` (warm H+3) over the full retrain of
+    H+3, on the bench users."""
+    warm3, retrain = _run(case, label)["test"], _run(case, "H+3 full retrain")["test"]
     return (warm3["ndcg@100"] / retrain["ndcg@100"],
             warm3["new_recall@100"] / max(retrain["new_recall@100"], 1e-12))
 
@@ -53,7 +60,7 @@ def _targets(case: dict[str, Any]) -> list[str]:
         return []
     runs = case["runs"]
     warm = [r for r in runs if r["label"].endswith("warm")]
-    retrain, warm3 = runs[-1], runs[-2]
+    retrain, warm3 = _run(case, "H+3 full retrain"), _run(case, "H+3 warm")
     worst = max(r["wall_seconds"] for r in warm)
     read = max(r["steps"].get("raw_repositories", 0.0) for r in warm)
     pure_read = max(r["metadata"]["raw_repositories"].get("read_seconds", 0.0) for r in warm)
@@ -90,7 +97,20 @@ def _targets(case: dict[str, Any]) -> list[str]:
              read <= TARGET_READ_SECONDS),
         line(f"peak RSS of a warm hourly run < {TARGET_RSS_MB / 1024:.0f} GB", f"{rss:,.0f} MB",
              rss < TARGET_RSS_MB),
+        *_comparator_lines(case),
     ]
+
+
+def _comparator_lines(case: dict[str, Any]) -> list[str]:
+    """How far apart two full retrains of H+3 are on the bench users (no target: the resolution)."""
+    other = _run(case, COMPARATOR)
+    if other is None:
+        return []
+    ndcg, new = _ratios(case, COMPARATOR)
+    return [f"| resolution: another full retrain of H+3 (init seed +{COMPARATOR_SEED_OFFSET}) / the full "
+            f"retrain, bench users | NDCG@100 {other['test']['ndcg@100']:.4f} / "
+            f"{_run(case, 'H+3 full retrain')['test']['ndcg@100']:.4f} = {ndcg:.3f}; new-repository "
+            f"Recall@100 {new:.3f} | (no target) |"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -134,6 +154,11 @@ def _summary(cases: list[dict[str, Any]]) -> list[str]:
         out.append(line(f"github, mean over {len(seeds)} seeds: NDCG@100 of warm H+3 >= {TARGET_QUALITY}x",
                         " ".join(f"{x:.3f}" for x in ndcg) + f", mean {sum(ndcg) / len(ndcg):.3f}",
                         sum(ndcg) / len(ndcg) >= TARGET_QUALITY))
+        compared = [_ratios(c, COMPARATOR)[0] for c in seeds if _run(c, COMPARATOR) is not None]
+        if compared:
+            out.append(f"| resolution, {len(compared)} seeds: NDCG@100 of another full retrain of H+3 over "
+                       f"the full retrain | {' '.join(f'{x:.3f}' for x in compared)}, mean "
+                       f"{sum(compared) / len(compared):.3f} | (no target) |")
     costs = [c for c in cases if c.get("plan") == "cost"]
     warm_seconds = {c["name"]: [r["wall_seconds"] for r in c["runs"] if r["label"].endswith("warm")]
                     for c in cases if c["name"].startswith("demo")}
