@@ -2,6 +2,7 @@
 
 # no `from __future__ import annotations`: Dagster reads the config/resource annotations at runtime
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,17 @@ from batchrec_dagster.storage.blobs import BlobExistsError, BlobStore, StoredBlo
 from batchrec_dagster.storage.values import TrainedModel, VaeInput
 from batchrec_dagster.training.k8s_resources import TRAINING_POOL
 from batchrec_dagster.training.start import Start, choose_start
-from recvae import HeldOut, Popularity, Recommender, dump_artifact, evaluate, train_recvae, train_warm
+from recvae import (
+    EpochReport,
+    HeldOut,
+    Popularity,
+    Recommender,
+    TrainResult,
+    dump_artifact,
+    evaluate,
+    train_recvae,
+    train_warm,
+)
 
 
 def artifact_name(score: float, partition_key: str, run_id: str, attempt: int = 0) -> str:
@@ -115,6 +126,35 @@ def held_out_test_scores(recommender: Recommender, popularity: Popularity, data:
             _plain_metrics(evaluate(popularity, data.test_fold_in, data.test_target)))
 
 
+def _train(log: Any, config: TrainingConfig, data: VaeInput, start: Start, store: BlobStore,
+           on_epoch: Callable[[EpochReport], None]) -> tuple[TrainResult, dict[str, Any], dict[str, Any]]:
+    """Train as `start` says: warm (train_warm from the starting model and its checkpoint's Adam
+    moments, when usable) or full. Returns the result, the training_start record and, for a warm
+    run, its report (empty otherwise)."""
+    validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
+                         target=data.validation_target)
+    train = sp.csr_matrix(data.train)
+    training_start = start.record()
+    if start.mode != "warm":
+        full = train_recvae(train, validation, config.recvae_config(), device=config.device,
+                            on_epoch=on_epoch)
+        return full, training_start, {}
+    moments, moments_note = load_moments(store, (start.source or {}).get("training_checkpoint"), start.model)
+    if moments is None:
+        log.warning(f"Adam starts {moments_note}")
+    warm = train_warm(start.model, start.item_ids, train, data.item_ids, validation,
+                      config.warm_recvae_config(), changed_users=changed_users(data, start),
+                      warm=config.warm_config(), device=config.device, on_epoch=on_epoch, moments=moments)
+    warm_report = {**warm.report.to_dict(), "optimizer_moments": moments_note}
+    training_start["warm"] = warm_report
+    report = warm.report
+    log.info(f"warm: {report.users_per_epoch} of {report.training_users} users per epoch "
+             f"({report.changed_users} changed, {report.focus_users} in focus); "
+             f"{report.new_items_trained} of {report.new_items} new repositories trained; "
+             f"optimizer moments {moments_note}")
+    return warm.training, training_start, warm_report
+
+
 @hourly_asset(
     kinds={"pytorch"},  # plus the artifact store's kind, by deployment (defs/definitions.py)
     pool=TRAINING_POOL,
@@ -130,7 +170,6 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
     data = vae_input  # config resolved against the settings (with_run_defaults)
     partition_key, run_id = context.partition_key, context.run.run_id
     window_start, window_end = partition_window(partition_key)
-    train = sp.csr_matrix(data.train)
     store = artifact_store.get_store()
     # a store we cannot write to fails the run now, not after an hour of training
     probe_write(store, f"{run_id}-{context.retry_number}")
@@ -151,29 +190,7 @@ def recvae_model(context: dg.AssetExecutionContext, config: TrainingConfig, vae_
                          f"({report.seconds:.1f}s){' best' if report.best else ''}")
 
     started = time.perf_counter()
-    validation = HeldOut(user_ids=data.validation_user_ids, fold_in=data.validation_fold_in,
-                         target=data.validation_target)
-    training_start = start.record()
-    warm_report: dict[str, Any] = {}
-    if start.mode == "warm":
-        source = start.source or {}
-        moments, moments_note = load_moments(store, source.get("training_checkpoint"), start.model)
-        if moments is None:
-            context.log.warning(f"Adam starts {moments_note}")
-        warm = train_warm(start.model, start.item_ids, train, data.item_ids, validation,
-                          config.warm_recvae_config(), changed_users=changed_users(data, start),
-                          warm=config.warm_config(), device=config.device, on_epoch=on_epoch,
-                          moments=moments)
-        result, warm_report = warm.training, {**warm.report.to_dict(), "optimizer_moments": moments_note}
-        training_start["warm"] = warm_report
-        report = warm.report
-        context.log.info(f"warm: {report.users_per_epoch} of {report.training_users} users per epoch "
-                         f"({report.changed_users} changed, {report.focus_users} in focus); "
-                         f"{report.new_items_trained} of {report.new_items} new repositories trained; "
-                         f"optimizer moments {moments_note}")
-    else:
-        result = train_recvae(train, validation, config.recvae_config(), device=config.device,
-                              on_epoch=on_epoch)
+    result, training_start, warm_report = _train(context.log, config, data, start, store, on_epoch)
     if result.initial_metrics is not None:  # the starting model, scored before any training
         training_start["initial_metrics"] = _plain_metrics(result.initial_metrics)
     training_seconds = time.perf_counter() - started
