@@ -84,7 +84,8 @@ def run_hour(env: dict[str, str], key: str, ops: dict[str, Any]) -> dict[str, An
 def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespace, seed: int = 0,
              plan: str = "hours") -> dict[str, Any]:
     """plan "hours": H full, H+1..H+3 warm, a full retrain of H+3; "cost": H full (its epochs from
-    --cost-full-epochs: only a starting model) and one warm hour H+1, for the cost against history."""
+    --cost-full-epochs: only a starting model) and --cost-hours warm hours, for the cost against
+    history."""
     from hourly_data import new_repository_recall, score_test_users
 
     from batchrec_dagster.defs.partitions import partition_window
@@ -116,7 +117,7 @@ def run_case(name: str, hours_data: Any, keys: list[str], args: argparse.Namespa
             full_training["epochs"] = args.cost_full_epochs
         full_ops = {**FULL, "recvae_model": {**FULL["recvae_model"], **full_training}}
         warm_ops = {"recvae_model": {**args.warm_training, "seed": seed}}
-        hours = (1,) if plan == "cost" else (1, 2, 3)
+        hours = tuple(range(1, args.cost_hours + 1)) if plan == "cost" else (1, 2, 3)
         steps = [("H full", keys[0], full_ops)] + [(f"H+{i} warm", keys[i], warm_ops) for i in hours]
         if plan == "hours":
             steps.append(("H+3 full retrain", keys[3], full_ops))
@@ -209,6 +210,8 @@ def main() -> None:
                         help="cost cases: the demo with these many times the users and days (the same "
                              "stars per hour), a short full run for H and one warm hour each")
     parser.add_argument("--cost-full-epochs", type=int, default=1)
+    parser.add_argument("--cost-hours", type=int, choices=(1, 2, 3), default=3,
+                        help="warm hours per cost case (H+1..); the ratio compares their medians")
     parser.add_argument("--comparator", action="store_true",
                         help="github: one more full retrain of H+3 from another initialisation, to measure "
                              "how much two full retrains differ on the bench users")
