@@ -125,15 +125,19 @@ def sort_stars(repo_ids: np.ndarray, stars: StarColumns) -> tuple[StarColumns, S
     return kept, stars.select(~known), duplicates
 
 
-def _pair_keys(repo_ids: np.ndarray, stars: StarColumns) -> np.ndarray | None:
+def _pair_keys(catalogue: np.ndarray, stars: StarColumns) -> np.ndarray | None:
     """One int64 per (user, repo) that sorts as (user, repo id) does: user * n + the repo's rank in
-    the sorted catalogue. None when that could overflow or a user id is negative."""
+    the sorted `catalogue`. None when a repository is not in it, a user id is negative or the key
+    could overflow."""
+    n = len(catalogue)
     if len(stars) == 0:
         return np.zeros(0, dtype=np.int64)
-    n = max(len(repo_ids), 1)
-    if stars.user_ids.min() < 0 or stars.user_ids.max() > (np.iinfo(np.int64).max - n) // n:
+    if n == 0 or stars.user_ids.min() < 0 or stars.user_ids.max() > (np.iinfo(np.int64).max - n) // n:
         return None
-    return stars.user_ids * n + np.searchsorted(repo_ids, stars.repo_ids)
+    rank = np.searchsorted(catalogue, stars.repo_ids)
+    if np.any(catalogue[np.minimum(rank, n - 1)] != stars.repo_ids):
+        return None
+    return stars.user_ids * n + rank
 
 
 def merge_sorted(repo_ids: np.ndarray, carried: StarColumns, added: StarColumns
@@ -144,13 +148,9 @@ def merge_sorted(repo_ids: np.ndarray, carried: StarColumns, added: StarColumns
     Falls back to sorting everything when `carried` is not such a result against this catalogue (a
     repository left it, or the pair keys would overflow)."""
     catalogue = np.sort(repo_ids)
-    whole = np.isin(carried.repo_ids, catalogue).all()
-    carried_keys = _pair_keys(catalogue, carried) if whole else None
-    if carried_keys is None or np.any(carried_keys[1:] <= carried_keys[:-1]):
-        return sort_stars(repo_ids, StarColumns.concat(carried, added))
     new, orphans, duplicates = sort_stars(catalogue, added)
-    new_keys = _pair_keys(catalogue, new)
-    if new_keys is None:
+    carried_keys, new_keys = _pair_keys(catalogue, carried), _pair_keys(catalogue, new)
+    if carried_keys is None or new_keys is None or np.any(carried_keys[1:] <= carried_keys[:-1]):
         return sort_stars(repo_ids, StarColumns.concat(carried, added))
     at = np.searchsorted(carried_keys, new_keys)
     present = np.zeros(len(new), dtype=bool)
