@@ -25,6 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 from ann_compare import DATASET, exact_labels, fitted_rows, time_batches, trained_rows
+from machine import cpu_model
 
 from recvae.ann import IVF_KMEANS_ITER, IVF_TRAIN_PER_LIST, euclidean_rows, query_vectors, recall_at_k
 
@@ -62,8 +63,8 @@ def main() -> None:
     exact = exact_labels(vectors, queries, K)
     zero = np.zeros((len(queries), 1), np.float32)
     nlist = int(args.lists_per_sqrt * np.sqrt(args.items))
-    report = {"items": args.items, "queries": len(queries), "nlist": nlist, "cpu": _cpu(),
-              "load_before": os.getloadavg(), "rows": []}
+    report = {"items": args.items, "queries": len(queries), "nlist": nlist,
+              "cpu": f"{cpu_model()} x {os.cpu_count()}", "load_before": os.getloadavg(), "rows": []}
     for spec in args.forms:
         form, sub_dims = spec.split(":")
         if form == "ip":
@@ -91,13 +92,6 @@ def main() -> None:
     report["load_after"] = os.getloadavg()
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
-    return f"? x {os.cpu_count()}"
 
 
 if __name__ == "__main__":

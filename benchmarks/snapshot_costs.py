@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 from batchrec_dagster.sources.github_ids import string_array
 from batchrec_dagster.sources.snapshot import StarColumns, merge_sorted, sort_stars
@@ -87,7 +88,7 @@ def measure(scale: int, repeats: int) -> dict:
 def markdown(rows: list[dict], command: str, load: tuple) -> str:
     lines = ["# Snapshot costs of an incremental hour, by history", "",
              f"Command: `{command}`", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, `{_cpu()}`; load average before "
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, `{cpu_model()}`; load average before "
              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
              + " ".join(f"{v:.2f}" for v in os.getloadavg()), "",
              "Seconds are the minimum of the repeats. *sort all*: the hour merged by sorting snapshot + "
@@ -103,16 +104,6 @@ def markdown(rows: list[dict], command: str, load: tuple) -> str:
              "{decode_level1_s:.2f}", "{unique_hashed_s:.2f}", "{build_interactions_s:.2f}")
     lines += ["| " + " | ".join(c.format(**r) for c in cells) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
