@@ -215,6 +215,8 @@ def main() -> None:
     parser.add_argument("--comparator", action="store_true",
                         help="github: one more full retrain of H+3 from another initialisation, to measure "
                              "how much two full retrains differ on the bench users")
+    parser.add_argument("--warm", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override the warm runs' recvae_model config (e.g. warm_learning_rate=5e-4)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "hourly")
     args = parser.parse_args()
     if args.child:
@@ -227,7 +229,7 @@ def main() -> None:
     from batchrec_dagster.sources.demo_data import DemoSpec
 
     args.full_training = {"epochs": args.full_epochs} if args.full_epochs else {}
-    args.warm_training = {}
+    args.warm_training = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.warm)}
     # KST has no daylight saving time: the next partitions are the next wall-clock hours
     first = datetime.strptime(args.hour, PARTITION_KEY_FORMAT)
     keys = [(first + timedelta(hours=i)).strftime(PARTITION_KEY_FORMAT) for i in range(4)]

@@ -162,7 +162,11 @@ def test_warm_training_config_keeps_epochs_and_budget_as_upper_bounds():
         WARM_TRAINING["epochs"], WARM_TRAINING["patience"], WARM_TRAINING["time_budget_s"])
     # a warm epoch makes fewer encoder passes than a full one; the rest of the model is the same
     assert default.encoder_passes == WARM_TRAINING["encoder_passes"] < TrainingConfig().encoder_passes
+    # the same steps unless told otherwise (a smaller warm rate was measured: docs/recvae.md)
+    assert default.learning_rate == TrainingConfig().learning_rate
+    assert TrainingConfig(warm_learning_rate=1e-4).warm_recvae_config().learning_rate == 1e-4
     assert replace(default, encoder_passes=TrainingConfig().encoder_passes, epochs=TrainingConfig().epochs,
+
                    patience=TrainingConfig().patience, time_budget_s=TrainingConfig().time_budget_s
                    ) == TrainingConfig().recvae_config()
     assert TrainingConfig().warm_config() == WarmConfig(replay_ratio=0.5, min_epoch_users=2000)

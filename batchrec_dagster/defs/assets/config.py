@@ -155,6 +155,8 @@ class TrainingConfig(dg.Config):
     warm_encoder_passes: int = Field(
         default=WARM_TRAINING["encoder_passes"], ge=1,
         description="Encoder passes per warm epoch (a full run makes `encoder_passes`).")
+    warm_learning_rate: float | None = Field(
+        default=None, gt=0, description="Adam's learning rate in a warm run (default: `learning_rate`).")
     warm_patience: int | None = Field(
         default=WARM_TRAINING["patience"],
         description="A warm run stops after this many epochs without beating its best trained epoch "
@@ -208,6 +210,7 @@ class TrainingConfig(dg.Config):
         budgets = [b for b in (self.warm_time_budget_s, self.time_budget_s) if b is not None]
         return replace(self.recvae_config(), epochs=min(self.warm_epochs, self.epochs),
                        encoder_passes=self.warm_encoder_passes, patience=self.warm_patience,
+                       learning_rate=self.warm_learning_rate or self.learning_rate,
                        time_budget_s=min(budgets) if budgets else None)
 
     def warm_config(self) -> WarmConfig:
