@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "github-stars-tiny"
 FULL = rv.RecVAEConfig(batch_size=200, gamma=0.02, epochs=150, patience=20)
 LEGACY_WARM = replace(FULL, epochs=4, patience=2)  # the pipeline's warm run before train_warm
-# the pipeline's warm epochs and encoder passes; runs before f4f3fcd used 8 epochs of 3 passes,
-# runs before this commit 5 of 3: each report's JSON records its own
+# the pipeline's warm epochs and encoder passes (and the full runs' learning rate); runs before
+# f4f3fcd used 8 epochs of 3 passes, runs before 10f3104 5 of 3: each report's JSON records its own
 WARM = {k: WARM_TRAINING[k] for k in ("epochs", "encoder_passes")}
 
 
@@ -125,8 +125,32 @@ def _overridden(cfg: rv.RecVAEConfig, warm: rv.WarmConfig, spec: str) -> tuple:
     return cfg, warm
 
 
-def run_warm(variant: str, prev, split, changed, seed: int) -> tuple:  # noqa: ANN001
+def hour_stars(split, users, repos, hour, is_test, h) -> sp.csr_matrix:  # noqa: ANN001
+    """1 at each training star of `split` that arrived in hour `h`, 0 elsewhere (train's shape)."""
+    sel = (hour == h) & ~is_test
+    order = np.argsort(split.train_user_ids)
+    rows = order[np.searchsorted(split.train_user_ids[order], users[sel]).clip(0, len(order) - 1)]
+    cols = np.searchsorted(split.item_ids, repos[sel]).clip(0, len(split.item_ids) - 1)
+    ok = (split.train_user_ids[rows] == users[sel]) & (split.item_ids[cols] == repos[sel])
+    mask = sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])), shape=split.train.shape)
+    return mask.multiply(split.train > 0).tocsr()
+
+
+def _new_weight(variant: str) -> tuple[str, float]:
+    """("warm:rest", w) from "warm:new_weight=w,rest": this hour's stars weigh w in the training
+    matrix (the encoder's input and the multinomial loss both read it); 1.0 when not given."""
+    name, _, spec = variant.partition(":")
+    items = [x for x in spec.split(",") if x]
+    weights = [float(x.split("=")[1]) for x in items if x.startswith("new_weight=")]
+    rest = ",".join(x for x in items if not x.startswith("new_weight="))
+    return name + (f":{rest}" if rest else ""), weights[0] if weights else 1.0
+
+
+def run_warm(variant: str, prev, split, changed, seed: int, this_hour=None) -> tuple:  # noqa: ANN001
     model, item_ids, moments = prev
+    variant, weight = _new_weight(variant)
+    if weight != 1.0:
+        split = replace(split, train=(split.train + (weight - 1) * this_hour).tocsr())
     cfg = replace(FULL, seed=seed, **WARM, patience=None, time_budget_s=None)
     if variant == "legacy":
         start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
@@ -159,7 +183,8 @@ def markdown(reports: list[dict]) -> str:
     rows = [r for rep in reports for r in rep["rows"]]
     out = ["# Warm hours, the library call alone (github-stars-tiny, simulated hours)", "",
            *(f"Command: `{rep['command']}` (*warm*: {rep.get('warm_epochs', 8)} epochs of "
-             f"{rep.get('warm_encoder_passes', 3)} encoder passes); machine: "
+             f"{rep.get('warm_encoder_passes', 3)} encoder passes at learning rate "
+             f"{rep.get('warm_learning_rate', 5e-4):g}); machine: "
              f"{rep['machine']}; load average before "
              f"{', '.join(f'{x:.2f}' for x in rep['load_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in rep['load_after'])}" for rep in reports), "",
@@ -169,7 +194,8 @@ def markdown(reports: list[dict]) -> str:
            "patience 2, best epoch with the starting model as epoch 0); *warm*: train_warm with the "
            "pipeline's warm settings, carrying Adam's moments from hour to hour (from H's full run on); "
            "*warm-fresh-moments*: the same with fresh moments every hour; *warm:field=value*: *warm* "
-           "with that RecVAEConfig or WarmConfig field changed; *warm-zero-rows*: *warm* without placing "
+           "with that RecVAEConfig or WarmConfig field changed (`new_weight=w`: the hour's new stars weigh w "
+           "in the training matrix, input and loss); *warm-zero-rows*: *warm* without placing "
            "new rows. "
            "Seconds are wall time on a shared machine.", "",
            "| seed | run | NDCG@100 | new R@100 | epochs | kept epoch | weights changed | users / epoch | "
@@ -223,7 +249,8 @@ def main() -> None:
     report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
               "load_before": os.getloadavg(), "warm_epochs": WARM["epochs"],
-              "warm_encoder_passes": WARM["encoder_passes"], "rows": []}
+              "warm_encoder_passes": WARM["encoder_passes"], "warm_learning_rate": FULL.learning_rate,
+              "rows": []}
     from recvae import load_artifact
     from recvae.artifact import dump_artifact
     from recvae.checkpoint import dump_checkpoint, load_checkpoint
@@ -257,7 +284,8 @@ def main() -> None:
                 sp_h = splits[h]
                 changed = changed_rows(sp_h.train_user_ids, users, hour, is_test, h)
                 t0 = time.perf_counter()
-                model, info = run_warm(variant, prev, sp_h, changed, seed)
+                model, info = run_warm(variant, prev, sp_h, changed, seed,
+                                       hour_stars(sp_h, users, repos, hour, is_test, h))
                 moments = info.pop("moments", None)
                 seconds = time.perf_counter() - t0
                 sets = test_sets(users, repos, hour, is_test, h, sp_h.item_ids, new_repos, seed)
