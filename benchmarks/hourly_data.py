@@ -19,13 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from batchrec_dagster.sources.csv_import import read_stars_csv
 from batchrec_dagster.sources.demo_data import DemoSpec, SourceData, generate_demo
-from recvae import Recommender, evaluate
+from recvae import Recommender, evaluate, ndcg_at_k
+from recvae.metrics import exclude_items
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -118,11 +120,12 @@ def new_repository_recall(hours: HourlyData, model: Recommender, end: datetime, 
 
 
 def score_test_users(hours: HourlyData, artifact_model: Recommender, end: datetime, seed: int = 0
-                 ) -> dict[str, float]:
-    """NDCG@100 / Recall@20 of a model on the test users' stars before `end`, restricted to the
-    model's repositories: 20% of each user's stars (at least 1) are scored, the rest fed in;
-    users with fewer than 5 such stars are left out. The split depends only on the user, the
-    stars and the seed, so models with the same vocabulary see the same fold-in and targets."""
+                 ) -> dict[str, Any]:
+    """NDCG@100 / Recall@20 (and NDCG@100 per user) of a model on the test users' stars before
+    `end`, restricted to the model's repositories: 20% of each user's stars (at least 1) are
+    scored, the rest fed in; users with fewer than 5 such stars are left out. The split depends
+    only on the user, the stars and the seed, so models with the same vocabulary see the same
+    fold-in and targets."""
     before = hours.test_starred_at < _us(end)
     cols = artifact_model.index_of(hours.test_repo_ids[before])
     users, cols = hours.test_user_ids[before][cols >= 0], cols[cols >= 0]
@@ -149,6 +152,10 @@ def score_test_users(hours: HourlyData, artifact_model: Recommender, end: dateti
         r, c = np.concatenate(rows), np.concatenate(columns)
         return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=shape)
 
-    metrics = evaluate(artifact_model, csr(fold_rows, fold_cols), csr(target_rows, target_cols))
+    fold, target = csr(fold_rows, fold_cols), csr(target_rows, target_cols)
+    metrics = evaluate(artifact_model, fold, target)
+    # per user, in user id order: models with the same vocabulary are compared user by user
+    # (hourly_report's paired bootstrap of their ratio)
+    per_user = ndcg_at_k(exclude_items(artifact_model.score(fold), fold), target, 100)
     return {"ndcg@100": float(metrics["ndcg@100"]), "recall@20": float(metrics["recall@20"]),
-            "users": int(metrics["users"])}
+            "users": int(metrics["users"]), "ndcg@100_per_user": [round(float(x), 6) for x in per_user]}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import numpy as np
+
 ASSETS = ("raw_repositories", "user_item_matrix", "vae_input", "recvae_model", "model_registry_entry")
 TARGET_SECONDS = 180.0
 TARGET_SHARE = 1 / 8
@@ -15,6 +17,7 @@ TARGET_READ_SECONDS = 10.0
 TARGET_RSS_MB = 2048.0
 COMPARATOR = "H+3 full retrain, another init"  # bench_hourly --comparator
 COMPARATOR_SEED_OFFSET = 1000
+BOOTSTRAP_DRAWS = 2000
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -56,6 +59,27 @@ def _ratios(case: dict[str, Any], label: str = "H+3 warm") -> tuple[float, float
             warm3["new_recall@100"] / max(retrain["new_recall@100"], 1e-12))
 
 
+def paired_ratio(case: dict[str, Any], label: str, references: tuple[str, ...] = ("H+3 full retrain",)
+                 ) -> tuple[float, float] | None:
+    """(mean NDCG@100 of `label` / that of the mean of `references`, its standard error over the
+    bench users): a paired bootstrap, users drawn with replacement and both models scored on the
+    drawn users. None when a run lacks per-user scores (reports before they were kept) or the two
+    scored different users."""
+    runs = [_run(case, x) for x in (label, *references)]
+    if any(r is None or "ndcg@100_per_user" not in r["test"] for r in runs):
+        return None
+    a, *refs = (np.asarray(r["test"]["ndcg@100_per_user"]) for r in runs)
+    if any(len(x) != len(a) for x in refs):
+        return None
+    b = np.mean(refs, axis=0)
+    draws = np.random.default_rng(0).integers(0, len(a), (BOOTSTRAP_DRAWS, len(a)))
+    return float(a.mean() / b.mean()), float((a[draws].mean(1) / b[draws].mean(1)).std())
+
+
+def _with_se(pair: tuple[float, float] | None) -> str:
+    return "" if pair is None else f" (± {pair[1]:.3f} over bench users)"
+
+
 def _targets(case: dict[str, Any]) -> list[str]:
     if case.get("plan") == "cost":
         return []
@@ -87,8 +111,8 @@ def _targets(case: dict[str, Any]) -> list[str]:
              ", ".join(str(r["metadata"]["recvae_model"].get("warm_weights_changed")) for r in warm),
              all(r["metadata"]["recvae_model"].get("warm_weights_changed") is True for r in warm)),
         line(f"NDCG@100 of warm H+3 >= {TARGET_QUALITY}x the full retrain's, bench users (never trained on)",
-             f"{warm3['test']['ndcg@100']:.4f} / {retrain['test']['ndcg@100']:.4f} = {test_ratio:.3f}",
-             test_ratio >= TARGET_QUALITY),
+             f"{warm3['test']['ndcg@100']:.4f} / {retrain['test']['ndcg@100']:.4f} = {test_ratio:.3f}"
+             + _with_se(paired_ratio(case, "H+3 warm")), test_ratio >= TARGET_QUALITY),
         line(f"same, the pipeline's own score on the held-out users of H+3 (same split: {same_users})",
              f"{warm3['metadata']['recvae_model']['score']:.4f} / "
              f"{retrain['metadata']['recvae_model']['score']:.4f} = {val_ratio:.3f}",
@@ -108,10 +132,15 @@ def _comparator_lines(case: dict[str, Any]) -> list[str]:
     if other is None:
         return []
     ndcg, new = _ratios(case, COMPARATOR)
+    both = paired_ratio(case, "H+3 warm", ("H+3 full retrain", COMPARATOR))
     return [f"| resolution: another full retrain of H+3 (init seed +{COMPARATOR_SEED_OFFSET}) / the full "
             f"retrain, bench users | NDCG@100 {other['test']['ndcg@100']:.4f} / "
-            f"{_run(case, 'H+3 full retrain')['test']['ndcg@100']:.4f} = {ndcg:.3f}; new-repository "
-            f"Recall@100 {new:.3f} | (no target) |"]
+            f"{_run(case, 'H+3 full retrain')['test']['ndcg@100']:.4f} = {ndcg:.3f}"
+            f"{_with_se(paired_ratio(case, COMPARATOR))}; new-repository Recall@100 {new:.3f} "
+            "| (no target) |",
+            *([] if both is None else [
+                f"| warm H+3 / the mean of the two full retrains (per user), bench users | NDCG@100 "
+                f"{both[0]:.3f}{_with_se(both)} | (no target) |"])]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -142,6 +171,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(out + _summary(report["cases"])) + "\n"
 
 
+def _mean_se(pairs: list[tuple[float, float] | None]) -> str:
+    """The standard error of a mean over seeds from each seed's (independent) bench-user SE."""
+    if not pairs or any(p is None for p in pairs):
+        return ""
+    return f" (± {np.sqrt(sum(p[1] ** 2 for p in pairs)) / len(pairs):.3f} over bench users)"
+
+
 def _summary(cases: list[dict[str, Any]]) -> list[str]:
     """Targets across cases: the mean over the github seeds, and the cost against history."""
     out = ["## Across cases", "", "| target | measured | met |", "|---|---|---|"]
@@ -153,13 +189,19 @@ def _summary(cases: list[dict[str, Any]]) -> list[str]:
                         f"{TARGET_NEW_RECALL}x the full retrain's", " ".join(f"{x:.3f}" for x in new)
                         + f", mean {sum(new) / len(new):.3f}", sum(new) / len(new) >= TARGET_NEW_RECALL))
         out.append(line(f"github, mean over {len(seeds)} seeds: NDCG@100 of warm H+3 >= {TARGET_QUALITY}x",
-                        " ".join(f"{x:.3f}" for x in ndcg) + f", mean {sum(ndcg) / len(ndcg):.3f}",
+                        " ".join(f"{x:.3f}" for x in ndcg) + f", mean {sum(ndcg) / len(ndcg):.3f}"
+                        + _mean_se([paired_ratio(c, "H+3 warm") for c in seeds]),
                         sum(ndcg) / len(ndcg) >= TARGET_QUALITY))
         compared = [_ratios(c, COMPARATOR)[0] for c in seeds if _run(c, COMPARATOR) is not None]
         if compared:
             out.append(f"| resolution, {len(compared)} seeds: NDCG@100 of another full retrain of H+3 over "
                        f"the full retrain | {' '.join(f'{x:.3f}' for x in compared)}, mean "
                        f"{sum(compared) / len(compared):.3f} | (no target) |")
+            both = [paired_ratio(c, "H+3 warm", ("H+3 full retrain", COMPARATOR)) for c in seeds]
+            if all(x is not None for x in both):
+                out.append(f"| {len(both)} seeds: NDCG@100 of warm H+3 over the mean of the two full "
+                           f"retrains | {' '.join(f'{x[0]:.3f}' for x in both)}, mean "
+                           f"{sum(x[0] for x in both) / len(both):.3f}{_mean_se(both)} | (no target) |")
     costs = [c for c in cases if c.get("plan") == "cost"]
     warm_seconds = {c["name"]: [r["wall_seconds"] for r in c["runs"] if r["label"].endswith("warm")]
                     for c in cases if c["name"].startswith("demo")}
