@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from hourly_report import ASSETS, COMPARATOR, COMPARATOR_SEED_OFFSET
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
@@ -235,7 +236,7 @@ def main() -> None:
     keys = [(first + timedelta(hours=i)).strftime(PARTITION_KEY_FORMAT) for i in range(4)]
     windows = [partition_window(k) for k in keys]
     report: dict[str, Any] = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
-                              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
                               "uptime_before": _uptime(), "cases": []}
     if not args.skip_demo:
         spec = DemoSpec(users=args.users, repos=args.repos, mean_stars_per_user=args.stars_per_user,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from machine import cpu_model
 
 import recvae as rv
 from batchrec_dagster.defs.assets.config import WARM_TRAINING
@@ -247,7 +248,7 @@ def main() -> None:
     users, repos = table[:, 0], table[:, 1]
     args.cache.mkdir(parents=True, exist_ok=True)
     report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
               "load_before": os.getloadavg(), "warm_epochs": WARM["epochs"],
               "warm_encoder_passes": WARM["encoder_passes"], "warm_learning_rate": FULL.learning_rate,
               "rows": []}
