@@ -137,21 +137,43 @@ def hour_stars(split, users, repos, hour, is_test, h) -> sp.csr_matrix:  # noqa:
     return mask.multiply(split.train > 0).tocsr()
 
 
-def _new_weight(variant: str) -> tuple[str, float]:
-    """("warm:rest", w) from "warm:new_weight=w,rest": this hour's stars weigh w in the training
-    matrix (the encoder's input and the multinomial loss both read it); 1.0 when not given."""
+# variant fields that only this script knows (the library has no such option): `new_weight=w`,
+# this hour's stars weigh w in the training matrix (the encoder's input and the multinomial loss
+# both read it); `shrink=l` and `noise=s`, the previous model's weight matrices are scaled by l and
+# given N(0, s^2) noise before the warm run ("shrink and perturb", Ash & Adams 2020)
+BENCH_FIELDS = {"new_weight": 1.0, "shrink": 1.0, "noise": 0.0}
+
+
+def _bench_fields(variant: str) -> tuple[str, dict[str, float]]:
+    """("warm:rest", {field: value}) from "warm:new_weight=2,rest", defaults for fields not given."""
     name, _, spec = variant.partition(":")
-    items = [x for x in spec.split(",") if x]
-    weights = [float(x.split("=")[1]) for x in items if x.startswith("new_weight=")]
-    rest = ",".join(x for x in items if not x.startswith("new_weight="))
-    return name + (f":{rest}" if rest else ""), weights[0] if weights else 1.0
+    items = [x.split("=") for x in spec.split(",") if x]
+    fields = {**BENCH_FIELDS, **{k: float(v) for k, v in items if k in BENCH_FIELDS}}
+    rest = ",".join(f"{k}={v}" for k, v in items if k not in BENCH_FIELDS)
+    return name + (f":{rest}" if rest else ""), fields
+
+
+def _shrunk(model, shrink: float, noise: float, seed: int):  # noqa: ANN001, ANN202
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(shrink).add_(noise * torch.randn(p.shape, generator=generator))
+    return model
 
 
 def run_warm(variant: str, prev, split, changed, seed: int, this_hour=None) -> tuple:  # noqa: ANN001
     model, item_ids, moments = prev
-    variant, weight = _new_weight(variant)
-    if weight != 1.0:
-        split = replace(split, train=(split.train + (weight - 1) * this_hour).tocsr())
+    variant, bench = _bench_fields(variant)
+    if bench["new_weight"] != 1.0:
+        split = replace(split, train=(split.train + (bench["new_weight"] - 1) * this_hour).tocsr())
+    if bench["shrink"] != 1.0 or bench["noise"]:
+        model = _shrunk(model, bench["shrink"], bench["noise"], seed)
     cfg = replace(FULL, seed=seed, **WARM, patience=None, time_budget_s=None)
     if variant == "legacy":
         start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
@@ -195,8 +217,10 @@ def markdown(reports: list[dict]) -> str:
            "patience 2, best epoch with the starting model as epoch 0); *warm*: train_warm with the "
            "pipeline's warm settings, carrying Adam's moments from hour to hour (from H's full run on); "
            "*warm-fresh-moments*: the same with fresh moments every hour; *warm:field=value*: *warm* "
-           "with that RecVAEConfig or WarmConfig field changed (`new_weight=w`: the hour's new stars weigh w "
-           "in the training matrix, input and loss); *warm-zero-rows*: *warm* without placing "
+           "with that RecVAEConfig or WarmConfig field changed, or this script's BENCH_FIELDS "
+           "(`new_weight=w`: the hour's stars weigh w in the training matrix; `shrink=l,noise=s`: the "
+           "previous model's weight matrices scaled by l, plus N(0, s^2) noise, before each warm hour); "
+           "*warm-zero-rows*: *warm* without placing "
            "new rows. "
            "Seconds are wall time on a shared machine.", "",
            "| seed | run | NDCG@100 | new R@100 | epochs | kept epoch | weights changed | users / epoch | "
