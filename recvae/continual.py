@@ -2,6 +2,9 @@
 
 `train_warm` is the one call. From the previous model and this hour's training matrix it
 
+0. scales a copy of the previous model's weight matrices by `shrink` (1.0: as it is). Continued
+   as it is, a converged model over-fits the stars it already knew, hour after hour; a slightly
+   shrunk one re-fits them along with the hour's ("shrink and perturb", Ash & Adams 2020);
 1. maps the vocabulary (`warm_start`: kept rows copied, new items at zero rows and their
    log-frequency bias, dropped items removed);
 2. places each new item's decoder row where the model already puts items like it: the decoder
@@ -22,6 +25,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,9 +36,10 @@ import torch
 
 from recvae.checkpoint import OptimizerMoments
 from recvae.data import HeldOut
+from recvae.metrics import evaluate
 from recvae.model import RecVAE, RecVAEConfig
 from recvae.sparse import SparseBatch
-from recvae.train import EpochReport, TrainResult, train_recvae
+from recvae.train import EpochReport, TrainResult, _ModelScorer, train_recvae
 from recvae.warm import WarmStartReport, map_vocabulary, warm_start
 
 # The kept items' map from mean user code to decoder row is fitted on a fixed-seed sample of the
@@ -51,10 +56,13 @@ class WarmConfig:
     replay_ratio: float = 1.0    # replay users drawn per focus user, afresh each epoch
     min_epoch_users: int = 2000  # an epoch trains at least this many users (every user if fewer)
     fit_new_rows: bool = True    # place new items' decoder rows by the kept items' code -> row map
+    shrink: float = 1.0          # the previous model's weight matrices are scaled by this first
 
     def __post_init__(self) -> None:
         if self.replay_ratio < 0 or self.min_epoch_users < 0:
             raise ValueError("replay_ratio and min_epoch_users must be >= 0")
+        if not 0 < self.shrink <= 1:
+            raise ValueError("shrink must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class WarmReport:
     users_per_epoch: int        # focus users plus the replay sample
     users_trained: int          # distinct users trained in any epoch
     training_users: int         # rows of the training matrix
-    initial_validation_ndcg: float   # the starting model (after the vocabulary map)
+    initial_validation_ndcg: float   # the previous model, mapped (new items at their popularity)
     validation_ndcg: float           # the returned epoch
     validation_ndcg_se: float        # its standard error over validation users
     kept_epoch: int
@@ -183,6 +191,26 @@ def epoch_schedule(n_users: int, focus: np.ndarray, warm: WarmConfig, seed: int
     return users
 
 
+def parent_validation_ndcg(previous_model: RecVAE, previous_item_ids: np.ndarray, item_ids: np.ndarray,
+                           validation: HeldOut, train: sp.csr_matrix) -> float:
+    """Validation NDCG@100 of the previous model as it would serve this hour: mapped to this hour's
+    vocabulary, new items at their log-frequency (no placed rows, no shrink, no training)."""
+    mapped, _ = warm_start(previous_model, previous_item_ids, item_ids, train=train)
+    mapped.eval()
+    scorer = _ModelScorer(mapped, torch.device("cpu"))
+    return float(evaluate(scorer, validation.fold_in, validation.target, ks=(100,))["ndcg@100"])
+
+
+def _shrunk(model: RecVAE, factor: float) -> RecVAE:
+    """A copy with every weight matrix scaled by `factor` (biases and norms kept)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(factor)
+    return model
+
+
 def _changed(before: dict[str, torch.Tensor], after: RecVAE) -> bool:
     return any(not torch.equal(before[k], v.detach().cpu()) for k, v in after.state_dict().items())
 
@@ -212,6 +240,9 @@ def train_warm(
     """
     warm = warm or WarmConfig()
     train = sp.csr_matrix(train, dtype=np.float32)
+    parent_ndcg = parent_validation_ndcg(previous_model, previous_item_ids, item_ids, validation, train)
+    if warm.shrink != 1.0:
+        previous_model = _shrunk(previous_model, warm.shrink)
     model, start = warm_start(previous_model, previous_item_ids, item_ids, train=train, config=config)
     is_new = map_vocabulary(previous_item_ids, item_ids).previous_index < 0
     rows_how = "zero"
@@ -246,7 +277,7 @@ def train_warm(
         new_items_trained=int(moved.sum()), new_item_rows=rows_how, changed_users=n_changed,
         focus_users=len(focus), users_per_epoch=per_epoch[0], users_trained=int(trained.sum()),
         training_users=int(train.shape[0]),
-        initial_validation_ndcg=float((result.initial_metrics or {}).get("ndcg@100", 0.0)),
+        initial_validation_ndcg=parent_ndcg,
         validation_ndcg=float(result.best_metrics.get("ndcg@100", 0.0)),
         validation_ndcg_se=result.validation_se, kept_epoch=result.best_epoch,
         weights_changed=_changed(initial, result.model),

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from recvae import RecVAEConfig, Split, WarmConfig, train_recvae, train_warm
-from recvae.continual import epoch_schedule, fit_new_item_rows, focus_users
+from recvae.continual import epoch_schedule, fit_new_item_rows, focus_users, parent_validation_ndcg
 from recvae.train import EpochReport, _accept_last
 from recvae.warm import map_vocabulary, warm_start
 
@@ -44,8 +44,11 @@ def test_a_warm_hour_with_new_stars_changes_the_weights_and_trains_the_new_rows(
     assert report.new_items == 10 and report.new_items_trained == 10
     new = torch.from_numpy(map_vocabulary(hour["previous_ids"], split.item_ids).previous_index < 0)
     assert (out.training.model.decoder.weight[new].abs().sum(1) > 0).all()
-    # the starting model is scored but never returned
-    assert report.initial_validation_ndcg == out.training.initial_metrics["ndcg@100"]
+    # the starting model is scored but never returned; the report scores the previous model as it
+    # would serve this hour (mapped, new items at their popularity: no placed rows, no shrink)
+    assert out.training.initial_metrics["ndcg@100"] > 0
+    assert report.initial_validation_ndcg == parent_validation_ndcg(
+        hour["previous"], hour["previous_ids"], split.item_ids, split.validation, split.train)
     assert report.validation_ndcg == out.training.best_metrics["ndcg@100"]
     assert report.validation_ndcg_se > 0
 
@@ -111,3 +114,25 @@ def test_new_rows_are_placed_by_the_kept_items_map(hour: dict) -> None:
     assert np.isfinite(r2) and r2 <= 1.0
     assert (model.decoder.weight[torch.from_numpy(is_new)].abs().sum(1) > 0).all()
     assert torch.equal(model.decoder.weight[torch.from_numpy(~is_new)], kept_before)
+
+
+def test_shrink_scales_the_starting_weight_matrices_and_leaves_the_previous_model_alone(hour: dict) -> None:
+    split = hour["split"]
+    before = {k: v.clone() for k, v in hour["previous"].state_dict().items()}
+    one = replace(TINY, epochs=1)
+    plain = train_warm(hour["previous"], hour["previous_ids"], split.train, split.item_ids, split.validation,
+                       one, device="cpu", warm=WarmConfig(fit_new_rows=False))
+    shrunk = train_warm(hour["previous"], hour["previous_ids"], split.train, split.item_ids, split.validation,
+                        one, device="cpu", warm=WarmConfig(fit_new_rows=False, shrink=0.5))
+    # the start differs (epoch 0 is scored on it), the caller's model and the parent's score do not
+    assert shrunk.training.initial_metrics["ndcg@100"] != plain.training.initial_metrics["ndcg@100"]
+    assert shrunk.report.initial_validation_ndcg == plain.report.initial_validation_ndcg
+    assert all(torch.equal(v, hour["previous"].state_dict()[k]) for k, v in before.items())
+    start, _ = warm_start(hour["previous"], hour["previous_ids"], split.item_ids, train=split.train)
+    from recvae.continual import _shrunk
+
+    halved = _shrunk(start, 0.5)
+    assert torch.allclose(halved.decoder.weight, 0.5 * start.decoder.weight)
+    assert torch.equal(halved.decoder.bias, start.decoder.bias)  # biases and norms are kept
+    with pytest.raises(ValueError, match="shrink"):
+        WarmConfig(shrink=0.0)
