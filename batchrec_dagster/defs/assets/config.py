@@ -110,10 +110,14 @@ PIPELINE_TRAINING = {"batch_size": 200, "gamma": 0.02, "epochs": 150, "patience"
 # (benchmarks/results/warm_hours_epochs.md): NDCG@100 0.990x with one encoder pass, 0.981x with
 # three; 12 epochs of three passes 0.976x (3 seeds). No patience: the last epoch is kept unless it
 # fell by more than its standard error. The budget keeps a warm hour within 3 minutes on 2 cores.
+# The starting model's weight matrices are scaled by 0.9 first ("shrink and perturb", without the
+# noise): a converged model continued as it is over-fits the stars it already knew, and a slightly
+# shrunk one re-fits them with the hour's (docs/recvae.md; 0.8 and below lose more than 5 epochs
+# win back).
 # The overlap threshold: hour to hour nearly all repositories carry over; under 90% the data
 # changed wholesale (a new import, other filters) and a model from scratch is the sounder start.
 WARM_TRAINING = {"epochs": 5, "encoder_passes": 1, "patience": None, "time_budget_s": 150.0,
-                 "min_vocabulary_overlap": 0.9, "replay_ratio": 0.5, "min_epoch_users": 2000}
+                 "min_vocabulary_overlap": 0.9, "replay_ratio": 0.5, "min_epoch_users": 2000, "shrink": 0.9}
 
 
 class TrainingConfig(dg.Config):
@@ -157,6 +161,9 @@ class TrainingConfig(dg.Config):
         description="Encoder passes per warm epoch (a full run makes `encoder_passes`).")
     warm_learning_rate: float | None = Field(
         default=None, gt=0, description="Adam's learning rate in a warm run (default: `learning_rate`).")
+    warm_shrink: float = Field(
+        default=WARM_TRAINING["shrink"], gt=0, le=1,
+        description="The starting model's weight matrices are scaled by this before a warm run.")
     warm_patience: int | None = Field(
         default=WARM_TRAINING["patience"],
         description="A warm run stops after this many epochs without beating its best trained epoch "
@@ -215,7 +222,8 @@ class TrainingConfig(dg.Config):
 
     def warm_config(self) -> WarmConfig:
         """How a warm run spends its epochs: `recvae.train_warm(..., warm=this)`."""
-        return WarmConfig(replay_ratio=self.warm_replay_ratio, min_epoch_users=self.warm_min_epoch_users)
+        return WarmConfig(replay_ratio=self.warm_replay_ratio, min_epoch_users=self.warm_min_epoch_users,
+                          shrink=self.warm_shrink)
 
     def recvae_config(self) -> RecVAEConfig:
         """The library's config with these values (fields the library does not know are left out)."""
