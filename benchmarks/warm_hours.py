@@ -139,9 +139,9 @@ def hour_stars(split, users, repos, hour, is_test, h) -> sp.csr_matrix:  # noqa:
 
 # variant fields that only this script knows (the library has no such option): `new_weight=w`,
 # this hour's stars weigh w in the training matrix (the encoder's input and the multinomial loss
-# both read it); `shrink=l` and `noise=s`, the previous model's weight matrices are scaled by l and
-# given N(0, s^2) noise before the warm run ("shrink and perturb", Ash & Adams 2020)
-BENCH_FIELDS = {"new_weight": 1.0, "shrink": 1.0, "noise": 0.0}
+# both read it); `noise=s`, the previous model's weight matrices get N(0, s^2) noise before the
+# warm run (the "perturb" of shrink and perturb, Ash & Adams 2020; the shrink is WarmConfig's)
+BENCH_FIELDS = {"new_weight": 1.0, "noise": 0.0}
 
 
 def _bench_fields(variant: str) -> tuple[str, dict[str, float]]:
@@ -153,7 +153,7 @@ def _bench_fields(variant: str) -> tuple[str, dict[str, float]]:
     return name + (f":{rest}" if rest else ""), fields
 
 
-def _shrunk(model, shrink: float, noise: float, seed: int):  # noqa: ANN001, ANN202
+def _perturbed(model, noise: float, seed: int):  # noqa: ANN001, ANN202
     import copy
 
     import torch
@@ -163,7 +163,7 @@ def _shrunk(model, shrink: float, noise: float, seed: int):  # noqa: ANN001, ANN
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
-                p.mul_(shrink).add_(noise * torch.randn(p.shape, generator=generator))
+                p.add_(noise * torch.randn(p.shape, generator=generator))
     return model
 
 
@@ -172,8 +172,8 @@ def run_warm(variant: str, prev, split, changed, seed: int, this_hour=None) -> t
     variant, bench = _bench_fields(variant)
     if bench["new_weight"] != 1.0:
         split = replace(split, train=(split.train + (bench["new_weight"] - 1) * this_hour).tocsr())
-    if bench["shrink"] != 1.0 or bench["noise"]:
-        model = _shrunk(model, bench["shrink"], bench["noise"], seed)
+    if bench["noise"]:
+        model = _perturbed(model, bench["noise"], seed)
     cfg = replace(FULL, seed=seed, **WARM, patience=None, time_budget_s=None)
     if variant == "legacy":
         start, _ = rv.warm_start(model, item_ids, split.item_ids, train=split.train)
@@ -182,9 +182,10 @@ def run_warm(variant: str, prev, split, changed, seed: int, this_hour=None) -> t
         return res.model, {"epochs": len(res.history), "kept_epoch": res.best_epoch,
                            "weights_changed": res.best_epoch > 0}
     variant, _, spec = variant.partition(":")
-    warm = {"warm": rv.WarmConfig(), "warm-zero-rows": rv.WarmConfig(fit_new_rows=False),
-            "warm-all-users": rv.WarmConfig(), "warm-replay2": rv.WarmConfig(replay_ratio=2.0),
-            "warm-fresh-moments": rv.WarmConfig()}[variant]
+    pipeline = rv.WarmConfig(shrink=WARM_TRAINING["shrink"])
+    warm = {"warm": pipeline, "warm-zero-rows": replace(pipeline, fit_new_rows=False),
+            "warm-all-users": pipeline, "warm-replay2": replace(pipeline, replay_ratio=2.0),
+            "warm-fresh-moments": pipeline}[variant]
     cfg, warm = _overridden(cfg, warm, spec)
     out = rv.train_warm(model, item_ids, split.train, split.item_ids, split.validation, cfg,
                      changed_users=None if variant == "warm-all-users" else changed, warm=warm, device="cpu",
@@ -207,7 +208,7 @@ def markdown(reports: list[dict]) -> str:
     out = ["# Warm hours, the library call alone (github-stars-tiny, simulated hours)", "",
            *(f"Command: `{rep['command']}` (*warm*: {rep.get('warm_epochs', 8)} epochs of "
              f"{rep.get('warm_encoder_passes', 3)} encoder passes at learning rate "
-             f"{rep.get('warm_learning_rate', 5e-4):g}); machine: "
+             f"{rep.get('warm_learning_rate', 5e-4):g}, shrink {rep.get('warm_shrink', 1.0):g}); machine: "
              f"{rep['machine']}; load average before "
              f"{', '.join(f'{x:.2f}' for x in rep['load_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in rep['load_after'])}" for rep in reports), "",
@@ -218,8 +219,8 @@ def markdown(reports: list[dict]) -> str:
            "pipeline's warm settings, carrying Adam's moments from hour to hour (from H's full run on); "
            "*warm-fresh-moments*: the same with fresh moments every hour; *warm:field=value*: *warm* "
            "with that RecVAEConfig or WarmConfig field changed, or this script's BENCH_FIELDS "
-           "(`new_weight=w`: the hour's stars weigh w in the training matrix; `shrink=l,noise=s`: the "
-           "previous model's weight matrices scaled by l, plus N(0, s^2) noise, before each warm hour); "
+           "(`new_weight=w`: the hour's stars weigh w in the training matrix; `noise=s`: N(0, s^2) noise "
+           "on the previous model's weight matrices before each warm hour); "
            "*warm-zero-rows*: *warm* without placing "
            "new rows. "
            "Seconds are wall time on a shared machine.", "",
@@ -256,6 +257,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "warm_hours")
     parser.add_argument("--test-share", type=float, default=0.0,
                         help="hold out this share of users as test users too, as the pipeline does (0.2)")
+    parser.add_argument("--quiet-hours", type=int, default=0,
+                        help="warm hours with no new stars after H+3, each scored against its full retrain")
     parser.add_argument("--combine", type=Path, nargs="+",
                         help="write --output's .md from these .json results (runs of this script) and stop")
     args = parser.parse_args()
@@ -275,6 +278,7 @@ def main() -> None:
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
               "load_before": os.getloadavg(), "warm_epochs": WARM["epochs"],
               "warm_encoder_passes": WARM["encoder_passes"], "warm_learning_rate": FULL.learning_rate,
+              "warm_shrink": WARM_TRAINING["shrink"],
               "rows": []}
     from recvae import load_artifact
     from recvae.artifact import dump_artifact
@@ -322,6 +326,19 @@ def main() -> None:
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
                 prev = (model, sp_h.item_ids, moments)
+            # hours with no new stars after H+3, as at night: does the chain hold its quality?
+            sp3 = splits[3]
+            for k in range(1, args.quiet_hours + 1):
+                t0 = time.perf_counter()
+                model, info = run_warm(variant, prev, sp3, np.zeros(0, np.int64), seed,
+                                       sp.csr_matrix(sp3.train.shape, dtype=np.float32))
+                moments = info.pop("moments", None)
+                row = {"seed": seed, "run": f"H+3+{k} {variant}", "seconds": time.perf_counter() - t0,
+                       **score(model, sp3.item_ids, sp3.train, sets3), **info}
+                row["quiet_ndcg_vs_full"] = row["ndcg@100"] / ref["ndcg@100"]
+                report["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                prev = (model, sp3.item_ids, moments)
     report["load_after"] = os.getloadavg()
     report["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     args.output.parent.mkdir(parents=True, exist_ok=True)
