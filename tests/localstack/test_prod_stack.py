@@ -145,7 +145,9 @@ def test_production_stack(stack, monkeypatch: pytest.MonkeyPatch) -> None:
     clock("run C SUCCESS after the code-server restart")
 
     # 3. stop the stack with a run training and a run queued
-    run_d = client.launch_run(JOB, key_d, training(epochs=100_000, time_budget_s=900.0))
+    # a full run: run C's model is within 24 h, so D would otherwise warm-start, train its 5 warm
+    # epochs in seconds and could be done before the stop cancels it
+    run_d = client.launch_run(JOB, key_d, training(mode="full", epochs=100_000, time_budget_s=900.0))
     run_e = client.launch_run(JOB, key_e, training())
     wait_for("run D to train", lambda: client.run(run_d)["status"] == "STARTED", timeout_s=180,
              on_timeout=client.logs)
